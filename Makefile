@@ -1,0 +1,40 @@
+# pylium: `make demo` (set-up + the main job) and `make test` (set-up + every test tier).
+VENV   := .venv
+PY     := $(VENV)/bin/python
+BIN    := $(VENV)/bin
+
+.PHONY: setup demo test check unit integration e2e bench crds clean
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	@bash scripts/demo.sh
+
+check: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+unit: setup
+	$(BIN)/pytest -q tests/unit
+
+integration: setup
+	$(BIN)/pytest -q tests/integration
+
+e2e: setup
+	$(BIN)/pytest -q tests/e2e
+
+# Every tier but the benchmarks: static checks, then unit, datapath, integration, e2e.
+test: check
+	$(BIN)/pytest -q -p no:cacheprovider tests
+
+bench: setup
+	$(PY) benchmarks/store_throughput.py
+
+crds: setup
+	$(BIN)/pylium crds export deploy/crds
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

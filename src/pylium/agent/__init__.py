@@ -1,0 +1,1 @@
+"""L5: pylium-agent, one per node."""

@@ -1,0 +1,1 @@
+"""L0: stdlib-only building blocks shared by every layer (errors, ids, address arithmetic)."""

@@ -1,0 +1,1 @@
+"""L7: the ``pylium`` command-line interface (mirrors cilium, cilium-dbg and hubble verbs)."""

@@ -1,0 +1,48 @@
+"""L7: the root of the ``pylium`` CLI; each verb group lives in its own module and registers here.
+
+Errors: any :class:`~pylium.base.errors.PyliumError` escaping a command is printed as one line
+per problem on stderr with exit code 1 (usage errors exit 2, as click does).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from pylium import __version__
+from pylium.base.errors import PyliumError
+from pylium.cli import config_cmd, lab_cmd, resources_cmd
+
+app = typer.Typer(
+    name="pylium",
+    help="pylium: Cilium's networking, policy and observability on a Python control plane.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def root() -> None:
+    """pylium: Cilium's networking, policy and observability on a Python control plane."""
+
+
+@app.command()
+def version() -> None:
+    """Print the pylium version."""
+    typer.echo(f"pylium {__version__}")
+
+
+resources_cmd.register(app)
+config_cmd.register(app)
+lab_cmd.register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    try:
+        app(args=argv, standalone_mode=True)
+    except PyliumError as err:
+        print(f"Error: {err}", file=sys.stderr)
+        sys.exit(1)

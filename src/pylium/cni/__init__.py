@@ -1,0 +1,1 @@
+"""L5: pylium-cni, the CNI plugin executed by container runtimes."""

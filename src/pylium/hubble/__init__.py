@@ -1,0 +1,1 @@
+"""L5: Hubble flow observability (observer, gRPC server, relay)."""

@@ -1,0 +1,1 @@
+"""L6: the lab: a multi-node cluster built from network namespaces on one machine."""

@@ -1,0 +1,1 @@
+"""L1: typed resource shapes (Kubernetes and Cilium kinds) and their validation."""

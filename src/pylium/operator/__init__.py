@@ -1,0 +1,1 @@
+"""L5: pylium-operator, one per cluster (leader-elected)."""

@@ -1,0 +1,1 @@
+"""L4: daemon scaffolding shared by agent and operator (settings loading, logging, jobs)."""
