@@ -149,3 +149,5 @@ class StoreConfig:
     backend: str = "local"
     path: str = ""
     endpoints: tuple[str, ...] = field(default_factory=tuple)
+    prefix: str | None = None
+    """etcd only: root prefix of every key (None: the backend's default, ``pylium/``)."""
