@@ -112,6 +112,8 @@ class _Database:
             raise StoreUnavailable(key, f"database {self.path}: {err}") from err
         except sqlite3.Error as err:
             raise StoreError(key, f"database {self.path}: {err}") from err
+        except OSError as err:
+            raise StoreUnavailable(key, f"database {self.path}: {err}") from err
 
     def connect(self) -> sqlite3.Connection:
         if self.conn is not None:
