@@ -17,7 +17,7 @@ import binascii
 import difflib
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from enum import StrEnum
@@ -788,48 +788,3 @@ class OperatorSettings(ClusterSettings):
 def all_keys() -> dict[str, Any]:
     """Every ConfigMap key pylium understands (agent and operator) -> its field."""
     return {**AgentSettings.keys(), **OperatorSettings.keys()}
-
-
-# Keys older Cilium releases used; still accepted, rewritten, and reported as warnings.
-LEGACY_KEYS: Mapping[str, str] = {
-    "tunnel": "routing-mode/tunnel-protocol (removed in Cilium 1.15)",
-    "native-routing-cidr": "ipv4-native-routing-cidr (removed in Cilium 1.12)",
-}
-
-
-def upgrade_legacy(data: Mapping[str, str]) -> tuple[dict[str, str], list[tuple[str, str]]]:
-    """Rewrite legacy keys (``tunnel: disabled`` -> ``routing-mode: native``, ...). Returns
-    the new data and (legacy key, message) pairs. New keys given explicitly win."""
-    out = {k: v for k, v in data.items() if k not in LEGACY_KEYS}
-    notes: list[tuple[str, str]] = []
-    if "native-routing-cidr" in data:
-        out.setdefault("ipv4-native-routing-cidr", data["native-routing-cidr"])
-        notes.append(("native-routing-cidr", "deprecated; use ipv4-native-routing-cidr"))
-    if "tunnel" in data:
-        value = data["tunnel"].strip()
-        if value == "disabled":
-            out.setdefault("routing-mode", RoutingMode.NATIVE.value)
-            notes.append(("tunnel", '"disabled" is deprecated; use routing-mode: native'))
-        else:
-            out.setdefault("routing-mode", RoutingMode.TUNNEL.value)
-            out.setdefault("tunnel-protocol", value)
-            notes.append(
-                ("tunnel", f"deprecated; use routing-mode: tunnel and tunnel-protocol: {value}")
-            )
-    return out, notes
-
-
-def render_value(key: str, value: Any) -> str:
-    """A typed value of ``key`` rendered as its ConfigMap string."""
-    return str(all_keys()[key].metadata[CODEC].render(value))
-
-
-def describe(keys: Sequence[str] | None = None) -> list[tuple[str, str, str]]:
-    """(key, default, allowed) rows for docs and ``pylium config keys``."""
-    table = all_keys()
-    out = []
-    for key in sorted(keys if keys is not None else table):
-        fld = table[key]
-        codec = fld.metadata[CODEC]
-        out.append((key, codec.render(fld.default), str(codec.allowed)))
-    return out

@@ -17,6 +17,7 @@ from typing import Any
 from pylium.base.errors import ConfigError
 from pylium.core.settings import chart, checks
 from pylium.core.settings import values as v
+from pylium.core.settings.legacy import upgrade_legacy
 from pylium.model.config import (
     AgentSettings,
     ConfigErrors,
@@ -24,7 +25,6 @@ from pylium.model.config import (
     all_keys,
     render_scalar,
     suggest,
-    upgrade_legacy,
 )
 
 DEFAULT = "default"
