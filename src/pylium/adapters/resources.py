@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import enum
 import json
+import random
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -33,7 +34,17 @@ from pylium.base.errors import StoreError
 from pylium.model.resource import Resource, ResourceKey
 
 DEFAULT_ROOT = "resources"
-_CONFLICT_RETRIES = 16
+_CONFLICT_RETRIES = 200
+
+
+def _attempts() -> Iterator[int]:
+    """Attempt numbers for an optimistic-concurrency loop, sleeping with jittered exponential
+    backoff between attempts so that competing writers spread out instead of colliding."""
+    for attempt in range(_CONFLICT_RETRIES):
+        if attempt:
+            time.sleep(random.uniform(0, min(0.05, 0.0005 * 2 ** min(attempt, 10))))
+        yield attempt
+
 
 Body = dict[str, Any]
 
@@ -134,7 +145,7 @@ class ResourceClient:
         The status of an existing object is kept when the applied document has none, since
         status belongs to the controllers, not to the user.
         """
-        for _ in range(_CONFLICT_RETRIES):
+        for _ in _attempts():
             compares: list[Compare] = []
             ops: list[Op] = []
             results: list[ApplyResult] = []
@@ -204,7 +215,7 @@ class ResourceClient:
         """
         rkey = ResourceKey(kind, namespace, name)
         key = self.key_of(rkey)
-        for _ in range(_CONFLICT_RETRIES):
+        for _ in _attempts():
             current = self.store.get(key)
             old = json.loads(current.value) if current else None
             new = fn(copy.deepcopy(old))
@@ -233,7 +244,7 @@ class ResourceClient:
 
     def delete_many(self, keys: Sequence[ResourceKey]) -> Flags:
         """Delete every existing object among ``keys`` atomically; returns which existed."""
-        for _ in range(_CONFLICT_RETRIES):
+        for _ in _attempts():
             compares: list[Compare] = []
             ops: list[Op] = []
             existed: list[bool] = []
