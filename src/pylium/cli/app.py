@@ -7,6 +7,7 @@ per problem on stderr with exit code 1 (usage errors exit 2, as click does).
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
 
@@ -24,8 +25,19 @@ app = typer.Typer(
 
 
 @app.callback()
-def root() -> None:
+def root(
+    ctx: typer.Context,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            "--store",
+            envvar="PYLIUM_STORE",
+            help="Store URL (local:PATH or etcd:URL); default: the current lab.",
+        ),
+    ] = None,
+) -> None:
     """pylium: Cilium's networking, policy and observability on a Python control plane."""
+    ctx.obj = {"store": store}
 
 
 @app.command()
