@@ -154,31 +154,14 @@ class ResourceClient:
                 current = self.store.get(key)
                 compares.append(Compare(key, current.mod_revision if current else 0))
                 new_body = _strip_server_fields(res.body)
-                if current is None:
-                    new_body.setdefault("metadata", {})
-                    new_body["metadata"]["uid"] = str(uuid.uuid4())
-                    new_body["metadata"]["creationTimestamp"] = time.strftime(
-                        "%Y-%m-%dT%H:%M:%SZ", time.gmtime()
-                    )
-                    new_body["metadata"]["generation"] = 1
-                    action = ApplyAction.CREATED
-                else:
-                    old = json.loads(current.value)
-                    if "status" not in new_body and "status" in old:
-                        new_body["status"] = old["status"]
-                    old_meta = old.get("metadata", {})
-                    for field in ("uid", "creationTimestamp"):
-                        if field in old_meta:
-                            new_body["metadata"][field] = old_meta[field]
-                    generation = int(old_meta.get("generation", 1))
-                    if _strip_server_fields(old) == _strip_server_fields(new_body):
-                        results.append(ApplyResult(res.key, ApplyAction.UNCHANGED))
-                        continue
-                    spec_changed = {
-                        k: v for k, v in old.items() if k not in ("metadata", "status")
-                    } != {k: v for k, v in new_body.items() if k not in ("metadata", "status")}
-                    new_body["metadata"]["generation"] = generation + (1 if spec_changed else 0)
-                    action = ApplyAction.CONFIGURED
+                old = json.loads(current.value) if current else None
+                if old is not None and "status" not in new_body and "status" in old:
+                    new_body["status"] = old["status"]
+                if old is not None and _strip_server_fields(old) == new_body:
+                    results.append(ApplyResult(res.key, ApplyAction.UNCHANGED))
+                    continue
+                new_body = _with_server_fields(new_body, old)
+                action = ApplyAction.CREATED if old is None else ApplyAction.CONFIGURED
                 ops.append(Put(key, _encode(new_body)))
                 results.append(ApplyResult(res.key, action))
             if not ops:
@@ -187,18 +170,16 @@ class ResourceClient:
                 return results
         raise ConflictError(self.root, "objects kept changing while applying; try again")
 
-    def create(self, resource: Resource, *, lease: int = 0) -> bool:
+    def create(self, resource: Resource) -> bool:
         """Create ``resource`` if absent; False when it already exists."""
         key = self.key_of(resource.key)
-        body = _strip_server_fields(resource.body)
-        body.setdefault("metadata", {})["uid"] = str(uuid.uuid4())
-        return self.store.commit([Compare(key, 0)], [Put(key, _encode(body), lease)]).succeeded
+        body = _with_server_fields(_strip_server_fields(resource.body), None)
+        return self.store.commit([Compare(key, 0)], [Put(key, _encode(body))]).succeeded
 
-    def put(self, resource: Resource, *, lease: int = 0) -> int:
-        """Write ``resource`` unconditionally (controllers owning an object); returns revision."""
-        return self.store.put(
-            self.key_of(resource.key), _encode(_strip_server_fields(resource.body)), lease=lease
-        )
+    def put(self, resource: Resource) -> Resource | None:
+        """Replace ``resource`` whole, whatever is stored (a controller owning the object)."""
+        body = dict(resource.body)
+        return self.mutate(resource.kind, resource.name, resource.namespace, fn=lambda _: body)
 
     def mutate(
         self,
@@ -227,12 +208,9 @@ class ResourceClient:
                     return None
                 continue
             stripped = _strip_server_fields(new)
-            if old is not None:
-                for field in ("uid", "creationTimestamp", "generation"):
-                    if field in old.get("metadata", {}):
-                        stripped.setdefault("metadata", {})[field] = old["metadata"][field]
-            if old is not None and stripped == old:
-                return self._decode(current) if current else None
+            if old is not None and current is not None and stripped == _strip_server_fields(old):
+                return self._decode(current)
+            stripped = _with_server_fields(stripped, old)
             result = self.store.commit(compare, [Put(key, _encode(stripped))])
             if result.succeeded:
                 stripped.setdefault("metadata", {})["resourceVersion"] = str(result.revision)
@@ -286,6 +264,28 @@ class ResourceWatch:
 
     def close(self) -> None:
         self._watch.close()
+
+
+def _with_server_fields(new: Body, old: Mapping[str, Any] | None) -> Body:
+    """``new`` with the fields the store maintains: uid and creationTimestamp (kept from
+    ``old``, or fresh), and generation (bumped when anything but metadata and status changed)."""
+    meta = new.setdefault("metadata", {})
+    if old is None:
+        meta["uid"] = str(uuid.uuid4())
+        meta["creationTimestamp"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        meta["generation"] = 1
+        return new
+    old_meta = old.get("metadata", {})
+    for name in ("uid", "creationTimestamp"):
+        if name in old_meta:
+            meta[name] = old_meta[name]
+
+    def spec_of(body: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in body.items() if k not in ("metadata", "status")}
+
+    generation = int(old_meta.get("generation", 1))
+    meta["generation"] = generation + (1 if spec_of(old) != spec_of(new) else 0)
+    return new
 
 
 def _encode(body: Mapping[str, Any]) -> bytes:

@@ -1,9 +1,96 @@
-"""L7: placeholder for the lab verbs (filled in by the module's owner)."""
+"""L7: ``pylium lab up|status|down``: a multi-node cluster out of network namespaces."""
 
 from __future__ import annotations
 
+import json
+from typing import Annotated
+
 import typer
+
+from pylium.base.errors import ConfigError
+from pylium.cli.common import fail, print_table
+from pylium.lab import cluster
+from pylium.model.config import ConfigErrors
+from pylium.runtime.settings import load
+
+lab_app = typer.Typer(
+    help="Build and tear down a local multi-node lab cluster.", no_args_is_help=True
+)
+
+NameOption = Annotated[str, typer.Option("--name", help="Lab name (1-8 lowercase letters/digits).")]
+
+
+@lab_app.command()
+def up(
+    nodes: Annotated[int, typer.Option("--nodes", help="Number of nodes (n1..nN).")] = 2,
+    store: Annotated[str, typer.Option("--store", help="local (SQLite) or etcd.")] = "local",
+    name: NameOption = "lab",
+    sets: Annotated[list[str] | None, typer.Option("--set", help="Helm value a.b=c.")] = None,
+    values: Annotated[
+        list[str] | None, typer.Option("-f", "--values", help="Helm values file.")
+    ] = None,
+) -> None:
+    """Create the lab: fabric, nodes, store, agents and operator; make it the current context."""
+    from pathlib import Path
+
+    try:
+        resolved = load(values_files=[Path(v) for v in values or []], sets=sets or [])
+    except ConfigErrors as err:
+        fail(err.lines())
+    except ConfigError as err:
+        fail([str(err)])
+    for warning in resolved.warnings:
+        typer.echo(f"Warning: {warning}", err=True)
+    state = cluster.up(name=name, nodes=nodes, store=store, configmap=resolved.as_configmap())
+    typer.echo(f"lab {state.name} is up: {len(state.nodes)} nodes, store {state.store_url}")
+    typer.echo("pylium commands now talk to this lab (pylium lab down to remove it)")
+
+
+@lab_app.command()
+def status(
+    name: NameOption = "lab",
+    output: Annotated[str, typer.Option("-o", "--output", help="text|json")] = "text",
+) -> None:
+    """Show the lab's nodes, agents, operator and store; exit 1 when anything is unhealthy."""
+    report = cluster.status(name)
+    if output == "json":
+        typer.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        typer.echo(f"Lab:      {report.name}")
+        typer.echo(f"Store:    {report.store_url}")
+        op = report.operator
+        typer.echo(
+            f"Operator: {'running' if op['running'] else 'NOT RUNNING'} (pid {op['pid']}), "
+            f"leader: {op['leader'] or 'none'}"
+        )
+        rows = [
+            [
+                n["name"],
+                n["address"],
+                "yes" if n["netns"] else "MISSING",
+                f"{n['agent_pid']}" + ("" if n["agent_running"] else " (dead)"),
+                "yes" if n["registered"] else "no",
+                "yes" if n["heartbeat"] else "no",
+            ]
+            for n in report.nodes
+        ]
+        print_table(["NODE", "ADDRESS", "NETNS", "AGENT-PID", "REGISTERED", "HEARTBEAT"], rows)
+        for problem in report.problems:
+            typer.echo(f"Problem: {problem}")
+    if not report.healthy:
+        raise typer.Exit(1)
+
+
+@lab_app.command()
+def down(
+    name: NameOption = "lab",
+    force: Annotated[bool, typer.Option("--force", help="Clean up after a crash.")] = False,
+) -> None:
+    """Remove everything the lab created (processes, namespaces, links, state)."""
+    removed = cluster.down(name, force=force)
+    typer.echo(f"lab {name} removed ({len(removed)} objects)")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app."""
+    """Add the ``lab`` group to the root app."""
+    app.add_typer(lab_app, name="lab")

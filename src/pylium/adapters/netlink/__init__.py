@@ -1,0 +1,1 @@
+"""L3: netlink through pyroute2: namespaces, links, addresses, routes."""

@@ -1,0 +1,132 @@
+"""L3: network namespaces and the links between them (pyroute2), for the lab and the agent.
+
+Every function is idempotent where it can be (creating what exists or deleting what is gone is
+not an error), so that building and tearing down can be retried after a crash. ``netns=None``
+means the namespace of the calling process.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from pyroute2 import IPRoute, NetNS, netns
+from pyroute2.netlink.exceptions import NetlinkError
+
+from pylium.base.errors import DatapathError
+
+
+@contextmanager
+def _ipr(ns: str | None) -> Iterator[Any]:
+    try:
+        handle = NetNS(ns) if ns else IPRoute()
+    except (OSError, NetlinkError) as err:
+        raise DatapathError(f"netns {ns}", "open", str(err)) from err
+    try:
+        yield handle
+    finally:
+        handle.close()
+
+
+def list_netns() -> list[str]:
+    return sorted(netns.listnetns())
+
+
+def create_netns(name: str) -> None:
+    if name not in netns.listnetns():
+        try:
+            netns.create(name)
+        except OSError as err:
+            raise DatapathError(f"netns {name}", "create", str(err)) from err
+    with _ipr(name) as ipr:
+        lo = ipr.link_lookup(ifname="lo")
+        if lo:
+            ipr.link("set", index=lo[0], state="up")
+
+
+def delete_netns(name: str) -> None:
+    if name in netns.listnetns():
+        try:
+            netns.remove(name)
+        except OSError as err:
+            raise DatapathError(f"netns {name}", "delete", str(err)) from err
+
+
+def link_index(ns: str | None, ifname: str) -> int | None:
+    with _ipr(ns) as ipr:
+        found = ipr.link_lookup(ifname=ifname)
+        return int(found[0]) if found else None
+
+
+def add_bridge(ns: str | None, name: str) -> None:
+    with _ipr(ns) as ipr:
+        if not ipr.link_lookup(ifname=name):
+            ipr.link("add", ifname=name, kind="bridge")
+        ipr.link("set", index=ipr.link_lookup(ifname=name)[0], state="up")
+
+
+def add_veth(ns: str | None, name: str, peer_ns: str | None, peer: str) -> None:
+    """A veth pair ``name`` (in ``ns``) <-> ``peer`` (in ``peer_ns``), both up."""
+    if ns is not None and peer_ns is None:
+        raise DatapathError(f"link {name}", "add veth", "create it from the root namespace instead")
+    if link_index(ns, name) is not None:
+        return
+    with _ipr(ns) as ipr:
+        spec: dict[str, Any] = {"ifname": peer}
+        if peer_ns != ns and peer_ns is not None:
+            spec["net_ns_fd"] = peer_ns
+        try:
+            ipr.link("add", ifname=name, kind="veth", peer=spec)
+        except NetlinkError as err:
+            raise DatapathError(f"link {name}", "add veth", str(err)) from err
+        ipr.link("set", index=ipr.link_lookup(ifname=name)[0], state="up")
+    with _ipr(peer_ns) as ipr:
+        ipr.link("set", index=ipr.link_lookup(ifname=peer)[0], state="up")
+
+
+def set_master(ns: str | None, ifname: str, bridge: str) -> None:
+    with _ipr(ns) as ipr:
+        ipr.link(
+            "set", index=ipr.link_lookup(ifname=ifname)[0], master=ipr.link_lookup(ifname=bridge)[0]
+        )
+
+
+def add_address(ns: str | None, ifname: str, address: ipaddress.IPv4Interface) -> None:
+    with _ipr(ns) as ipr:
+        index = ipr.link_lookup(ifname=ifname)[0]
+        existing = {(a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr(index=index)}
+        if (str(address.ip), address.network.prefixlen) not in existing:
+            ipr.addr(
+                "add", index=index, address=str(address.ip), prefixlen=address.network.prefixlen
+            )
+
+
+def delete_link(ns: str | None, ifname: str) -> None:
+    with _ipr(ns) as ipr:
+        found = ipr.link_lookup(ifname=ifname)
+        if found:
+            ipr.link("del", index=found[0])
+
+
+def addresses(ns: str | None, ifname: str) -> list[ipaddress.IPv4Interface]:
+    with _ipr(ns) as ipr:
+        found = ipr.link_lookup(ifname=ifname)
+        if not found:
+            return []
+        return [
+            ipaddress.IPv4Interface(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}")
+            for a in ipr.get_addr(index=found[0], family=2)
+        ]
+
+
+def routed_networks(ns: str | None = None) -> list[ipaddress.IPv4Network]:
+    """Destinations of the IPv4 routes in ``ns`` (to choose subnets that collide with none)."""
+    out = []
+    with _ipr(ns) as ipr:
+        for route in ipr.get_routes(family=2):
+            dst = route.get_attr("RTA_DST")
+            if dst:
+                out.append(ipaddress.IPv4Network(f"{dst}/{route['dst_len']}", strict=False))
+    return out

@@ -1,0 +1,175 @@
+"""L5: ``pylium-agent``, one per node.
+
+Today the agent registers its node — a ``Node`` (v1) and a ``CiliumNode`` (cilium.io/v2) with
+its InternalIP — keeps a lease-bound heartbeat in the store so that the cluster sees when it
+dies, and serves ``GET /v1/healthz`` on its API socket. IPAM, endpoints and the datapath are
+wired in by the following issues.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from pylium import __version__
+from pylium.adapters.resources import ResourceClient
+from pylium.adapters.store.api import Store
+from pylium.adapters.store.factory import open_store
+from pylium.base.errors import PyliumError, StoreError
+from pylium.model.config import AgentSettings
+from pylium.model.resource import Resource
+from pylium.runtime.daemon import read_configmap, setup_logging, stop_on_signals
+from pylium.runtime.unixhttp import Request, Router, UnixHttpServer
+
+log = logging.getLogger("pylium.agent")
+
+HEARTBEAT_PREFIX = "nodes/heartbeat/"
+HEARTBEAT_TTL = 10
+
+
+def node_resources(name: str, ip: ipaddress.IPv4Address) -> tuple[Resource, dict[str, Any]]:
+    """The Node this agent registers, and the CiliumNode spec fields it owns."""
+    node = Resource(
+        {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": name,
+                "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"},
+            },
+            "spec": {},
+            "status": {
+                "addresses": [
+                    {"type": "InternalIP", "address": str(ip)},
+                    {"type": "Hostname", "address": name},
+                ]
+            },
+        }
+    )
+    return node, {"addresses": [{"type": "InternalIP", "ip": str(ip)}]}
+
+
+class Agent:
+    def __init__(
+        self,
+        *,
+        name: str,
+        ip: ipaddress.IPv4Address,
+        store: Store,
+        settings: AgentSettings,
+        state_dir: Path,
+    ) -> None:
+        self.name = name
+        self.ip = ip
+        self.store = store
+        self.client = ResourceClient(store)
+        self.settings = settings
+        self.state_dir = state_dir
+        self.lease = 0
+        self.started = time.time()
+
+    def register(self) -> None:
+        node, cn_spec = node_resources(self.name, self.ip)
+        self.client.put(node)
+
+        def merge(body: dict[str, Any] | None) -> dict[str, Any]:
+            body = body or {
+                "apiVersion": "cilium.io/v2",
+                "kind": "CiliumNode",
+                "metadata": {"name": self.name},
+                "spec": {},
+            }
+            body.setdefault("spec", {}).update(cn_spec)  # keep what the operator wrote
+            return body
+
+        self.client.mutate("CiliumNode", self.name, fn=merge)
+        log.info("registered node", extra={"node": self.name, "ip": str(self.ip)})
+
+    def heartbeat(self) -> None:
+        """Renew the heartbeat lease, re-creating it after an expiry."""
+        if self.lease:
+            try:
+                self.store.keepalive(self.lease)
+                return
+            except StoreError:
+                log.warning("heartbeat lease expired; re-registering")
+        self.lease = self.store.grant_lease(HEARTBEAT_TTL)
+        self.store.put(HEARTBEAT_PREFIX + self.name, str(self.ip).encode(), lease=self.lease)
+
+    def healthz(self, request: Request) -> tuple[int, Any]:
+        return 200, {
+            "node": self.name,
+            "version": __version__,
+            "uptime-seconds": round(time.time() - self.started, 1),
+            "kvstore": {"state": "Ok", "lease": self.lease},
+            "ipam": self.settings.ipam.value,
+            "routing-mode": self.settings.routing_mode.value,
+        }
+
+    def run(self, stop: threading.Event) -> None:
+        self.register()
+        self.heartbeat()
+        router = Router()
+        router.add("GET", "/v1/healthz", self.healthz)
+        api = UnixHttpServer(self.state_dir / "pylium.sock", router)
+        api.start()
+        try:
+            while not stop.wait(HEARTBEAT_TTL / 3):
+                try:
+                    self.heartbeat()
+                except StoreError as err:
+                    log.warning("heartbeat failed: %s", err)
+        finally:
+            api.stop()
+            if self.lease:
+                try:
+                    self.store.revoke(self.lease)
+                except StoreError as err:
+                    log.warning("could not revoke heartbeat lease: %s", err)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="pylium-agent", description=__doc__.splitlines()[0])
+    parser.add_argument("--node-name", required=True)
+    parser.add_argument("--node-ip", required=True, help="the node's InternalIP")
+    parser.add_argument("--store", required=True, help="local:PATH or etcd:URL")
+    parser.add_argument("--config", type=Path, help="cilium-config as a JSON object")
+    parser.add_argument("--state-dir", type=Path, required=True)
+    parser.add_argument("--debug", action="store_true")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    setup_logging(args.debug)
+    try:
+        ip = ipaddress.IPv4Address(args.node_ip)
+    except ValueError as err:
+        print(f"Error: --node-ip: {err}", file=sys.stderr)
+        sys.exit(1)
+    stop = stop_on_signals()
+    try:
+        settings = AgentSettings.from_configmap(read_configmap(args.config))
+        store = open_store(args.store)
+        store.revision()  # fail now, with a clear message, if the store is unreachable
+    except PyliumError as err:
+        print(f"Error: {err}", file=sys.stderr)
+        sys.exit(1)
+    args.state_dir.mkdir(parents=True, exist_ok=True)
+    log.info("starting pylium-agent %s", __version__, extra={"node": args.node_name})
+    try:
+        Agent(
+            name=args.node_name, ip=ip, store=store, settings=settings, state_dir=args.state_dir
+        ).run(stop)
+    except PyliumError as err:
+        log.error("agent failed: %s", err)
+        sys.exit(1)
+    finally:
+        store.close()
+    log.info("stopped")

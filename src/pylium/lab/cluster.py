@@ -1,0 +1,381 @@
+"""L6: building, inspecting and tearing down a lab from its plan.
+
+Every object created is recorded in ``lab.json`` (written atomically) right after it exists,
+so that ``down --force`` after a crash removes exactly what was made, and nothing else.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import shutil
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pylium.adapters import procs
+from pylium.adapters.netlink import netns as nl
+from pylium.adapters.resources import ResourceClient
+from pylium.adapters.store.factory import open_store
+from pylium.base.errors import LabError, PyliumError
+from pylium.lab.plan import ETCD_CLIENT_PORT, ETCD_PEER_PORT, LabPlan, plan_lab
+from pylium.runtime import context
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_PREFIX = "nodes/heartbeat/"
+LEADER_KEY = "operator/leader"
+READY_TIMEOUT = 60.0
+
+
+@dataclass
+class LabState:
+    """What exists of a lab: read from and written to ``lab.json``."""
+
+    name: str
+    store_url: str = ""
+    netns: list[str] = field(default_factory=list)
+    root_links: list[str] = field(default_factory=list)
+    pids: dict[str, int] = field(default_factory=dict)
+    """Process role (``etcd``, ``operator``, ``agent-n1``...) -> PID."""
+    nodes: dict[str, dict[str, str]] = field(default_factory=dict)
+    subnet: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "store_url": self.store_url,
+            "netns": self.netns,
+            "root_links": self.root_links,
+            "pids": self.pids,
+            "nodes": self.nodes,
+            "subnet": self.subnet,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> LabState:
+        return cls(
+            name=data["name"],
+            store_url=data.get("store_url", ""),
+            netns=list(data.get("netns", [])),
+            root_links=list(data.get("root_links", [])),
+            pids={k: int(v) for k, v in data.get("pids", {}).items()},
+            nodes=dict(data.get("nodes", {})),
+            subnet=data.get("subnet", ""),
+        )
+
+
+def state_dir(name: str) -> Path:
+    return context.home() / "labs" / name
+
+
+def load_state(name: str) -> LabState | None:
+    path = state_dir(name) / "lab.json"
+    try:
+        return LabState.from_json(json.loads(path.read_text()))
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError) as err:
+        raise LabError(f"{path}: unreadable lab state ({err}); remove it by hand") from err
+
+
+def _save(state: LabState) -> None:
+    path = state_dir(state.name) / "lab.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state.to_json(), indent=2))
+    tmp.replace(path)
+
+
+def list_labs() -> list[str]:
+    root = context.home() / "labs"
+    return (
+        sorted(p.name for p in root.iterdir() if (p / "lab.json").exists()) if root.exists() else []
+    )
+
+
+def _used_subnets() -> list[ipaddress.IPv4Network]:
+    used = list(nl.routed_networks())
+    for name in list_labs():
+        state = load_state(name)
+        if state and state.subnet:
+            used.append(ipaddress.IPv4Network(state.subnet))
+    return used
+
+
+def _bin(name: str) -> str:
+    """The console script next to the running interpreter (the project's venv)."""
+    candidate = Path(sys.executable).with_name(name)
+    return str(candidate) if candidate.exists() else name
+
+
+def up(
+    *,
+    name: str,
+    nodes: int,
+    store: str,
+    configmap: Mapping[str, str],
+) -> LabState:
+    """Build the lab; on any failure, remove what was built and re-raise."""
+    if load_state(name) is not None:
+        raise LabError(f"lab {name!r} already exists: run `pylium lab down --name {name}` first")
+    plan = plan_lab(name=name, nodes=nodes, store=store, home=context.home(), used=_used_subnets())
+    state = LabState(name=name, store_url=plan.store_url, subnet=str(plan.subnet))
+    _save(state)
+    try:
+        _build(plan, state, configmap)
+    except BaseException:
+        log.error("lab up failed; tearing down what was built")
+        down(name, force=True)
+        raise
+    context.set_current(plan.store_url)
+    return state
+
+
+def _build(plan: LabPlan, state: LabState, configmap: Mapping[str, str]) -> None:
+    fab = plan.fabric_netns
+    nl.create_netns(fab)
+    state.netns.append(fab)
+    _save(state)
+    nl.add_bridge(fab, plan.bridge)
+    nl.add_address(fab, plan.bridge, plan.gateway)
+    for node in plan.nodes:
+        nl.create_netns(node.netns)
+        state.netns.append(node.netns)
+        _save(state)
+        nl.add_veth(fab, node.fabric_port, node.netns, "eth0")
+        nl.set_master(fab, node.fabric_port, plan.bridge)
+        nl.add_address(node.netns, "eth0", node.address)
+        state.nodes[node.name] = {
+            "netns": node.netns,
+            "address": str(node.address),
+            "state_dir": str(node.state_dir),
+        }
+        _save(state)
+    plan.state_dir.mkdir(parents=True, exist_ok=True)
+    plan.config_path.write_text(json.dumps(dict(configmap), indent=2, sort_keys=True))
+
+    if plan.store == "etcd":
+        nl.add_veth(None, plan.mgmt_link, fab, "mgmt")
+        state.root_links.append(plan.mgmt_link)
+        _save(state)
+        nl.set_master(fab, "mgmt", plan.bridge)
+        nl.add_address(None, plan.mgmt_link, plan.mgmt_address)
+        _start_etcd(plan, state)
+
+    store = open_store(plan.store_url)
+    try:
+        store.revision()  # creates the SQLite database before several processes race for it
+    finally:
+        store.close()
+
+    state.pids["operator"] = procs.spawn(
+        [
+            _bin("pylium-operator"),
+            "--store",
+            plan.store_url,
+            "--config",
+            str(plan.config_path),
+            "--identity",
+            f"{plan.name}-operator",
+        ],
+        log_path=plan.operator_log,
+        netns=fab,
+    )
+    _save(state)
+    for node in plan.nodes:
+        state.pids[f"agent-{node.name}"] = procs.spawn(
+            [
+                _bin("pylium-agent"),
+                "--node-name",
+                node.name,
+                "--node-ip",
+                str(node.address.ip),
+                "--store",
+                plan.store_url,
+                "--config",
+                str(plan.config_path),
+                "--state-dir",
+                str(node.state_dir),
+            ],
+            log_path=node.log_path,
+            netns=node.netns,
+        )
+        _save(state)
+    _wait_ready(plan, state)
+
+
+def _start_etcd(plan: LabPlan, state: LabState) -> None:
+    data_dir = plan.state_dir / "etcd"
+    ip = plan.gateway.ip
+    state.pids["etcd"] = procs.spawn(
+        [
+            "etcd",
+            "--name",
+            f"pylium-{plan.name}",
+            "--data-dir",
+            str(data_dir),
+            "--logger=zap",
+            "--log-level=warn",
+            "--listen-client-urls",
+            f"http://{ip}:{ETCD_CLIENT_PORT}",
+            "--advertise-client-urls",
+            f"http://{ip}:{ETCD_CLIENT_PORT}",
+            "--listen-peer-urls",
+            f"http://{ip}:{ETCD_PEER_PORT}",
+            "--initial-advertise-peer-urls",
+            f"http://{ip}:{ETCD_PEER_PORT}",
+            "--initial-cluster",
+            f"pylium-{plan.name}=http://{ip}:{ETCD_PEER_PORT}",
+            "--listen-metrics-urls",
+            "http://127.0.0.1:0",
+        ],
+        log_path=plan.state_dir / "etcd.log",
+        netns=plan.fabric_netns,
+    )
+    _save(state)
+    deadline = time.monotonic() + READY_TIMEOUT
+    while True:
+        store = open_store(plan.store_url)
+        try:
+            store.revision()
+            return
+        except PyliumError:
+            if not procs.alive(state.pids["etcd"]) or time.monotonic() > deadline:
+                raise LabError(f"etcd did not start; see {plan.state_dir / 'etcd.log'}") from None
+            time.sleep(0.2)
+        finally:
+            store.close()
+
+
+def _wait_ready(plan: LabPlan, state: LabState) -> None:
+    """Until every agent has registered and sends heartbeats and the operator leads."""
+    deadline = time.monotonic() + READY_TIMEOUT
+    while True:
+        report = status(plan.name)
+        if report.healthy:
+            return
+        for role, pid in state.pids.items():
+            if not procs.alive(pid):
+                raise LabError(f"{role} (pid {pid}) exited; see its log in {plan.state_dir}")
+        if time.monotonic() > deadline:
+            raise LabError("lab not ready in time: " + "; ".join(report.problems))
+        time.sleep(0.2)
+
+
+@dataclass
+class LabStatus:
+    name: str
+    store_url: str
+    nodes: list[dict[str, Any]]
+    operator: dict[str, Any]
+    problems: list[str]
+
+    @property
+    def healthy(self) -> bool:
+        return not self.problems
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "store": self.store_url,
+            "healthy": self.healthy,
+            "nodes": self.nodes,
+            "operator": self.operator,
+            "problems": self.problems,
+        }
+
+
+def status(name: str) -> LabStatus:
+    state = load_state(name)
+    if state is None:
+        raise LabError(f"no lab named {name!r} (run `pylium lab up`)")
+    problems: list[str] = []
+    existing = set(nl.list_netns())
+    nodes: list[dict[str, Any]] = []
+    try:
+        store = open_store(state.store_url)
+        client = ResourceClient(store)
+        registered = {r.name for r in client.list("Node")[0]}
+        cilium_nodes = {r.name for r in client.list("CiliumNode")[0]}
+        beats = {kv.key.removeprefix(HEARTBEAT_PREFIX) for kv in store.list(HEARTBEAT_PREFIX).items}
+        leader_kv = store.get(LEADER_KEY)
+        leader = leader_kv.value.decode() if leader_kv else ""
+        store.close()
+    except PyliumError as err:
+        problems.append(f"store {state.store_url} unreachable: {err}")
+        registered, cilium_nodes, beats, leader = set(), set(), set(), ""
+    for node_name, info in sorted(state.nodes.items()):
+        pid = state.pids.get(f"agent-{node_name}", 0)
+        row = {
+            "name": node_name,
+            "netns": info["netns"] in existing,
+            "address": info["address"],
+            "agent_pid": pid,
+            "agent_running": bool(pid) and procs.alive(pid),
+            "registered": node_name in registered and node_name in cilium_nodes,
+            "heartbeat": node_name in beats,
+        }
+        for key, what in (
+            ("netns", "namespace missing"),
+            ("agent_running", "agent not running"),
+            ("registered", "Node/CiliumNode not registered"),
+            ("heartbeat", "no heartbeat"),
+        ):
+            if not row[key]:
+                problems.append(f"{node_name}: {what}")
+        nodes.append(row)
+    op_pid = state.pids.get("operator", 0)
+    operator = {"pid": op_pid, "running": bool(op_pid) and procs.alive(op_pid), "leader": leader}
+    if not operator["running"]:
+        problems.append("operator not running")
+    elif not leader:
+        problems.append("operator has not acquired leadership")
+    return LabStatus(state.name, state.store_url, nodes, operator, problems)
+
+
+def down(name: str, *, force: bool = False) -> list[str]:
+    """Remove everything the lab's state records; returns what was removed.
+
+    Without ``force`` a missing lab is an error; with it, every step tolerates pieces that
+    are already gone (after a crash) and the remaining ones are still removed.
+    """
+    state = load_state(name)
+    if state is None:
+        if force:
+            shutil.rmtree(state_dir(name), ignore_errors=True)
+            return []
+        raise LabError(f"no lab named {name!r}")
+    removed: list[str] = []
+    errors: list[str] = []
+    # Agents first, then the operator, then the store they write to.
+    roles = sorted(state.pids, key=lambda r: (r == "etcd", r == "operator", r))
+    for role in roles:
+        pid = state.pids[role]
+        try:
+            procs.stop(pid)
+            removed.append(f"process {role} ({pid})")
+        except PyliumError as err:
+            errors.append(str(err))
+    for link in state.root_links:
+        try:
+            nl.delete_link(None, link)
+            removed.append(f"link {link}")
+        except PyliumError as err:
+            errors.append(str(err))
+    for ns in reversed(state.netns):
+        try:
+            nl.delete_netns(ns)
+            removed.append(f"netns {ns}")
+        except PyliumError as err:
+            errors.append(str(err))
+    if errors and not force:
+        _save(state)
+        raise LabError("lab down incomplete: " + "; ".join(errors) + " (retry with --force)")
+    context.clear_current(state.store_url)
+    shutil.rmtree(state_dir(name), ignore_errors=True)
+    return removed

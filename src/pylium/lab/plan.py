@@ -1,0 +1,144 @@
+"""L6: the pure plan of a lab: names, addresses and paths, computed before anything is built.
+
+A lab named ``L`` with nodes ``n1..nN`` is:
+
+- a fabric namespace ``pl-L-fab`` holding the bridge ``br0`` (the underlay), which carries
+  the lab subnet's first address (the store, when etcd, listens there);
+- per node, a namespace ``pl-L-nK`` with ``eth0`` (a veth whose peer ``nK`` sits on the bridge)
+  holding the node's underlay address;
+- with the etcd store, a management veth from the root namespace onto the bridge
+  (``pl-L-mgmt``, the subnet's last usable address) so that the CLI reaches the store the way an
+  operator's workstation reaches a cluster;
+- a state directory ``$PYLIUM_HOME/labs/L`` with ``lab.json`` and per-node directories.
+
+The subnet is the first of the candidate /24s that overlaps nothing in use (routes of the root
+namespace, other labs), and never the default pod pool 10.0.0.0/8.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pylium.base.errors import LabError
+
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]{0,7}$")
+"""Lab names are short so that derived interface names stay within 15 characters."""
+MAX_NODES = 32
+ETCD_CLIENT_PORT = 2379
+ETCD_PEER_PORT = 2380
+
+
+def candidate_subnets() -> Iterable[ipaddress.IPv4Network]:
+    for third in range(250, 200, -1):
+        yield ipaddress.IPv4Network(f"192.168.{third}.0/24")
+    for third in range(0, 256):
+        yield ipaddress.IPv4Network(f"172.30.{third}.0/24")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodePlan:
+    name: str
+    netns: str
+    address: ipaddress.IPv4Interface
+    fabric_port: str
+    """The bridge-side veth in the fabric namespace."""
+    state_dir: Path
+
+    @property
+    def socket_path(self) -> Path:
+        return self.state_dir / "pylium.sock"
+
+    @property
+    def log_path(self) -> Path:
+        return self.state_dir / "agent.log"
+
+    @property
+    def config_path(self) -> Path:
+        return self.state_dir / "config.json"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LabPlan:
+    name: str
+    subnet: ipaddress.IPv4Network
+    store: str
+    """``local`` or ``etcd``."""
+    state_dir: Path
+    nodes: tuple[NodePlan, ...]
+
+    @property
+    def fabric_netns(self) -> str:
+        return f"pl-{self.name}-fab"
+
+    @property
+    def bridge(self) -> str:
+        return "br0"
+
+    @property
+    def gateway(self) -> ipaddress.IPv4Interface:
+        return ipaddress.IPv4Interface(f"{self.subnet[1]}/{self.subnet.prefixlen}")
+
+    @property
+    def mgmt_link(self) -> str:
+        return f"pl-{self.name}-mgmt"
+
+    @property
+    def mgmt_address(self) -> ipaddress.IPv4Interface:
+        return ipaddress.IPv4Interface(f"{self.subnet[-2]}/{self.subnet.prefixlen}")
+
+    @property
+    def store_url(self) -> str:
+        if self.store == "etcd":
+            return f"etcd:http://{self.gateway.ip}:{ETCD_CLIENT_PORT}"
+        return f"local:{self.state_dir / 'store.sqlite'}"
+
+    @property
+    def state_file(self) -> Path:
+        return self.state_dir / "lab.json"
+
+    @property
+    def operator_log(self) -> Path:
+        return self.state_dir / "operator.log"
+
+    @property
+    def config_path(self) -> Path:
+        return self.state_dir / "config.json"
+
+
+def plan_lab(
+    *,
+    name: str,
+    nodes: int,
+    store: str,
+    home: Path,
+    used: Iterable[ipaddress.IPv4Network] = (),
+) -> LabPlan:
+    """The plan for a lab; LabError when the request cannot be met."""
+    if not NAME_PATTERN.match(name):
+        raise LabError(
+            f"lab name {name!r}: use 1-8 lowercase letters and digits, starting with a letter"
+        )
+    if not 1 <= nodes <= MAX_NODES:
+        raise LabError(f"--nodes {nodes}: a lab has 1 to {MAX_NODES} nodes")
+    if store not in ("local", "etcd"):
+        raise LabError(f"--store {store}: use local or etcd")
+    taken = list(used)
+    subnet = next((s for s in candidate_subnets() if not any(s.overlaps(t) for t in taken)), None)
+    if subnet is None:
+        raise LabError("no free /24 for the lab's underlay (192.168.201-250.0/24, 172.30.0.0/16)")
+    state_dir = home / "labs" / name
+    node_plans = tuple(
+        NodePlan(
+            name=f"n{i}",
+            netns=f"pl-{name}-n{i}",
+            address=ipaddress.IPv4Interface(f"{subnet[10 + i]}/{subnet.prefixlen}"),
+            fabric_port=f"n{i}",
+            state_dir=state_dir / f"n{i}",
+        )
+        for i in range(1, nodes + 1)
+    )
+    return LabPlan(name=name, subnet=subnet, store=store, state_dir=state_dir, nodes=node_plans)
