@@ -18,7 +18,7 @@ import typer
 
 from pylium.base.errors import Location, ValidationError
 from pylium.cli.common import dump, fail, print_table, resource_client
-from pylium.model import codec, registry
+from pylium.model import codec, crds, registry
 from pylium.model.resource import Resource, ResourceKey
 
 _YAML_SUFFIXES = (".yaml", ".yml", ".json")
@@ -235,8 +235,23 @@ def delete(
         fail([f'{registry.lookup_kind(k.kind).plural} "{k.name}" not found' for k in missing])
 
 
+crds_app = typer.Typer(help="CustomResourceDefinitions of pylium's Cilium kinds.")
+
+
+@crds_app.command("export")
+def export_crds(
+    directory: Annotated[Path, typer.Argument(help="Where to write one YAML file per CRD.")],
+) -> None:
+    """Write the CRD manifests (openAPIV3Schema from pylium's own validation schemas)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, text in crds.render_all().items():
+        (directory / name).write_text(text)
+        typer.echo(str(directory / name))
+
+
 def register(app: typer.Typer) -> None:
-    """Add apply, get and delete to the root app."""
+    """Add apply, get, delete and crds to the root app."""
     app.command()(apply)
     app.command()(get)
     app.command()(delete)
+    app.add_typer(crds_app, name="crds")
