@@ -61,9 +61,11 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-def stop(pid: int, *, grace: float = 5.0) -> None:
-    """SIGTERM, then SIGKILL after ``grace`` seconds; no error if already gone."""
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+def stop(pid: int, *, grace: float = 5.0, kill: bool = False) -> None:
+    """SIGTERM, then SIGKILL after ``grace`` seconds (SIGKILL at once with ``kill``, as a
+    crash would end it); no error if already gone."""
+    steps = [(signal.SIGKILL, 5.0)] if kill else [(signal.SIGTERM, grace), (signal.SIGKILL, 5.0)]
+    for sig, wait in steps:
         if not alive(pid):
             _reap(pid)
             return

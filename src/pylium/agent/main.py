@@ -1,9 +1,10 @@
 """L5: ``pylium-agent``, one per node.
 
-Today the agent registers its node — a ``Node`` (v1) and a ``CiliumNode`` (cilium.io/v2) with
-its InternalIP — keeps a lease-bound heartbeat in the store so that the cluster sees when it
-dies, and serves ``GET /v1/healthz`` on its API socket. IPAM, endpoints and the datapath are
-wired in by the following issues.
+The agent registers its node — a ``Node`` (v1) and a ``CiliumNode`` (cilium.io/v2) with its
+InternalIP — keeps a lease-bound heartbeat in the store so that the cluster sees when it dies,
+hands out pod IPs from the node's CIDRs (:mod:`pylium.agent.ipam`) and serves its REST API on a
+unix socket (``/v1/healthz``, ``/v1/ipam``). Endpoints and the datapath are wired in by the
+following issues.
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ from pylium import __version__
 from pylium.adapters.resources import ResourceClient
 from pylium.adapters.store.api import Store
 from pylium.adapters.store.factory import open_store
-from pylium.base.errors import PyliumError, StoreError
+from pylium.agent.ipam import IPAM
+from pylium.base.errors import AllocationError, PyliumError, StoreError
+from pylium.core.ipam.hostscope import Address
 from pylium.model.config import AgentSettings
 from pylium.model.resource import Resource
 from pylium.runtime.daemon import read_configmap, setup_logging, stop_on_signals
-from pylium.runtime.unixhttp import Request, Router, UnixHttpServer
+from pylium.runtime.unixhttp import HttpError, Request, Router, UnixHttpServer
 
 log = logging.getLogger("pylium.agent")
 
@@ -73,10 +76,19 @@ class Agent:
         self.state_dir = state_dir
         self.lease = 0
         self.started = time.time()
+        self.ipam = IPAM(store, name, settings.ipam)
 
     def register(self) -> None:
         node, cn_spec = node_resources(self.name, self.ip)
-        self.client.put(node)
+
+        def merge_node(body: dict[str, Any] | None) -> dict[str, Any]:
+            if body is None:
+                return dict(node.body)
+            body["metadata"].setdefault("labels", {}).update(node.labels)
+            body["status"] = node.body["status"]  # spec (podCIDRs) stays the user's
+            return body
+
+        self.client.mutate("Node", self.name, fn=merge_node)
 
         def merge(body: dict[str, Any] | None) -> dict[str, Any]:
             body = body or {
@@ -102,13 +114,78 @@ class Agent:
         self.lease = self.store.grant_lease(HEARTBEAT_TTL)
         self.store.put(HEARTBEAT_PREFIX + self.name, str(self.ip).encode(), lease=self.lease)
 
+    def _ip(self, request: Request) -> Address:
+        try:
+            return ipaddress.ip_address(request.params["ip"])
+        except ValueError as err:
+            raise HttpError(400, f"invalid IP address {request.params['ip']!r}") from err
+
+    def _require_ipam(self) -> None:
+        if not self.ipam.ready.is_set():
+            raise HttpError(503, f"IPAM not ready: node {self.name} has no pod CIDR yet")
+
+    def ipam_allocate(self, request: Request) -> tuple[int, Any]:
+        """``POST /v1/ipam?owner=ns/pod``: the next free IP, as upstream's IPAMResponse."""
+        self._require_ipam()
+        owner = request.query.get("owner", "")
+        if not owner:
+            raise HttpError(400, "query parameter owner is required (namespace/pod)")
+        try:
+            ip = self.ipam.allocate(owner)
+        except AllocationError as err:
+            raise HttpError(502, str(err)) from err
+        return 201, self._ipam_response(ip)
+
+    def _ipam_response(self, ip: Address) -> dict[str, Any]:
+        usage = self.ipam.usage()
+        router = str(self.ipam.router_ip)
+        return {
+            "address": {"ipv4": str(ip)},
+            "ipv4": {"ip": str(ip), "cidrs": [str(c) for c in usage.cidrs], "gateway": router},
+            "host-addressing": {"ipv4": {"ip": router, "enabled": True}},
+        }
+
+    def ipam_claim(self, request: Request) -> tuple[int, Any]:
+        """``POST /v1/ipam/{ip}?owner=``: allocate a specific IP."""
+        self._require_ipam()
+        ip = self._ip(request)
+        try:
+            self.ipam.allocate_specific(ip, request.query.get("owner", ""))
+        except AllocationError as err:
+            raise HttpError(403, str(err)) from err
+        return 200, self._ipam_response(ip)
+
+    def ipam_release(self, request: Request) -> tuple[int, Any]:
+        """``DELETE /v1/ipam/{ip}``: releasing an unknown IP is harmless."""
+        self._require_ipam()
+        return 200, {"released": self.ipam.release(self._ip(request))}
+
+    def ipam_get(self, request: Request) -> tuple[int, Any]:
+        """``GET /v1/ipam/{ip}``: who holds it (the CNI CHECK)."""
+        self._require_ipam()
+        ip = self._ip(request)
+        owner = self.ipam.owner_of(ip)
+        if owner is None:
+            raise HttpError(404, f"{ip} is not allocated on node {self.name}")
+        return 200, {"ip": str(ip), "owner": owner}
+
+    def ipam_status(self, request: Request) -> tuple[int, Any]:
+        usage = self.ipam.usage()
+        return 200, {
+            "status": usage.status_line(),
+            "used": usage.used,
+            "capacity": usage.capacity,
+            "cidrs": [str(c) for c in usage.cidrs],
+            "ready": self.ipam.ready.is_set(),
+        }
+
     def healthz(self, request: Request) -> tuple[int, Any]:
         return 200, {
             "node": self.name,
             "version": __version__,
             "uptime-seconds": round(time.time() - self.started, 1),
             "kvstore": {"state": "Ok", "lease": self.lease},
-            "ipam": self.settings.ipam.value,
+            "ipam": {"mode": self.settings.ipam.value, "status": self.ipam.usage().status_line()},
             "routing-mode": self.settings.routing_mode.value,
         }
 
@@ -117,14 +194,28 @@ class Agent:
         self.heartbeat()
         router = Router()
         router.add("GET", "/v1/healthz", self.healthz)
+        router.add("GET", "/v1/ipam", self.ipam_status)
+        router.add("POST", "/v1/ipam", self.ipam_allocate)
+        router.add("POST", "/v1/ipam/{ip}", self.ipam_claim)
+        router.add("GET", "/v1/ipam/{ip}", self.ipam_get)
+        router.add("DELETE", "/v1/ipam/{ip}", self.ipam_release)
         api = UnixHttpServer(self.state_dir / "pylium.sock", router)
         api.start()
+        ipam_thread = threading.Thread(
+            target=self.ipam.wait_for_cidrs, args=(stop,), name="ipam", daemon=True
+        )
+        ipam_thread.start()
+        last_beat = 0.0
         try:
-            while not stop.wait(HEARTBEAT_TTL / 3):
+            while not stop.wait(1.0):
                 try:
-                    self.heartbeat()
-                except StoreError as err:
-                    log.warning("heartbeat failed: %s", err)
+                    if self.ipam.ready.is_set():
+                        self.ipam.sync_cidrs()
+                    if time.monotonic() - last_beat >= HEARTBEAT_TTL / 3:
+                        self.heartbeat()
+                        last_beat = time.monotonic()
+                except PyliumError as err:
+                    log.warning("agent loop: %s", err)
         finally:
             api.stop()
             if self.lease:

@@ -91,6 +91,17 @@ def down(
     typer.echo(f"lab {name} removed ({len(removed)} objects)")
 
 
+@lab_app.command()
+def restart(
+    target: Annotated[str, typer.Argument(help="A node (its agent) or 'operator'.")],
+    name: NameOption = "lab",
+    kill: Annotated[bool, typer.Option("--kill", help="SIGKILL it first, like a crash.")] = False,
+) -> None:
+    """Restart a node's agent or the operator; state is restored from the store."""
+    pid = cluster.restart(name, target, kill=kill)
+    typer.echo(f"{target} restarted (pid {pid})")
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``lab`` group to the root app."""
     app.add_typer(lab_app, name="lab")

@@ -173,40 +173,48 @@ def _build(plan: LabPlan, state: LabState, configmap: Mapping[str, str]) -> None
     finally:
         store.close()
 
-    state.pids["operator"] = procs.spawn(
-        [
-            _bin("pylium-operator"),
-            "--store",
-            plan.store_url,
-            "--config",
-            str(plan.config_path),
-            "--identity",
-            f"{plan.name}-operator",
-        ],
-        log_path=plan.operator_log,
-        netns=fab,
-    )
-    _save(state)
+    _spawn_operator(state)
     for node in plan.nodes:
-        state.pids[f"agent-{node.name}"] = procs.spawn(
-            [
-                _bin("pylium-agent"),
-                "--node-name",
-                node.name,
-                "--node-ip",
-                str(node.address.ip),
-                "--store",
-                plan.store_url,
-                "--config",
-                str(plan.config_path),
-                "--state-dir",
-                str(node.state_dir),
-            ],
-            log_path=node.log_path,
-            netns=node.netns,
-        )
-        _save(state)
+        _spawn_agent(state, node.name)
     _wait_ready(plan, state)
+
+
+def _spawn_agent(state: LabState, node: str) -> int:
+    info = state.nodes[node]
+    node_dir = Path(info["state_dir"])
+    argv = [_bin("pylium-agent"), "--node-name", node, "--node-ip", info["address"].split("/")[0]]
+    argv += ["--store", state.store_url, "--config", str(state_dir(state.name) / "config.json")]
+    argv += ["--state-dir", str(node_dir)]
+    pid = procs.spawn(argv, log_path=node_dir / "agent.log", netns=info["netns"])
+    state.pids[f"agent-{node}"] = pid
+    _save(state)
+    return pid
+
+
+def _spawn_operator(state: LabState) -> int:
+    argv = [_bin("pylium-operator"), "--store", state.store_url]
+    argv += ["--config", str(state_dir(state.name) / "config.json")]
+    argv += ["--identity", f"{state.name}-operator"]
+    pid = procs.spawn(
+        argv, log_path=state_dir(state.name) / "operator.log", netns=f"pl-{state.name}-fab"
+    )
+    state.pids["operator"] = pid
+    _save(state)
+    return pid
+
+
+def restart(name: str, target: str, *, kill: bool = False) -> int:
+    """Stop a node's agent or the operator (SIGKILL with ``kill``, as a crash would) and start
+    it again with the lab's current config.json; returns the new PID."""
+    state = load_state(name)
+    if state is None:
+        raise LabError(f"no lab named {name!r}")
+    if target != "operator" and target not in state.nodes:
+        raise LabError(f"lab {name} has no node {target!r} (or use 'operator')")
+    pid = state.pids.get("operator" if target == "operator" else f"agent-{target}", 0)
+    if pid:
+        procs.stop(pid, kill=kill)
+    return _spawn_operator(state) if target == "operator" else _spawn_agent(state, target)
 
 
 def _start_etcd(plan: LabPlan, state: LabState) -> None:
@@ -379,3 +387,29 @@ def down(name: str, *, force: bool = False) -> list[str]:
     context.clear_current(state.store_url)
     shutil.rmtree(state_dir(name), ignore_errors=True)
     return removed
+
+
+def current_lab() -> str | None:
+    """The lab whose store is the current context, if any."""
+    try:
+        url = context.resolve_store_url()
+    except PyliumError:
+        return None
+    for name in list_labs():
+        state = load_state(name)
+        if state is not None and state.store_url == url:
+            return name
+    return None
+
+
+def agent_socket(node: str, lab: str | None = None) -> Path:
+    """The API socket of ``node``'s agent in ``lab`` (default: the current lab)."""
+    name = lab or current_lab()
+    if name is None:
+        raise LabError("no current lab: run `pylium lab up` or pass --lab")
+    state = load_state(name)
+    if state is None:
+        raise LabError(f"no lab named {name!r}")
+    if node not in state.nodes:
+        raise LabError(f"lab {name} has no node {node!r} (nodes: {', '.join(sorted(state.nodes))})")
+    return Path(state.nodes[node]["state_dir"]) / "pylium.sock"

@@ -1,7 +1,8 @@
 """L5: ``pylium-operator``, one active per cluster (leader-elected through the store).
 
-Today the operator campaigns for the ``operator/leader`` lease and holds it; cluster-pool IPAM
-and garbage collection are wired in by the IPAM issue.
+The operator campaigns for the ``operator/leader`` lease; while it leads, it runs the
+cluster-pool controller (node pod CIDRs), woken by every CiliumNode change and at least every
+few seconds.
 """
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ import threading
 from pathlib import Path
 
 from pylium import __version__
+from pylium.adapters.resources import ResourceClient
+from pylium.adapters.store.api import Store
 from pylium.adapters.store.factory import open_store
 from pylium.base.errors import PyliumError
 from pylium.model.config import OperatorSettings
+from pylium.operator.nodecidr import NodeCIDRController
 from pylium.runtime.daemon import read_configmap, setup_logging, stop_on_signals
 from pylium.runtime.leader import LeaderElector
 
@@ -25,6 +29,21 @@ log = logging.getLogger("pylium.operator")
 
 LEADER_KEY = "operator/leader"
 LEADER_TTL = 5
+RESYNC_SECONDS = 2.0
+
+
+def _watch_nodes(store: Store, stop: threading.Event, wake: threading.Event) -> None:
+    """Set ``wake`` on every CiliumNode change; re-watches after errors. A daemon thread: it
+    ends with the process."""
+    client = ResourceClient(store)
+    while not stop.is_set():
+        try:
+            watch = client.watch("CiliumNode", start_revision=store.revision() + 1)
+            for _ in watch:
+                wake.set()
+        except PyliumError as err:
+            log.warning("CiliumNode watch failed: %s", err)
+            stop.wait(1.0)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -41,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging(args.debug)
     stop = stop_on_signals()
     try:
-        OperatorSettings.from_configmap(read_configmap(args.config))
+        settings = OperatorSettings.from_configmap(read_configmap(args.config))
         store = open_store(args.store)
         store.revision()
     except PyliumError as err:
@@ -51,9 +70,19 @@ def main(argv: list[str] | None = None) -> None:
     elector = LeaderElector(store, key=LEADER_KEY, identity=args.identity, ttl=LEADER_TTL)
     thread = threading.Thread(target=elector.run, args=(stop,), name="leader-election")
     thread.start()
+    wake = threading.Event()
+    watcher = threading.Thread(target=_watch_nodes, args=(store, stop, wake), daemon=True)
+    watcher.start()
+    controller = NodeCIDRController(store, settings)
     try:
-        while not stop.wait(1.0):
-            pass
+        while not stop.is_set():
+            if elector.is_leader:
+                try:
+                    controller.reconcile()
+                except PyliumError as err:
+                    log.warning("cluster-pool reconcile failed: %s", err)
+            wake.wait(RESYNC_SECONDS)
+            wake.clear()
     finally:
         thread.join()
         store.close()

@@ -17,7 +17,10 @@ from typing import Any
 
 from pylium.base.errors import ConfigError
 
-_STD_FIELDS = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message"}
+_STD_FIELDS = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+}
 
 
 class _Formatter(logging.Formatter):

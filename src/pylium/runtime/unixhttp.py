@@ -89,6 +89,7 @@ class Router:
 
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
+    request_queue_size = 128  # a burst of CNI calls must queue, not fail with EAGAIN
     router: Router
 
 
