@@ -2,8 +2,9 @@
 
 The agent registers its node — a ``Node`` (v1) and a ``CiliumNode`` (cilium.io/v2) with its
 InternalIP — keeps a lease-bound heartbeat in the store so that the cluster sees when it dies,
-hands out pod IPs from the node's CIDRs (:mod:`pylium.agent.ipam`) and serves its REST API on a
-unix socket (``/v1/healthz``, ``/v1/ipam``). Endpoints and the datapath are wired in by the
+hands out pod IPs from the node's CIDRs (:mod:`pylium.agent.ipam`), allocates security
+identities (:mod:`pylium.adapters.identities`) and serves its REST API on a unix socket
+(``/v1/healthz``, ``/v1/ipam``, ``/v1/identity``). Endpoints and the datapath are wired in by the
 following issues.
 """
 
@@ -19,11 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from pylium import __version__
+from pylium.adapters.identities import IdentityAllocator
 from pylium.adapters.resources import ResourceClient
 from pylium.adapters.store.api import Store
 from pylium.adapters.store.factory import open_store
 from pylium.agent.ipam import IPAM
 from pylium.base.errors import AllocationError, PyliumError, StoreError
+from pylium.core.identity.labels import Label, identity_labels
 from pylium.core.ipam.hostscope import Address
 from pylium.model.config import AgentSettings
 from pylium.model.resource import Resource
@@ -77,6 +80,7 @@ class Agent:
         self.lease = 0
         self.started = time.time()
         self.ipam = IPAM(store, name, settings.ipam)
+        self.identities = IdentityAllocator(store, name, cluster_id=settings.cluster_id)
 
     def register(self) -> None:
         node, cn_spec = node_resources(self.name, self.ip)
@@ -179,6 +183,40 @@ class Agent:
             "ready": self.ipam.ready.is_set(),
         }
 
+    def identity_allocate(self, request: Request) -> tuple[int, Any]:
+        """``POST /v1/identity``: body ``{"labels": ["k8s:app=web", ...]}``, or a pod's
+        ``{"pod-labels": {...}, "namespace": "ns", "namespace-labels": {...},
+        "service-account": "sa"}`` filtered to its identity-relevant labels."""
+        body = request.body if isinstance(request.body, dict) else {}
+        if "labels" in body:
+            labels = [Label.parse(str(x)) for x in body["labels"]]
+        elif "pod-labels" in body:
+            labels = list(
+                identity_labels(
+                    pod_labels=body.get("pod-labels") or {},
+                    namespace=str(body.get("namespace", "default")),
+                    namespace_labels=body.get("namespace-labels") or {},
+                    service_account=str(body.get("service-account", "default")),
+                    cluster=self.settings.cluster_name,
+                )
+            )
+        else:
+            raise HttpError(400, 'give "labels" or "pod-labels" in the request body')
+        if not labels:
+            raise HttpError(400, "an identity needs at least one label")
+        try:
+            identity = self.identities.allocate(labels)
+        except AllocationError as err:
+            raise HttpError(502, str(err)) from err
+        return 201, {"id": identity, "labels": [str(lb) for lb in sorted(labels)]}
+
+    def identity_release(self, request: Request) -> tuple[int, Any]:
+        try:
+            identity = int(request.params["id"])
+        except ValueError as err:
+            raise HttpError(400, f"invalid identity {request.params['id']!r}") from err
+        return 200, {"id": identity, "references-on-node": self.identities.release(identity)}
+
     def healthz(self, request: Request) -> tuple[int, Any]:
         return 200, {
             "node": self.name,
@@ -199,6 +237,8 @@ class Agent:
         router.add("POST", "/v1/ipam/{ip}", self.ipam_claim)
         router.add("GET", "/v1/ipam/{ip}", self.ipam_get)
         router.add("DELETE", "/v1/ipam/{ip}", self.ipam_release)
+        router.add("POST", "/v1/identity", self.identity_allocate)
+        router.add("DELETE", "/v1/identity/{id}", self.identity_release)
         api = UnixHttpServer(self.state_dir / "pylium.sock", router)
         api.start()
         ipam_thread = threading.Thread(

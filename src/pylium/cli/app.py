@@ -13,7 +13,7 @@ import typer
 
 from pylium import __version__
 from pylium.base.errors import PyliumError
-from pylium.cli import config_cmd, ipam_cmd, lab_cmd, resources_cmd
+from pylium.cli import config_cmd, identity_cmd, ipam_cmd, lab_cmd, resources_cmd
 
 app = typer.Typer(
     name="pylium",
@@ -50,6 +50,7 @@ resources_cmd.register(app)
 config_cmd.register(app)
 lab_cmd.register(app)
 ipam_cmd.register(app)
+identity_cmd.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

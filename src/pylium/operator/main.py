@@ -2,7 +2,7 @@
 
 The operator campaigns for the ``operator/leader`` lease; while it leads, it runs the
 cluster-pool controller (node pod CIDRs), woken by every CiliumNode change and at least every
-few seconds.
+few seconds, and the identity garbage collector every ``identity-gc-interval``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import os
 import socket
 import sys
 import threading
+import time
 from pathlib import Path
 
 from pylium import __version__
@@ -21,6 +22,7 @@ from pylium.adapters.store.api import Store
 from pylium.adapters.store.factory import open_store
 from pylium.base.errors import PyliumError
 from pylium.model.config import OperatorSettings
+from pylium.operator.identity_gc import IdentityGC
 from pylium.operator.nodecidr import NodeCIDRController
 from pylium.runtime.daemon import read_configmap, setup_logging, stop_on_signals
 from pylium.runtime.leader import LeaderElector
@@ -74,13 +76,19 @@ def main(argv: list[str] | None = None) -> None:
     watcher = threading.Thread(target=_watch_nodes, args=(store, stop, wake), daemon=True)
     watcher.start()
     controller = NodeCIDRController(store, settings)
+    gc = IdentityGC(store, grace_seconds=settings.identity_heartbeat_timeout.total_seconds())
+    gc_interval = settings.identity_gc_interval.total_seconds()
+    last_gc = time.monotonic()
     try:
         while not stop.is_set():
             if elector.is_leader:
                 try:
                     controller.reconcile()
+                    if time.monotonic() - last_gc >= gc_interval:
+                        gc.run_once(time.time())
+                        last_gc = time.monotonic()
                 except PyliumError as err:
-                    log.warning("cluster-pool reconcile failed: %s", err)
+                    log.warning("operator reconcile failed: %s", err)
             wake.wait(RESYNC_SECONDS)
             wake.clear()
     finally:
