@@ -32,6 +32,7 @@ test: check
 
 bench: setup
 	$(PY) benchmarks/store_throughput.py
+	$(PY) benchmarks/ipam_identity.py
 
 crds: setup
 	$(BIN)/pylium crds export deploy/crds

@@ -155,3 +155,27 @@ def test_pool_change_refused_and_exhaustion_reported(cli: Cli) -> None:
         assert "entry 0 changed from 10.244.0.0/23 to 10.99.0.0/16" in log
     finally:
         cli("lab", "down", "--name", lab, "--force", check=False)
+
+
+def test_kubernetes_mode_uses_node_pod_cidrs(cli: Cli) -> None:
+    lab = f"ik{os.getpid() % 10000}"
+    cli("lab", "up", "--nodes", "1", "--name", lab, "--set", "ipam.mode=kubernetes")
+    try:
+        n1 = agent(cli, lab, "n1")
+        with pytest.raises(AgentAPIError) as err:
+            n1.post("/v1/ipam", owner="default/early")
+        assert err.value.status == 503 and "no pod CIDR yet" in err.value.message
+        node = json.loads(cli("get", "node", "n1", "-o", "json").stdout)
+        node["spec"] = {"podCIDRs": ["10.50.1.0/24"]}
+        for field in ("resourceVersion", "uid", "creationTimestamp", "generation"):
+            node["metadata"].pop(field, None)
+        path = cli.home / "n1.json"
+        path.write_text(json.dumps(node))
+        cli("apply", "-f", str(path))
+        wait_for("n1 IPAM", lambda: ready(n1))
+        ip = ipaddress.ip_address(n1.post("/v1/ipam", owner="default/a")["address"]["ipv4"])
+        assert ip in ipaddress.ip_network("10.50.1.0/24")
+        cn = json.loads(cli("get", "cn", "n1", "-o", "json").stdout)
+        assert not cn["spec"].get("ipam", {}).get("podCIDRs")  # the operator allocated nothing
+    finally:
+        cli("lab", "down", "--name", lab, check=False)

@@ -148,7 +148,8 @@ class IPAM:
         deadline = time.monotonic() + MORE_CIDR_WAIT
         while True:
             with self._lock:
-                for ip in list(self.allocator.candidates()):
+                # Lazily: the first free candidate is taken almost always.
+                for ip in self.allocator.candidates():
                     if self._persist_new(ip, owner):
                         self.allocator.owners[ip] = owner
                         break
