@@ -179,3 +179,52 @@ def test_kubernetes_mode_uses_node_pod_cidrs(cli: Cli) -> None:
         assert not cn["spec"].get("ipam", {}).get("podCIDRs")  # the operator allocated nothing
     finally:
         cli("lab", "down", "--name", lab, check=False)
+
+
+POOLS = """\
+apiVersion: cilium.io/v2alpha1
+kind: CiliumPodIPPool
+metadata: {name: default}
+spec: {ipv4: {cidrs: [10.20.0.0/16], maskSize: 27}}
+---
+apiVersion: cilium.io/v2alpha1
+kind: CiliumPodIPPool
+metadata: {name: blue}
+spec: {ipv4: {cidrs: [10.30.0.0/16], maskSize: 28}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: team, annotations: {ipam.cilium.io/ip-pool: blue}}
+"""
+
+
+def test_multi_pool_chunks_follow_demand(cli: Cli) -> None:
+    lab = f"im{os.getpid() % 10000}"
+    cli("lab", "up", "--nodes", "2", "--name", lab, "--set", "ipam.mode=multi-pool")
+    try:
+        path = cli.home / "pools.yaml"
+        path.write_text(POOLS)
+        cli("apply", "-f", str(path))
+        n1 = agent(cli, lab, "n1")
+        wait_for("n1 IPAM", lambda: ready(n1))
+        default_ip = n1.post("/v1/ipam", owner="default/web")["address"]["ipv4"]
+        assert ipaddress.ip_address(default_ip) in ipaddress.ip_network("10.20.0.0/16")
+        # The namespace's annotation picks the blue pool; 20 pods need two /28 chunks.
+        blue = [n1.post("/v1/ipam", owner=f"team/p{i}")["address"]["ipv4"] for i in range(20)]
+        assert len(set(blue)) == 20
+        assert all(ipaddress.ip_address(ip) in ipaddress.ip_network("10.30.0.0/16") for ip in blue)
+        cn = json.loads(cli("get", "cn", "n1", "-o", "json").stdout)
+        allocated = {a["pool"]: a["cidrs"] for a in cn["spec"]["ipam"]["pools"]["allocated"]}
+        assert len(allocated["blue"]) >= 2
+        # Releasing the pods gives unused chunks back to the pool.
+        for ip in blue:
+            n1.delete(f"/v1/ipam/{ip}")
+
+        def shrunk() -> bool:
+            body = json.loads(cli("get", "cn", "n1", "-o", "json").stdout)
+            alloc = {a["pool"]: a["cidrs"] for a in body["spec"]["ipam"]["pools"]["allocated"]}
+            return len(alloc.get("blue", [])) < len(allocated["blue"])
+
+        wait_for("blue chunks returned", shrunk)
+    finally:
+        cli("lab", "down", "--name", lab, check=False)

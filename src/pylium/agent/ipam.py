@@ -2,11 +2,12 @@
 
 Where the node's CIDRs come from depends on the mode: ``cluster-pool`` waits for the operator
 to write ``CiliumNode.spec.ipam.podCIDRs``; ``kubernetes`` reads ``Node.spec.podCIDRs`` (or the
-``network.cilium.io/ipv4-pod-cidr`` annotation). Every allocation is a store key
-``ipam/<node>/<ip>`` created with compare-and-swap, so that a restart (even kill -9) restores
-exactly the allocations in use, and two allocators can never hold one address. When every
-CIDR is full the agent marks them ``depleted`` in the CiliumNode status, which asks the
-operator for another block.
+``network.cilium.io/ipv4-pod-cidr`` annotation); ``multi-pool`` asks for addresses per
+CiliumPodIPPool in ``spec.ipam.pools.requested`` and uses the chunks the operator lists in
+``spec.ipam.pools.allocated``. Every allocation is a store key ``ipam/<node>/<ip>`` created
+with compare-and-swap, so that a restart (even kill -9) restores exactly the allocations in
+use, and two allocators can never hold one address. A full node asks for more: cluster-pool
+marks its CIDRs ``depleted`` in the CiliumNode status; multi-pool raises its request.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pylium.base.errors import AllocationError
 from pylium.core.ipam.cidrset import Network
 from pylium.core.ipam.clusterpool import CIDRStatus
 from pylium.core.ipam.hostscope import ROUTER_OWNER, Address, HostScopeAllocator, Usage
+from pylium.core.ipam.multipool import DEFAULT_POOL
 from pylium.model.config import IPAMMode
 
 log = logging.getLogger(__name__)
@@ -31,52 +33,70 @@ log = logging.getLogger(__name__)
 ALLOCATIONS_PREFIX = "ipam/"
 POD_CIDR_ANNOTATION = "network.cilium.io/ipv4-pod-cidr"
 MORE_CIDR_WAIT = 10.0
-"""How long an allocation waits for the operator to add a CIDR to a full node."""
+"""How long an allocation waits for the operator to give a full node more addresses."""
 
 
 class IPAM:
-    def __init__(self, store: Store, node: str, mode: IPAMMode) -> None:
+    def __init__(self, store: Store, node: str, mode: IPAMMode, *, pre_allocate: int = 8) -> None:
         self.store = store
         self.client = ResourceClient(store)
         self.node = node
         self.mode = mode
-        self.allocator = HostScopeAllocator()
+        self.pre_allocate = pre_allocate
+        self.pools: dict[str, HostScopeAllocator] = {DEFAULT_POOL: HostScopeAllocator()}
         self._lock = threading.Lock()
         self.ready = threading.Event()
 
+    @property
+    def allocator(self) -> HostScopeAllocator:
+        """The default pool's allocator (the only one outside multi-pool)."""
+        return self.pools[DEFAULT_POOL]
+
     # -- the node's CIDRs -------------------------------------------------------------------
 
-    def _wanted_cidrs(self) -> list[Network]:
+    def _wanted_cidrs(self) -> dict[str, list[Network]]:
+        raw: dict[str, list[str]] = {}
         if self.mode is IPAMMode.KUBERNETES:
             node = self.client.get("Node", self.node)
-            if node is None:
-                return []
-            spec = node.body.get("spec", {})
-            raw = list(spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else []))
-            if not raw and POD_CIDR_ANNOTATION in (node.metadata.get("annotations") or {}):
-                raw = [node.metadata["annotations"][POD_CIDR_ANNOTATION]]
+            if node is not None:
+                spec = node.body.get("spec", {})
+                found = list(
+                    spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else [])
+                )
+                annotations = node.metadata.get("annotations") or {}
+                if not found and POD_CIDR_ANNOTATION in annotations:
+                    found = [annotations[POD_CIDR_ANNOTATION]]
+                raw[DEFAULT_POOL] = found
         else:
             cn = self.client.get("CiliumNode", self.node)
-            raw = (
-                list((cn.body.get("spec", {}).get("ipam") or {}).get("podCIDRs") or [])
-                if cn
-                else []
-            )
-        return [ipaddress.ip_network(c) for c in raw if ipaddress.ip_network(c).version == 4]
+            ipam = ((cn.body.get("spec", {}) or {}).get("ipam") or {}) if cn else {}
+            if self.mode is IPAMMode.MULTI_POOL:
+                for entry in (ipam.get("pools") or {}).get("allocated") or []:
+                    raw[entry["pool"]] = list(entry.get("cidrs") or [])
+            else:
+                raw[DEFAULT_POOL] = list(ipam.get("podCIDRs") or [])
+        return {
+            pool: [ipaddress.ip_network(c) for c in cidrs if ipaddress.ip_network(c).version == 4]
+            for pool, cidrs in raw.items()
+        }
 
     def sync_cidrs(self) -> bool:
-        """Pick up CIDRs added to this node; True when the allocator has at least one."""
+        """Pick up CIDRs given to this node; True when the default pool has at least one."""
         wanted = self._wanted_cidrs()
         with self._lock:
-            added = [c for c in wanted if c not in self.allocator.cidrs]
-            for cidr in added:
-                self.allocator.add_cidr(cidr)
-                log.info("pod CIDR assigned", extra={"cidr": str(cidr)})
+            for pool, cidrs in wanted.items():
+                allocator = self.pools.setdefault(pool, HostScopeAllocator())
+                for cidr in cidrs:
+                    if cidr not in allocator.cidrs:
+                        allocator.add_cidr(cidr)
+                        log.info("pod CIDR assigned", extra={"cidr": str(cidr), "pool": pool})
             return bool(self.allocator.cidrs)
 
     def wait_for_cidrs(self, stop: threading.Event, period: float = 0.2) -> bool:
         """Block until the node has a CIDR (or ``stop``); then restore allocations."""
         logged = False
+        if self.mode is IPAMMode.MULTI_POOL:
+            self._publish()  # the default pool's request: the operator answers it
         while not stop.is_set():
             if self.sync_cidrs():
                 self.restore()
@@ -96,111 +116,144 @@ class IPAM:
     def restore(self) -> None:
         """Take back every persisted allocation of this node; the router IP first."""
         listing = self.store.list(f"{ALLOCATIONS_PREFIX}{self.node}/")
-        persisted = {
-            ipaddress.ip_address(kv.key.rsplit("/", 1)[1]): json.loads(kv.value)["owner"]
-            for kv in listing.items
-        }
+        persisted: dict[str, dict[Address, str]] = {}
+        for kv in listing.items:
+            entry = json.loads(kv.value)
+            ip = ipaddress.ip_address(kv.key.rsplit("/", 1)[1])
+            persisted.setdefault(entry.get("pool", DEFAULT_POOL), {})[ip] = entry["owner"]
         with self._lock:
-            for problem in self.allocator.restore(persisted):
-                log.error("allocation not restored: %s", problem)
+            for pool, allocations in persisted.items():
+                allocator = self.pools.setdefault(pool, HostScopeAllocator())
+                for problem in allocator.restore(allocations):
+                    log.error("allocation not restored: %s", problem, extra={"pool": pool})
             router = self.allocator.ensure_router()
-            if router not in persisted:
-                self._persist_new(router, ROUTER_OWNER)
-        log.info(
-            "IPAM ready",
-            extra={
-                "restored": len(persisted),
-                "router": str(router),
-                "usage": self.usage().status_line(),
-            },
-        )
+            if router not in persisted.get(DEFAULT_POOL, {}):
+                self._persist_new(router, ROUTER_OWNER, DEFAULT_POOL)
+        restored = sum(len(a) for a in persisted.values())
+        log.info("IPAM ready", extra={"restored": restored, "router": str(router)})
         self._publish()
 
-    def _persist_new(self, ip: Address, owner: str) -> bool:
-        value = json.dumps({"owner": owner}).encode()
+    def _persist_new(self, ip: Address, owner: str, pool: str) -> bool:
+        value = json.dumps({"owner": owner, "pool": pool}).encode()
         return self.store.commit([Compare(self._key(ip), 0)], [Put(self._key(ip), value)]).succeeded
 
-    def _publish(self) -> None:
-        """Mirror allocations into ``CiliumNode.status.ipam.used`` and mark full CIDRs."""
+    def _publish(self, wanted_pool: str | None = None) -> None:
+        """Mirror allocations into the CiliumNode and ask for more where a pool is full:
+        ``status.ipam.used``; cluster-pool: ``status.ipam.pod-cidrs`` (depleted when full);
+        multi-pool: ``spec.ipam.pools.requested`` (used + pre-allocation per pool)."""
         with self._lock:
             used = {
-                str(ip): {"owner": owner} for ip, owner in sorted(self.allocator.owners.items())
+                str(ip): {"owner": owner, **({"pool": pool} if pool != DEFAULT_POOL else {})}
+                for pool, allocator in self.pools.items()
+                for ip, owner in sorted(allocator.owners.items())
             }
             full = self.allocator.full()
             cidrs = [str(c) for c in self.allocator.cidrs]
+            requested = [
+                {"pool": pool, "needed": {"ipv4-addrs": len(a.owners) + self.pre_allocate}}
+                for pool, a in sorted(self.pools.items())
+                if a.cidrs or a.owners or pool in (DEFAULT_POOL, wanted_pool)
+            ]
 
         def update(body: dict[str, Any] | None) -> dict[str, Any] | None:
             if body is None:
                 return None
-            ipam = body.setdefault("status", {}).setdefault("ipam", {})
-            ipam["used"] = used
-            pod_cidrs = ipam.setdefault("pod-cidrs", {})
-            for cidr in cidrs:
-                state = CIDRStatus.DEPLETED if full else CIDRStatus.IN_USE
-                pod_cidrs[cidr] = {"status": state.value}
+            status = body.setdefault("status", {}).setdefault("ipam", {})
+            status["used"] = used
+            if self.mode is IPAMMode.MULTI_POOL:
+                pools = body.setdefault("spec", {}).setdefault("ipam", {}).setdefault("pools", {})
+                pools["requested"] = requested
+            else:
+                pod_cidrs = status.setdefault("pod-cidrs", {})
+                for cidr in cidrs:
+                    state = CIDRStatus.DEPLETED if full else CIDRStatus.IN_USE
+                    pod_cidrs[cidr] = {"status": state.value}
             return body
 
         self.client.mutate("CiliumNode", self.node, fn=update)
 
     # -- the API's operations ---------------------------------------------------------------
 
-    def allocate(self, owner: str) -> Address:
+    def allocate(self, owner: str, pool: str = DEFAULT_POOL) -> Address:
         deadline = time.monotonic() + MORE_CIDR_WAIT
+        if pool != DEFAULT_POOL and self.mode is not IPAMMode.MULTI_POOL:
+            raise AllocationError(
+                pool, f"pools other than default need multi-pool IPAM (mode is {self.mode.value})"
+            )
         while True:
+            ip: Address | None = None
             with self._lock:
+                allocator = self.pools.setdefault(pool, HostScopeAllocator())
                 # Lazily: the first free candidate is taken almost always.
-                for ip in self.allocator.candidates():
-                    if self._persist_new(ip, owner):
-                        self.allocator.owners[ip] = owner
+                for candidate in allocator.candidates():
+                    if self._persist_new(candidate, owner, pool):
+                        allocator.owners[candidate] = owner
+                        ip = candidate
                         break
-                    log.warning("address taken in the store; skipping", extra={"ip": str(ip)})
-                    self.allocator.owners[ip] = "<taken>"
-                else:
-                    ip = None
+                    log.warning(
+                        "address taken in the store; skipping", extra={"ip": str(candidate)}
+                    )
+                    allocator.owners[candidate] = "<taken>"
+            self._publish(wanted_pool=pool)  # records the use, or asks for more addresses
             if ip is not None:
-                self._publish()
                 return ip
-            self._publish()  # marks the CIDRs depleted: the operator adds one
             remaining = deadline - time.monotonic()
             if remaining <= 0 or self.mode is IPAMMode.KUBERNETES:
+                with self._lock:
+                    where = ", ".join(str(c) for c in allocator.cidrs) or "(no CIDR)"
                 raise AllocationError(
-                    f"node {self.node}",
-                    "no free pod IP in "
-                    + (", ".join(str(c) for c in self.allocator.cidrs) or "(no CIDR)")
+                    f"node {self.node} pool {pool}",
+                    f"no free pod IP in {where}"
                     + (
                         ""
                         if self.mode is IPAMMode.KUBERNETES
-                        else "; the operator has not added a CIDR"
+                        else "; the operator has not added addresses"
                     ),
                 )
             time.sleep(min(0.2, remaining))
             self.sync_cidrs()
 
+    def _pool_of(self, ip: Address) -> tuple[str, HostScopeAllocator] | None:
+        for pool, allocator in self.pools.items():
+            if allocator.owner_of(ip) is not None or any(ip in c for c in allocator.cidrs):
+                return pool, allocator
+        return None
+
     def allocate_specific(self, ip: Address, owner: str) -> None:
         with self._lock:
-            holder = self.allocator.owner_of(ip)
-            self.allocator.allocate_specific(ip, owner)
-            if holder is None and not self._persist_new(ip, owner):
-                del self.allocator.owners[ip]
+            found = self._pool_of(ip)
+            if found is None:
+                raise AllocationError(str(ip), "not in any of this node's CIDRs")
+            pool, allocator = found
+            holder = allocator.owner_of(ip)
+            allocator.allocate_specific(ip, owner)
+            if holder is None and not self._persist_new(ip, owner, pool):
+                del allocator.owners[ip]
                 raise AllocationError(str(ip), "already allocated")
         self._publish()
 
     def release(self, ip: Address) -> bool:
         with self._lock:
-            if self.allocator.owner_of(ip) in (None, ROUTER_OWNER):
+            found = self._pool_of(ip)
+            if found is None or found[1].owner_of(ip) in (None, ROUTER_OWNER):
                 return False
-            self.allocator.release(ip)
+            found[1].release(ip)
             self.store.delete(self._key(ip))
         self._publish()
         return True
 
     def owner_of(self, ip: Address) -> str | None:
         with self._lock:
-            return self.allocator.owner_of(ip)
+            found = self._pool_of(ip)
+            return found[1].owner_of(ip) if found else None
 
-    def usage(self) -> Usage:
+    def pool_names(self) -> list[str]:
         with self._lock:
-            return self.allocator.usage()
+            return sorted(self.pools)
+
+    def usage(self, pool: str = DEFAULT_POOL) -> Usage:
+        with self._lock:
+            return self.pools.get(pool, HostScopeAllocator()).usage()
 
     @property
     def router_ip(self) -> Address | None:

@@ -28,7 +28,8 @@ from pylium.agent.ipam import IPAM
 from pylium.base.errors import AllocationError, PyliumError, StoreError
 from pylium.core.identity.labels import Label, identity_labels
 from pylium.core.ipam.hostscope import Address
-from pylium.model.config import AgentSettings
+from pylium.core.ipam.multipool import DEFAULT_POOL, select_pool
+from pylium.model.config import AgentSettings, IPAMMode
 from pylium.model.resource import Resource
 from pylium.runtime.daemon import read_configmap, setup_logging, stop_on_signals
 from pylium.runtime.unixhttp import HttpError, Request, Router, UnixHttpServer
@@ -79,7 +80,7 @@ class Agent:
         self.state_dir = state_dir
         self.lease = 0
         self.started = time.time()
-        self.ipam = IPAM(store, name, settings.ipam)
+        self.ipam = IPAM(store, name, settings.ipam, pre_allocate=settings.ipam_pre_allocate)
         self.identities = IdentityAllocator(store, name, cluster_id=settings.cluster_id)
 
     def register(self) -> None:
@@ -135,18 +136,34 @@ class Agent:
         if not owner:
             raise HttpError(400, "query parameter owner is required (namespace/pod)")
         try:
-            ip = self.ipam.allocate(owner)
+            pool = request.query.get("pool") or self._pool_for(owner)
+            ip = self.ipam.allocate(owner, pool)
         except AllocationError as err:
             raise HttpError(502, str(err)) from err
-        return 201, self._ipam_response(ip)
+        return 201, self._ipam_response(ip, pool)
 
-    def _ipam_response(self, ip: Address) -> dict[str, Any]:
-        usage = self.ipam.usage()
+    def _pool_for(self, owner: str) -> str:
+        """multi-pool: the pod's pool from its and its namespace's annotations."""
+        if self.settings.ipam is not IPAMMode.MULTI_POOL:
+            return DEFAULT_POOL
+        namespace, _, name = owner.partition("/")
+        pod = self.client.get("Pod", name, namespace) if name else None
+        ns = self.client.get("Namespace", namespace)
+        pools = [r.name for r in self.client.list("CiliumPodIPPool")[0]]
+        return select_pool(
+            dict(pod.metadata.get("annotations") or {}) if pod else {},
+            dict(ns.metadata.get("annotations") or {}) if ns else {},
+            pools,
+        )
+
+    def _ipam_response(self, ip: Address, pool: str = DEFAULT_POOL) -> dict[str, Any]:
+        usage = self.ipam.usage(pool)
         router = str(self.ipam.router_ip)
         return {
             "address": {"ipv4": str(ip)},
             "ipv4": {"ip": str(ip), "cidrs": [str(c) for c in usage.cidrs], "gateway": router},
             "host-addressing": {"ipv4": {"ip": router, "enabled": True}},
+            "pool": pool,
         }
 
     def ipam_claim(self, request: Request) -> tuple[int, Any]:
@@ -175,11 +192,20 @@ class Agent:
 
     def ipam_status(self, request: Request) -> tuple[int, Any]:
         usage = self.ipam.usage()
+        pools = {}
+        for pool in self.ipam.pool_names():
+            u = self.ipam.usage(pool)
+            pools[pool] = {
+                "used": u.used,
+                "capacity": u.capacity,
+                "cidrs": [str(c) for c in u.cidrs],
+            }
         return 200, {
             "status": usage.status_line(),
             "used": usage.used,
             "capacity": usage.capacity,
             "cidrs": [str(c) for c in usage.cidrs],
+            "pools": pools,
             "ready": self.ipam.ready.is_set(),
         }
 

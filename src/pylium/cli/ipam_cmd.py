@@ -10,6 +10,7 @@ import typer
 
 from pylium.adapters.agentapi import AgentClient
 from pylium.cli.common import print_table, resource_client
+from pylium.core.ipam.multipool import DEFAULT_POOL, usable
 from pylium.lab import cluster
 
 ipam_app = typer.Typer(help="IP address management: node CIDRs, pod IP allocations.")
@@ -30,25 +31,29 @@ def status(
         for node in nodes:
             spec_ipam = node.body.get("spec", {}).get("ipam", {}) or {}
             st = (node.body.get("status", {}) or {}).get("ipam", {}) or {}
-            cidrs = list(spec_ipam.get("podCIDRs") or [])
-            capacity = 0
-            for cidr in cidrs:
-                net = ipaddress.ip_network(cidr)
-                capacity += net.num_addresses - 2 if net.num_addresses > 2 else net.num_addresses
-            used = len(st.get("used") or {})
-            rows.append(
-                {
-                    "node": node.name,
-                    "pool": "default",
-                    "cidrs": cidrs,
-                    "cidr-status": {
-                        k: v.get("status") for k, v in (st.get("pod-cidrs") or {}).items()
-                    },
-                    "used": used,
-                    "free": capacity - used,
-                    "error": (st.get("operator-status") or {}).get("error", ""),
-                }
-            )
+            used_map = st.get("used") or {}
+            by_pool = {DEFAULT_POOL: list(spec_ipam.get("podCIDRs") or [])}
+            for entry in (spec_ipam.get("pools") or {}).get("allocated") or []:
+                by_pool[entry["pool"]] = list(entry.get("cidrs") or [])
+            error = (st.get("operator-status") or {}).get("error", "")
+            for pool, cidrs in sorted(by_pool.items()):
+                if pool == DEFAULT_POOL and not cidrs and len(by_pool) > 1:
+                    continue
+                capacity = sum(usable(ipaddress.ip_network(c)) for c in cidrs)
+                used = sum(1 for e in used_map.values() if e.get("pool", DEFAULT_POOL) == pool)
+                rows.append(
+                    {
+                        "node": node.name,
+                        "pool": pool,
+                        "cidrs": cidrs,
+                        "cidr-status": {
+                            k: v.get("status") for k, v in (st.get("pod-cidrs") or {}).items()
+                        },
+                        "used": used,
+                        "free": capacity - used,
+                        "error": error,
+                    }
+                )
     if output == "json":
         typer.echo(json.dumps(rows, indent=2))
         return

@@ -1,8 +1,9 @@
 """L5: ``pylium-operator``, one active per cluster (leader-elected through the store).
 
-The operator campaigns for the ``operator/leader`` lease; while it leads, it runs the
-cluster-pool controller (node pod CIDRs), woken by every CiliumNode change and at least every
-few seconds, and the identity garbage collector every ``identity-gc-interval``.
+The operator campaigns for the ``operator/leader`` lease; while it leads, it runs the IPAM
+controller of its mode (cluster-pool node CIDRs or multi-pool chunks), woken by every
+CiliumNode change and at least every few seconds, and the identity garbage collector every
+``identity-gc-interval``.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from pylium.adapters.resources import ResourceClient
 from pylium.adapters.store.api import Store
 from pylium.adapters.store.factory import open_store
 from pylium.base.errors import PyliumError
-from pylium.model.config import OperatorSettings
+from pylium.model.config import IPAMMode, OperatorSettings
 from pylium.operator.identity_gc import IdentityGC
+from pylium.operator.multipool import MultiPoolController
 from pylium.operator.nodecidr import NodeCIDRController
 from pylium.runtime.daemon import read_configmap, setup_logging, stop_on_signals
 from pylium.runtime.leader import LeaderElector
@@ -75,7 +77,11 @@ def main(argv: list[str] | None = None) -> None:
     wake = threading.Event()
     watcher = threading.Thread(target=_watch_nodes, args=(store, stop, wake), daemon=True)
     watcher.start()
-    controller = NodeCIDRController(store, settings)
+    controller: NodeCIDRController | MultiPoolController = (
+        MultiPoolController(store)
+        if settings.ipam is IPAMMode.MULTI_POOL
+        else NodeCIDRController(store, settings)
+    )
     gc = IdentityGC(store, grace_seconds=settings.identity_heartbeat_timeout.total_seconds())
     gc_interval = settings.identity_gc_interval.total_seconds()
     last_gc = time.monotonic()
