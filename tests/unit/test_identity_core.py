@@ -68,6 +68,10 @@ def test_user_filter_switches_to_whitelist() -> None:
     )
     keys = {lb.key for lb in labels}
     assert "app" in keys and "tier" not in keys and "io.kubernetes.pod.namespace" in keys
+    sourced = LabelFilter.from_user(["k8s:app"])
+    assert sourced.relevant(Label("k8s", "app", "x")) and not sourced.relevant(
+        Label("k8s", "tier", "t")
+    )
     no_tier = LabelFilter.from_user(["!tier"])
     keys = {
         lb.key

@@ -26,7 +26,7 @@ from pylium.adapters.store.api import Store
 from pylium.adapters.store.factory import open_store
 from pylium.agent.ipam import IPAM
 from pylium.base.errors import AllocationError, PyliumError, StoreError
-from pylium.core.identity.labels import Label, identity_labels
+from pylium.core.identity.labels import Label, LabelFilter, identity_labels
 from pylium.core.ipam.hostscope import Address
 from pylium.core.ipam.multipool import DEFAULT_POOL, select_pool
 from pylium.model.config import AgentSettings, IPAMMode
@@ -224,6 +224,7 @@ class Agent:
                     namespace_labels=body.get("namespace-labels") or {},
                     service_account=str(body.get("service-account", "default")),
                     cluster=self.settings.cluster_name,
+                    label_filter=LabelFilter.from_user(self.settings.labels),
                 )
             )
         else:

@@ -577,6 +577,10 @@ class AgentSettings(ClusterSettings):
         ),
     )
     """MTU of cilium_host/cilium_net/tunnel/pod devices; 0 = auto-detect (1500 if unknown)."""
+    labels: tuple[str, ...] = setting("labels", (), Words())
+    """Identity-relevant label patterns (Helm ``labels``): ``prefix`` keeps, ``!prefix`` drops;
+    any keep-pattern switches from Cilium's default filter to a whitelist. Default: empty
+    (Cilium's default filter)."""
     devices: tuple[str, ...] = setting("devices", (), Words())
     """Native devices that get bpf_host (NodePort, host firewall, BPF masquerade); empty
     means auto-detect."""

@@ -85,8 +85,16 @@ class LabelFilter:
         if any(re.match(p, label.key) for p in DEFAULT_INCLUDES):
             return True
         if self.includes:
-            return any(re.match(p, label.key) for p in self.includes)
-        return not any(re.match(p, label.key) for p in self.excludes)
+            return any(_matches(p, label) for p in self.includes)
+        return not any(_matches(p, label) for p in self.excludes)
+
+
+def _matches(pattern: str, label: Label) -> bool:
+    """A key prefix, optionally with a source (``k8s:app`` matches only ``k8s`` labels)."""
+    source, sep, key = pattern.partition(":")
+    if sep and re.fullmatch(r"[a-z0-9-]+", source):
+        return label.source == source and re.match(key, label.key) is not None
+    return re.match(pattern, label.key) is not None
 
 
 def identity_labels(

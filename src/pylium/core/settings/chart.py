@@ -35,6 +35,7 @@ CHART_DEFAULTS: Mapping[str, Any] = {
     "tunnelProtocol": "",
     "tunnelPort": 0,
     "MTU": 0,
+    "labels": "",
     "autoDirectNodeRoutes": False,
     "directRoutingSkipUnreachable": False,
     "ipv4NativeRoutingCIDR": "",
@@ -339,6 +340,7 @@ ROWS: tuple[Row, ...] = (
     ),
     row("mtu", "MTU", _truthy),
     Row("devices", ("devices",), _joined("devices", " ")),
+    row("labels", "labels", _truthy),
     row("direct-routing-device", "nodePort.directRoutingDevice"),
     # Masquerading
     Row("enable-ipv4-masquerade", ("enableIPv4Masquerade", "eni.enabled"), _ipv4_masquerade),
