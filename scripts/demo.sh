@@ -26,6 +26,16 @@ step "Nodes the agents registered"
 "$PYLIUM" get nodes
 "$PYLIUM" get ciliumnodes -o wide
 
+step "IPAM: the operator gave each node a pod CIDR; n1's agent hands out pod IPs"
+for _ in $(seq 50); do "$PYLIUM" ipam status -o json | grep -q '"cidrs": \[\]' || break; sleep 0.2; done
+"$PYLIUM" ipam status
+for i in $(seq 25); do  # the agent picks its CIDR up within a moment
+  "$PYLIUM" ipam allocate --node n1 --owner default/web && break
+  [ "$i" -lt 25 ] || exit 1; sleep 0.2
+done
+"$PYLIUM" identity allocate --node n1 --label k8s:app=web --label k8s:io.kubernetes.pod.namespace=default
+"$PYLIUM" identity list | tail -3
+
 step "Policies are validated like CRDs: a bad port is refused, naming the field"
 if "$PYLIUM" apply -f examples/bad-port.yaml; then
   echo "expected the bad policy to be refused" >&2; exit 1
