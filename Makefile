@@ -38,4 +38,4 @@ crds: setup
 	$(BIN)/pylium crds export deploy/crds
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache bpf/build
