@@ -2,7 +2,7 @@
  *
  * Today: parse, resolve the source endpoint (its identity) and the destination's identity from
  * the ipcache, deliver to a local endpoint straight into its namespace (bpf_redirect_peer),
- * and hand everything else to the kernel's routing. Forwards and drops are counted and traced.
+ * rewriting the MACs as a router would, and hand everything else to the kernel's routing. Forwards and drops are counted and traced.
  * Policy, conntrack, service translation and the tunnel arrive with their issues.
  */
 #include "lib/common.h"
@@ -68,8 +68,13 @@ int cil_from_container(struct __sk_buff *skb)
 	emit(skb, EVENT_TRACE, REASON_FORWARDED, DIR_EGRESS, &f);
 
 	struct endpoint_info *dst = endpoint_lookup(ip->daddr);
-	if (dst && dst->ifindex)
+	if (dst && dst->ifindex) {
+		/* Deliver as the router would: from the endpoint's host-side MAC to its own MAC. */
+		if (bpf_skb_store_bytes(skb, 0, dst->mac, ETH_ALEN, 0) < 0 ||
+		    bpf_skb_store_bytes(skb, ETH_ALEN, dst->node_mac, ETH_ALEN, 0) < 0)
+			return drop(skb, DROP_WRITE_ERROR, DIR_EGRESS, &f);
 		return bpf_redirect_peer(dst->ifindex, 0);
+	}
 	return TC_ACT_OK;
 }
 

@@ -21,6 +21,7 @@
 #define DROP_INVALID_SOURCE_IP 132
 #define DROP_INVALID_PACKET 134
 #define DROP_UNSUPPORTED_L3 139
+#define DROP_WRITE_ERROR 141
 
 /* Traffic direction in metrics and events (Cilium's metrics map: 1 ingress, 2 egress). */
 #define DIR_INGRESS 1

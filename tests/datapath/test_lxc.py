@@ -27,12 +27,19 @@ POD_A = ipaddress.IPv4Address("10.0.1.10")
 POD_B = ipaddress.IPv4Address("10.0.1.11")
 REMOTE = ipaddress.IPv4Address("10.0.2.20")
 EGRESS = 2
+POD_B_MAC = bytes.fromhex("0a0000000b0b")
+LXC_B_MAC = bytes.fromhex("0a00000000b1")
 
 
 def seed(obj: BpfObject) -> None:
     eps = endpoints.EndpointsMap(obj.map_fd(endpoints.NAME))
     eps.upsert(POD_A, endpoints.EndpointInfo(ifindex=11, endpoint_id=101, identity=1001))
-    eps.upsert(POD_B, endpoints.EndpointInfo(ifindex=12, endpoint_id=102, identity=1002))
+    eps.upsert(
+        POD_B,
+        endpoints.EndpointInfo(
+            ifindex=12, endpoint_id=102, identity=1002, mac=POD_B_MAC, node_mac=LXC_B_MAC
+        ),
+    )
     ipc = ipcache.IPCacheMap(obj.map_fd(ipcache.NAME))
     ipc.upsert(ipaddress.IPv4Network("10.0.1.11/32"), ipcache.Entry(identity=1002))
     ipc.upsert(
@@ -49,7 +56,8 @@ def test_local_delivery_remote_routing_and_traces(lxc: BpfObject) -> None:
         packet = ipv4_tcp(str(POD_A), str(POD_B), dport=8080)
         verdict, out = prog_test_run(prog, packet)
         assert verdict == TC_ACT_REDIRECT  # into POD_B's namespace
-        assert out == packet  # delivered unchanged
+        assert out[:12] == POD_B_MAC + LXC_B_MAC  # routed: from lxc B's MAC to pod B's
+        assert out[12:] == packet[12:]
         verdict, _ = prog_test_run(prog, ipv4_tcp(str(POD_A), str(REMOTE), dport=443))
         assert verdict == TC_ACT_OK  # handed to the kernel's routing for now
         verdict, _ = prog_test_run(prog, ipv4_tcp(str(POD_A), "8.8.8.8"))
