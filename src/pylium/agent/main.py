@@ -16,14 +16,17 @@ import logging
 import sys
 import threading
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from pylium import __version__
+from pylium.adapters.bpf import bpffs
 from pylium.adapters.identities import IdentityAllocator
 from pylium.adapters.resources import ResourceClient
 from pylium.adapters.store.api import Store
 from pylium.adapters.store.factory import open_store
+from pylium.agent.endpoints import EndpointManager
 from pylium.agent.ipam import IPAM
 from pylium.base.errors import AllocationError, PyliumError, StoreError
 from pylium.core.identity.labels import Label, LabelFilter, identity_labels
@@ -71,6 +74,7 @@ class Agent:
         store: Store,
         settings: AgentSettings,
         state_dir: Path,
+        bpf_pin_dir: Path,
     ) -> None:
         self.name = name
         self.ip = ip
@@ -82,6 +86,16 @@ class Agent:
         self.started = time.time()
         self.ipam = IPAM(store, name, settings.ipam, pre_allocate=settings.ipam_pre_allocate)
         self.identities = IdentityAllocator(store, name, cluster_id=settings.cluster_id)
+        self.endpoints = EndpointManager(
+            store=store,
+            node=name,
+            ipam=self.ipam,
+            identities=self.identities,
+            bpf_root=bpf_pin_dir,
+            cluster=settings.cluster_name,
+            label_filter=LabelFilter.from_user(settings.labels),
+        )
+        self.datapath_error = ""
 
     def register(self) -> None:
         node, cn_spec = node_resources(self.name, self.ip)
@@ -244,6 +258,42 @@ class Agent:
             raise HttpError(400, f"invalid identity {request.params['id']!r}") from err
         return 200, {"id": identity, "references-on-node": self.identities.release(identity)}
 
+    def endpoint_put(self, request: Request) -> tuple[int, Any]:
+        """``PUT /v1/endpoint/{id}``: the CNI plugin's EndpointChangeRequest (id: container ID)."""
+        if self.datapath_error or self.endpoints.obj is None:
+            raise HttpError(503, f"datapath not ready: {self.datapath_error or 'starting'}")
+        body = request.body if isinstance(request.body, dict) else {}
+        for field in ("interface-name", "addressing", "mac"):
+            if field not in body:
+                raise HttpError(400, f"EndpointChangeRequest needs {field!r}")
+        try:
+            record = self.endpoints.create(request.params["id"], body)
+        except PyliumError as err:
+            raise HttpError(500, str(err)) from err
+        return 201, asdict(record)
+
+    def endpoint_delete(self, request: Request) -> tuple[int, Any]:
+        """``DELETE /v1/endpoint/{id}``: unknown endpoints are not an error (CNI DEL retries)."""
+        return 200, {"deleted": self.endpoints.delete(request.params["id"])}
+
+    def endpoint_get(self, request: Request) -> tuple[int, Any]:
+        for record in self.endpoints.records():
+            if record.container_id == request.params["id"]:
+                return 200, asdict(record)
+        raise HttpError(404, f"endpoint {request.params['id']} not found on node {self.name}")
+
+    def endpoint_list(self, request: Request) -> tuple[int, Any]:
+        return 200, [asdict(r) for r in self.endpoints.records()]
+
+    def _start_datapath(self, stop: threading.Event) -> None:
+        if not self.ipam.wait_for_cidrs(stop):
+            return
+        try:
+            self.endpoints.start()
+        except PyliumError as err:
+            self.datapath_error = str(err)
+            log.error("datapath failed to start: %s", err)
+
     def healthz(self, request: Request) -> tuple[int, Any]:
         return 200, {
             "node": self.name,
@@ -252,6 +302,13 @@ class Agent:
             "kvstore": {"state": "Ok", "lease": self.lease},
             "ipam": {"mode": self.settings.ipam.value, "status": self.ipam.usage().status_line()},
             "routing-mode": self.settings.routing_mode.value,
+            "datapath": {
+                "state": "Failure"
+                if self.datapath_error
+                else ("Ok" if self.endpoints.obj else "Starting"),
+                "error": self.datapath_error,
+                "endpoints": len(self.endpoints.records()),
+            },
         }
 
     def run(self, stop: threading.Event) -> None:
@@ -264,12 +321,16 @@ class Agent:
         router.add("POST", "/v1/ipam/{ip}", self.ipam_claim)
         router.add("GET", "/v1/ipam/{ip}", self.ipam_get)
         router.add("DELETE", "/v1/ipam/{ip}", self.ipam_release)
+        router.add("PUT", "/v1/endpoint/{id}", self.endpoint_put)
+        router.add("GET", "/v1/endpoint/{id}", self.endpoint_get)
+        router.add("DELETE", "/v1/endpoint/{id}", self.endpoint_delete)
+        router.add("GET", "/v1/endpoint", self.endpoint_list)
         router.add("POST", "/v1/identity", self.identity_allocate)
         router.add("DELETE", "/v1/identity/{id}", self.identity_release)
         api = UnixHttpServer(self.state_dir / "pylium.sock", router)
         api.start()
         ipam_thread = threading.Thread(
-            target=self.ipam.wait_for_cidrs, args=(stop,), name="ipam", daemon=True
+            target=self._start_datapath, args=(stop,), name="datapath", daemon=True
         )
         ipam_thread.start()
         last_beat = 0.0
@@ -285,6 +346,7 @@ class Agent:
                     log.warning("agent loop: %s", err)
         finally:
             api.stop()
+            self.endpoints.stop()
             if self.lease:
                 try:
                     self.store.revoke(self.lease)
@@ -299,6 +361,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--store", required=True, help="local:PATH or etcd:URL")
     parser.add_argument("--config", type=Path, help="cilium-config as a JSON object")
     parser.add_argument("--state-dir", type=Path, required=True)
+    parser.add_argument(
+        "--bpf-pin-dir",
+        type=Path,
+        help="where this node's maps are pinned (default <bpf-root>/pylium)",
+    )
     parser.add_argument("--debug", action="store_true")
     return parser.parse_args(argv)
 
@@ -320,10 +387,22 @@ def main(argv: list[str] | None = None) -> None:
         print(f"Error: {err}", file=sys.stderr)
         sys.exit(1)
     args.state_dir.mkdir(parents=True, exist_ok=True)
+    bpf_root = Path(settings.bpf_root)
+    pin_dir = args.bpf_pin_dir or bpf_root / "pylium"
+    try:
+        bpffs.ensure_mounted(bpf_root, auto_mount=settings.bpf_auto_mount)
+    except PyliumError as err:
+        print(f"Error: {err}", file=sys.stderr)
+        sys.exit(1)
     log.info("starting pylium-agent %s", __version__, extra={"node": args.node_name})
     try:
         Agent(
-            name=args.node_name, ip=ip, store=store, settings=settings, state_dir=args.state_dir
+            name=args.node_name,
+            ip=ip,
+            store=store,
+            settings=settings,
+            state_dir=args.state_dir,
+            bpf_pin_dir=pin_dir,
         ).run(stop)
     except PyliumError as err:
         log.error("agent failed: %s", err)

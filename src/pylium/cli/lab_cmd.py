@@ -102,6 +102,53 @@ def restart(
     typer.echo(f"{target} restarted (pid {pid})")
 
 
+pod_app = typer.Typer(
+    help="Pods in the lab: a namespace plumbed by pylium-cni.", no_args_is_help=True
+)
+lab_app.add_typer(pod_app, name="pod")
+
+
+@pod_app.command("add")
+def pod_add(
+    node: Annotated[str, typer.Argument(help="Node to run on.")],
+    pod: Annotated[str, typer.Argument(help="Pod name.")],
+    namespace: Annotated[str, typer.Option("-n", "--namespace")] = "default",
+    labels: Annotated[list[str] | None, typer.Option("--label", "-l", help="key=value")] = None,
+    name: NameOption = "lab",
+) -> None:
+    """Create a pod: its network namespace, then CNI ADD through pylium-cni."""
+    parsed = {}
+    for item in labels or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            fail([f"--label {item}: expected key=value"])
+        parsed[key] = value
+    info = cluster.add_pod(name, node, pod, namespace=namespace, labels=parsed)
+    typer.echo(f"pod {namespace}/{pod} on {node}: {info['ip']} (netns {info['netns']})")
+
+
+@pod_app.command("del")
+def pod_del(
+    pod: Annotated[str, typer.Argument()],
+    namespace: Annotated[str, typer.Option("-n", "--namespace")] = "default",
+    name: NameOption = "lab",
+) -> None:
+    """Delete a pod: CNI DEL, then its namespace."""
+    cluster.delete_pod(name, pod, namespace=namespace)
+    typer.echo(f"pod {namespace}/{pod} deleted")
+
+
+@pod_app.command("list")
+def pod_list(name: NameOption = "lab") -> None:
+    """The lab's pods with their node, IP and namespace."""
+    state = cluster.load_state(name)
+    if state is None:
+        fail([f"no lab named {name!r}"])
+    assert state is not None
+    rows = [[k, v["node"], v["ip"], v["netns"]] for k, v in sorted(state.pods.items())]
+    print_table(["POD", "NODE", "IP", "NETNS"], rows)
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``lab`` group to the root app."""
     app.add_typer(lab_app, name="lab")

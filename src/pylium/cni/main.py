@@ -1,45 +1,140 @@
 """L5: ``pylium-cni``, the plugin a container runtime executes (CNI wire protocol).
 
-Reads the request from the environment and stdin with :mod:`pylium.core.cni`, answers
-VERSION itself, and hands ADD/DEL/CHECK/STATUS/GC to the node's agent. The agent's endpoint
-API arrives with the datapath issue; until then those commands answer the spec's
-"try again later" error (code 11) rather than pretending to succeed.
+ADD: a pod IP from the node's agent (``POST /v1/ipam``), the pod's veth plumbed as Cilium does
+(host side ``lxc<hash>``), then the endpoint created (``PUT /v1/endpoint/{container-id}``), and
+the CNI result printed; anything that fails is undone (IP released, veth removed).
+DEL: the endpoint deleted (the agent releases its IP) and the veth removed; idempotent.
+CHECK: the endpoint exists and holds its IP. STATUS: the agent answers. VERSION: the list.
+The agent's socket comes from the network configuration's ``socket-path``
+(default ``/var/run/cilium/cilium.sock``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import ipaddress
 import json
 import os
 import sys
+from typing import Any
 
+from pylium.adapters.agentapi import AgentAPIError, AgentClient
+from pylium.adapters.netlink import podnet
+from pylium.base.errors import AgentUnavailable, PyliumError
 from pylium.core.cni import (
     SUPPORTED_VERSIONS,
+    AddResult,
     CniError,
+    CniRequest,
     Command,
     ErrorCode,
+    Interface,
+    IPConfig,
+    Route,
     parse_request,
+    render_result,
     render_version,
 )
 
+DEFAULT_SOCKET = "/var/run/cilium/cilium.sock"
+AGENT_ERROR = 100  # plugin-specific: the agent refused the request
 
-def run(env: dict[str, str], stdin: bytes) -> tuple[int, dict[str, object]]:
-    """(exit code, JSON object to print) for one invocation."""
+
+def host_ifname(container_id: str, ifname: str) -> str:
+    """``lxc`` + 11 hex digits of the container ID and interface (15 characters at most)."""
+    return "lxc" + hashlib.sha256(f"{container_id}/{ifname}".encode()).hexdigest()[:11]
+
+
+def _owner(request: CniRequest) -> str:
+    return f"{request.pod_namespace or 'default'}/{request.pod_name or request.container_id[:12]}"
+
+
+def add(client: AgentClient, request: CniRequest) -> dict[str, Any]:
+    answer = client.post("/v1/ipam", owner=_owner(request))
+    ip = ipaddress.IPv4Address(answer["address"]["ipv4"])
+    router = ipaddress.IPv4Address(answer["ipv4"]["gateway"])
+    host = host_ifname(request.container_id, request.ifname)
+    try:
+        link = podnet.setup_pod_interface(
+            netns_path=request.netns,
+            ifname=request.ifname,
+            host_ifname=host,
+            address=ip,
+            router=router,
+        )
+        client.request(
+            "PUT",
+            f"/v1/endpoint/{request.container_id}",
+            body={
+                "container-id": request.container_id,
+                "container-interface-name": request.ifname,
+                "container-netns-path": request.netns,
+                "interface-name": host,
+                "interface-index": link.host_ifindex,
+                "mac": link.pod_mac,
+                "host-mac": link.host_mac,
+                "addressing": {"ipv4": str(ip)},
+                "k8s-namespace": request.pod_namespace or "default",
+                "k8s-pod-name": request.pod_name or request.container_id[:12],
+                "labels": dict(request.config.get("labels") or {}),
+            },
+        )
+    except BaseException:
+        podnet.delete_host_link(host)
+        with contextlib.suppress(PyliumError):
+            client.delete(f"/v1/ipam/{ip}")
+        raise
+    result = AddResult(
+        interfaces=(
+            Interface(name=host, mac=link.host_mac),
+            Interface(name=request.ifname, mac=link.pod_mac, sandbox=request.netns),
+        ),
+        ips=(IPConfig(address=ipaddress.IPv4Interface(f"{ip}/32"), gateway=router, interface=1),),
+        routes=(Route(dst=ipaddress.IPv4Network("0.0.0.0/0"), gw=router),),
+    )
+    return render_result(result, request.cni_version)
+
+
+def run(env: dict[str, str], stdin: bytes) -> tuple[int, dict[str, Any] | None]:
+    """(exit code, JSON object to print or None) for one invocation."""
     version = SUPPORTED_VERSIONS[-1]
     try:
         request = parse_request(env, stdin)
         version = request.cni_version
         if request.command is Command.VERSION:
             return 0, render_version(version)
-        raise CniError(
-            ErrorCode.TRY_AGAIN_LATER,
-            "pylium-agent endpoint API unavailable",
-            f"{request.command.value} needs the agent's endpoint API, not implemented yet",
+        client = AgentClient(str(request.config.get("socket-path") or DEFAULT_SOCKET))
+        if request.command is Command.ADD:
+            return 0, add(client, request)
+        if request.command is Command.DEL:
+            client.delete(f"/v1/endpoint/{request.container_id}")
+            podnet.delete_host_link(host_ifname(request.container_id, request.ifname))
+            return 0, None
+        if request.command is Command.CHECK:
+            client.get(f"/v1/endpoint/{request.container_id}")
+            return 0, None
+        if request.command is Command.STATUS:
+            client.get("/v1/healthz")
+            return 0, None
+        return 0, None  # GC: the agent removes endpoints whose veth is gone on restart
+    except AgentUnavailable as err:
+        return 1, CniError(ErrorCode.TRY_AGAIN_LATER, "pylium-agent unreachable", str(err)).to_json(
+            version
+        )
+    except AgentAPIError as err:
+        return 1, CniError(AGENT_ERROR, f"pylium-agent refused: {err.path}", err.message).to_json(
+            version
         )
     except CniError as err:
         return 1, err.to_json(version)
+    except PyliumError as err:
+        return 1, CniError(ErrorCode.IO_FAILURE, "failed", str(err)).to_json(version)
 
 
 def main() -> None:
-    code, out = run(dict(os.environ), sys.stdin.buffer.read() if not sys.stdin.isatty() else b"")
-    print(json.dumps(out))
+    stdin = sys.stdin.buffer.read() if not sys.stdin.isatty() else b""
+    code, out = run(dict(os.environ), stdin)
+    if out is not None:
+        print(json.dumps(out))
     sys.exit(code)

@@ -6,10 +6,13 @@ so that ``down --force`` after a crash removes exactly what was made, and nothin
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import logging
+import os
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Mapping
@@ -23,6 +26,7 @@ from pylium.adapters.resources import ResourceClient
 from pylium.adapters.store.factory import open_store
 from pylium.base.errors import LabError, PyliumError
 from pylium.lab.plan import ETCD_CLIENT_PORT, ETCD_PEER_PORT, LabPlan, plan_lab
+from pylium.model.resource import Resource
 from pylium.runtime import context
 
 log = logging.getLogger(__name__)
@@ -30,6 +34,7 @@ log = logging.getLogger(__name__)
 HEARTBEAT_PREFIX = "nodes/heartbeat/"
 LEADER_KEY = "operator/leader"
 READY_TIMEOUT = 60.0
+BPFFS = Path("/sys/fs/bpf")
 
 
 @dataclass
@@ -44,6 +49,8 @@ class LabState:
     """Process role (``etcd``, ``operator``, ``agent-n1``...) -> PID."""
     nodes: dict[str, dict[str, str]] = field(default_factory=dict)
     subnet: str = ""
+    pods: dict[str, dict[str, str]] = field(default_factory=dict)
+    """``namespace/name`` -> node, netns, container ID, IP."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -54,6 +61,7 @@ class LabState:
             "pids": self.pids,
             "nodes": self.nodes,
             "subnet": self.subnet,
+            "pods": self.pods,
         }
 
     @classmethod
@@ -66,11 +74,17 @@ class LabState:
             pids={k: int(v) for k, v in data.get("pids", {}).items()},
             nodes=dict(data.get("nodes", {})),
             subnet=data.get("subnet", ""),
+            pods=dict(data.get("pods", {})),
         )
 
 
 def state_dir(name: str) -> Path:
     return context.home() / "labs" / name
+
+
+def bpf_dir(name: str) -> Path:
+    """Where the lab's nodes pin their maps (bpffs is shared by all namespaces)."""
+    return BPFFS / f"pylium-lab-{name}"
 
 
 def load_state(name: str) -> LabState | None:
@@ -184,7 +198,7 @@ def _spawn_agent(state: LabState, node: str) -> int:
     node_dir = Path(info["state_dir"])
     argv = [_bin("pylium-agent"), "--node-name", node, "--node-ip", info["address"].split("/")[0]]
     argv += ["--store", state.store_url, "--config", str(state_dir(state.name) / "config.json")]
-    argv += ["--state-dir", str(node_dir)]
+    argv += ["--state-dir", str(node_dir), "--bpf-pin-dir", str(bpf_dir(state.name) / node)]
     pid = procs.spawn(argv, log_path=node_dir / "agent.log", netns=info["netns"])
     state.pids[f"agent-{node}"] = pid
     _save(state)
@@ -369,6 +383,13 @@ def down(name: str, *, force: bool = False) -> list[str]:
             removed.append(f"process {role} ({pid})")
         except PyliumError as err:
             errors.append(str(err))
+    for pod in state.pods.values():
+        try:
+            nl.delete_netns(pod["netns"])
+            removed.append(f"netns {pod['netns']}")
+        except PyliumError as err:
+            errors.append(str(err))
+    shutil.rmtree(bpf_dir(name), ignore_errors=True)
     for link in state.root_links:
         try:
             nl.delete_link(None, link)
@@ -413,3 +434,128 @@ def agent_socket(node: str, lab: str | None = None) -> Path:
     if node not in state.nodes:
         raise LabError(f"lab {name} has no node {node!r} (nodes: {', '.join(sorted(state.nodes))})")
     return Path(state.nodes[node]["state_dir"]) / "pylium.sock"
+
+
+def _cni(state: LabState, node: str, env: dict[str, str]) -> dict[str, Any] | None:
+    """Run pylium-cni in ``node``'s namespace as a container runtime would."""
+    info = state.nodes[node]
+    conf = {
+        "cniVersion": "1.0.0",
+        "name": "cilium",
+        "type": "cilium-cni",
+        "socket-path": str(Path(info["state_dir"]) / "pylium.sock"),
+    }
+    cmd = ["nsenter", f"--net=/run/netns/{info['netns']}", "--", _bin("pylium-cni")]
+    full_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "CNI_PATH": "/usr/lib/cni", **env}
+    result = subprocess.run(
+        cmd, input=json.dumps(conf), env=full_env, capture_output=True, text=True, timeout=60
+    )
+    answer = json.loads(result.stdout) if result.stdout.strip() else None
+    if result.returncode != 0:
+        detail = (
+            answer.get("msg", "") + ": " + answer.get("details", "") if answer else result.stderr
+        )
+        raise LabError(f"CNI {env['CNI_COMMAND']} on {node} failed: {detail.strip()}")
+    return answer
+
+
+def add_pod(
+    name: str, node: str, pod: str, *, namespace: str = "default", labels: Mapping[str, str] = {}
+) -> dict[str, str]:
+    """Create a pod the way a runtime does: a namespace, then CNI ADD through pylium-cni."""
+    state = load_state(name)
+    if state is None:
+        raise LabError(f"no lab named {name!r}")
+    if node not in state.nodes:
+        raise LabError(f"lab {name} has no node {node!r}")
+    key = f"{namespace}/{pod}"
+    if key in state.pods:
+        raise LabError(f"pod {key} already exists in lab {name}")
+    container_id = hashlib.sha256(f"{name}/{key}/{time.time()}".encode()).hexdigest()[:32]
+    netns = f"pl-{name}-pod-{container_id[:8]}"
+    store = open_store(state.store_url)
+    client = ResourceClient(store)
+    try:
+        client.apply(
+            [
+                Resource(
+                    {
+                        "apiVersion": "v1",
+                        "kind": "Pod",
+                        "metadata": {"name": pod, "namespace": namespace, "labels": dict(labels)},
+                        "spec": {
+                            "nodeName": node,
+                            "containers": [{"name": "main", "image": "lab"}],
+                        },
+                    }
+                )
+            ]
+        )
+        nl.create_netns(netns)
+        state.pods[key] = {"node": node, "netns": netns, "container_id": container_id, "ip": ""}
+        _save(state)
+        env = {
+            "CNI_COMMAND": "ADD",
+            "CNI_CONTAINERID": container_id,
+            "CNI_NETNS": f"/run/netns/{netns}",
+            "CNI_IFNAME": "eth0",
+            "CNI_ARGS": f"K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={pod}",
+        }
+        try:
+            answer = _cni(state, node, env)
+        except LabError:
+            nl.delete_netns(netns)
+            del state.pods[key]
+            _save(state)
+            client.delete("Pod", pod, namespace)
+            raise
+        assert answer is not None
+        ip = answer["ips"][0]["address"].split("/")[0]
+        state.pods[key]["ip"] = ip
+        _save(state)
+
+        def set_ip(body: dict[str, Any] | None) -> dict[str, Any] | None:
+            if body is None:
+                return None
+            body["status"] = {
+                "phase": "Running",
+                "podIP": ip,
+                "podIPs": [{"ip": ip}],
+                "hostIP": state.nodes[node]["address"].split("/")[0],
+            }
+            return body
+
+        client.mutate("Pod", pod, namespace, fn=set_ip)
+    finally:
+        store.close()
+    return state.pods[key]
+
+
+def delete_pod(name: str, pod: str, *, namespace: str = "default") -> None:
+    """CNI DEL, then the pod's namespace and its Pod object."""
+    state = load_state(name)
+    if state is None:
+        raise LabError(f"no lab named {name!r}")
+    key = f"{namespace}/{pod}"
+    info = state.pods.get(key)
+    if info is None:
+        raise LabError(f"no pod {key} in lab {name}")
+    _cni(
+        state,
+        info["node"],
+        {
+            "CNI_COMMAND": "DEL",
+            "CNI_CONTAINERID": info["container_id"],
+            "CNI_NETNS": f"/run/netns/{info['netns']}",
+            "CNI_IFNAME": "eth0",
+            "CNI_ARGS": f"K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={pod}",
+        },
+    )
+    nl.delete_netns(info["netns"])
+    del state.pods[key]
+    _save(state)
+    store = open_store(state.store_url)
+    try:
+        ResourceClient(store).delete("Pod", pod, namespace)
+    finally:
+        store.close()

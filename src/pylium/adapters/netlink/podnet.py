@@ -1,0 +1,98 @@
+"""L3: a pod's network plumbing, the way Cilium's CNI plugin does it: a veth whose host side
+(``lxc…``) stays in the node's namespace and whose other end becomes the pod's interface with
+a /32 address, a route to the node's router IP and a default route through it. The router's
+neighbour entry is permanent (the host side answers for it: there is no ARP responder)."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import ipaddress
+import os
+from dataclasses import dataclass
+
+from pyroute2 import IPRoute, NetNS
+from pyroute2.netlink.exceptions import NetlinkError
+
+from pylium.base.errors import DatapathError
+
+
+@dataclass(frozen=True, slots=True)
+class PodLink:
+    host_ifname: str
+    host_ifindex: int
+    host_mac: str
+    pod_mac: str
+
+
+def setup_pod_interface(
+    *,
+    netns_path: str,
+    ifname: str,
+    host_ifname: str,
+    address: ipaddress.IPv4Address,
+    router: ipaddress.IPv4Address,
+    mtu: int = 1500,
+) -> PodLink:
+    try:
+        with IPRoute() as ipr:
+            fd = os.open(netns_path, os.O_RDONLY)
+            try:
+                ipr.link(
+                    "add", ifname=host_ifname, kind="veth", peer={"ifname": ifname, "net_ns_fd": fd}
+                )
+            finally:
+                os.close(fd)
+            index = ipr.link_lookup(ifname=host_ifname)[0]
+            ipr.link("set", index=index, mtu=mtu, state="up")
+            host_mac = ipr.get_links(index)[0].get("address")
+        with NetNS(netns_path) as ns:
+            pod_index = ns.link_lookup(ifname=ifname)[0]
+            ns.link("set", index=pod_index, mtu=mtu, state="up")
+            lo = ns.link_lookup(ifname="lo")
+            if lo:
+                ns.link("set", index=lo[0], state="up")
+            ns.addr("add", index=pod_index, address=str(address), prefixlen=32)
+            ns.route("add", dst=f"{router}/32", oif=pod_index, scope=253)
+            ns.route("add", dst="0.0.0.0/0", gateway=str(router), oif=pod_index)
+            ns.neigh("add", dst=str(router), lladdr=host_mac, ifindex=pod_index, state=0x80)
+            pod_mac = ns.get_links(pod_index)[0].get("address")
+    except (OSError, NetlinkError, IndexError) as err:
+        with contextlib.suppress(DatapathError):
+            delete_host_link(host_ifname)
+        raise DatapathError(host_ifname, "set up pod interface", str(err)) from err
+    return PodLink(host_ifname, index, host_mac, pod_mac)
+
+
+def delete_host_link(host_ifname: str) -> bool:
+    """Remove the host side (the pod side goes with it); False when already gone."""
+    try:
+        with IPRoute() as ipr:
+            found = ipr.link_lookup(ifname=host_ifname)
+            if not found:
+                return False
+            ipr.link("del", index=found[0])
+            return True
+    except NetlinkError as err:
+        if err.code == errno.ENODEV:
+            return False
+        raise DatapathError(host_ifname, "delete link", str(err)) from err
+
+
+def link_info(ifname: str) -> tuple[int, str] | None:
+    """(ifindex, MAC) of a device in this namespace, or None."""
+    with IPRoute() as ipr:
+        found = ipr.link_lookup(ifname=ifname)
+        if not found:
+            return None
+        return int(found[0]), str(ipr.get_links(found[0])[0].get("address"))
+
+
+def write_sysctl(name: str, value: str) -> None:
+    """A sysctl of this network namespace (``net.ipv4.ip_forward`` ...)."""
+    path = "/proc/sys/" + name.replace(".", "/")
+    try:
+        with open(path, "w") as f:
+            f.write(value)
+    except OSError as err:
+        raise DatapathError(name, "write sysctl", str(err)) from err

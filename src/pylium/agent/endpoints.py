@@ -1,0 +1,250 @@
+"""L5: the agent's endpoints and the node's datapath.
+
+Start-up (once the node has its router IP): the ``cilium_host``/``cilium_net`` pair carrying
+the router IP, the forwarding sysctls, and the ``bpf_lxc`` object loaded with its maps pinned
+under the node's BPF root (so traffic keeps flowing while the agent restarts).
+
+An endpoint is created by the CNI plugin after it has plumbed the pod's veth
+(``PUT /v1/endpoint/{container-id}``): the agent resolves the pod's security identity, writes
+the endpoints map and the ipcache, attaches ``bpf_lxc`` to the host-side veth, records the
+endpoint in the store (``endpoints/<node>/<container-id>``) and publishes a CiliumEndpoint.
+Deletion undoes each step, and releases the IP. After a restart, recorded endpoints are
+re-programmed; ones whose veth has vanished are cleaned up.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from pylium.adapters.bpf import tc
+from pylium.adapters.bpf.build import build
+from pylium.adapters.bpf.objects import BpfObject
+from pylium.adapters.identities import IdentityAllocator
+from pylium.adapters.maps import endpoints as epmap
+from pylium.adapters.maps import ipcache
+from pylium.adapters.netlink import netns as nl
+from pylium.adapters.netlink import podnet
+from pylium.adapters.resources import ResourceClient
+from pylium.adapters.store.api import Store
+from pylium.agent.ipam import IPAM
+from pylium.base.errors import DatapathError, PyliumError
+from pylium.core.identity.labels import Label, LabelFilter, identity_labels
+from pylium.model.resource import Resource
+
+log = logging.getLogger(__name__)
+
+RECORDS_PREFIX = "endpoints/"
+PROGRAM = "cil_from_container"
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointRecord:
+    container_id: str
+    endpoint_id: int
+    namespace: str
+    pod: str
+    ifname: str
+    host_ifname: str
+    ipv4: str
+    pod_mac: str
+    identity: int
+    labels: tuple[str, ...]
+
+
+def _mac(text: str) -> bytes:
+    return bytes.fromhex(text.replace(":", ""))
+
+
+class EndpointManager:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        node: str,
+        ipam: IPAM,
+        identities: IdentityAllocator,
+        bpf_root: Path,
+        cluster: str,
+        label_filter: LabelFilter,
+    ) -> None:
+        self.store = store
+        self.client = ResourceClient(store)
+        self.node = node
+        self.ipam = ipam
+        self.identities = identities
+        self.bpf_root = bpf_root
+        self.cluster = cluster
+        self.label_filter = label_filter
+        self.obj: BpfObject | None = None
+        self._lock = threading.Lock()
+
+    # -- node datapath ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        router = self.ipam.router_ip
+        if router is None:
+            raise DatapathError("cilium_host", "set up", "no router IP (IPAM not ready)")
+        nl.add_veth(None, "cilium_host", None, "cilium_net")
+        nl.add_address(None, "cilium_host", ipaddress.IPv4Interface(f"{router}/32"))
+        for name, value in (
+            ("net.ipv4.ip_forward", "1"),
+            ("net.ipv4.conf.all.rp_filter", "0"),
+            ("net.ipv4.conf.default.rp_filter", "0"),
+        ):
+            podnet.write_sysctl(name, value)
+        self.obj = BpfObject(build("bpf_lxc"), self.bpf_root).load()
+        self.endpoints_map = epmap.EndpointsMap(self.obj.map_fd(epmap.NAME))
+        self.ipcache_map = ipcache.IPCacheMap(self.obj.map_fd(ipcache.NAME))
+        self._restore()
+        log.info("datapath ready", extra={"bpf_root": str(self.bpf_root), "router": str(router)})
+
+    def stop(self) -> None:
+        if self.obj is not None:
+            self.obj.close()  # programs stay attached; pinned maps stay
+            self.obj = None
+
+    def _key(self, container_id: str) -> str:
+        return f"{RECORDS_PREFIX}{self.node}/{container_id}"
+
+    def records(self) -> list[EndpointRecord]:
+        items = self.store.list(f"{RECORDS_PREFIX}{self.node}/").items
+        out = []
+        for kv in items:
+            data = json.loads(kv.value)
+            data["labels"] = tuple(data["labels"])
+            out.append(EndpointRecord(**data))
+        return out
+
+    def _restore(self) -> None:
+        for record in self.records():
+            if podnet.link_info(record.host_ifname) is None:
+                log.info(
+                    "endpoint's veth is gone; removing it", extra={"container": record.container_id}
+                )
+                self._teardown(record)
+                continue
+            self._program(record)
+        log.info("endpoints restored", extra={"count": len(self.records())})
+
+    def _program(self, record: EndpointRecord) -> None:
+        assert self.obj is not None
+        info = podnet.link_info(record.host_ifname)
+        if info is None:
+            raise DatapathError(record.host_ifname, "program endpoint", "host veth not found")
+        ifindex, host_mac = info
+        ip = ipaddress.IPv4Address(record.ipv4)
+        self.endpoints_map.upsert(
+            ip,
+            epmap.EndpointInfo(
+                ifindex=ifindex,
+                endpoint_id=record.endpoint_id,
+                identity=record.identity,
+                mac=_mac(record.pod_mac),
+                node_mac=_mac(host_mac),
+            ),
+        )
+        self.ipcache_map.upsert(
+            ipaddress.IPv4Network(f"{ip}/32"), ipcache.Entry(identity=record.identity)
+        )
+        tc.attach(record.host_ifname, self.obj.prog_fd(PROGRAM))
+
+    # -- the API's operations ---------------------------------------------------------------
+
+    def _labels(self, namespace: str, pod: str, given: dict[str, str]) -> list[Label]:
+        resource = self.client.get("Pod", pod, namespace)
+        pod_labels = dict(resource.labels) if resource else dict(given)
+        ns = self.client.get("Namespace", namespace)
+        return list(
+            identity_labels(
+                pod_labels=pod_labels,
+                namespace=namespace,
+                namespace_labels=dict(ns.labels) if ns else {},
+                service_account=str(
+                    (resource.body.get("spec") or {}).get("serviceAccountName", "default")
+                )
+                if resource
+                else "default",
+                cluster=self.cluster,
+                label_filter=self.label_filter,
+            )
+        )
+
+    def create(self, container_id: str, request: dict[str, Any]) -> EndpointRecord:
+        if self.obj is None:
+            raise DatapathError("endpoint", "create", "datapath not ready")
+        with self._lock:
+            existing = {r.container_id: r for r in self.records()}
+            if container_id in existing:
+                return existing[container_id]
+            used = {r.endpoint_id for r in existing.values()}
+            endpoint_id = next(i for i in range(1, 65536) if i not in used)
+            namespace = str(request.get("k8s-namespace", "default"))
+            pod = str(request.get("k8s-pod-name", container_id[:12]))
+            labels = self._labels(namespace, pod, dict(request.get("labels") or {}))
+            identity = self.identities.allocate(labels)
+            record = EndpointRecord(
+                container_id=container_id,
+                endpoint_id=endpoint_id,
+                namespace=namespace,
+                pod=pod,
+                ifname=str(request.get("container-interface-name", "eth0")),
+                host_ifname=str(request["interface-name"]),
+                ipv4=str(request["addressing"]["ipv4"]),
+                pod_mac=str(request["mac"]),
+                identity=identity,
+                labels=tuple(str(lb) for lb in labels),
+            )
+            try:
+                self._program(record)
+            except PyliumError:
+                self.identities.release(identity)
+                raise
+            self.store.put(self._key(container_id), json.dumps(asdict(record)).encode())
+        self._publish(record)
+        log.info(
+            "endpoint created",
+            extra={"container": container_id, "ip": record.ipv4, "identity": identity},
+        )
+        return record
+
+    def _publish(self, record: EndpointRecord) -> None:
+        self.client.put(
+            Resource(
+                {
+                    "apiVersion": "cilium.io/v2",
+                    "kind": "CiliumEndpoint",
+                    "metadata": {"name": record.pod, "namespace": record.namespace},
+                    "status": {
+                        "id": record.endpoint_id,
+                        "identity": {"id": record.identity, "labels": list(record.labels)},
+                        "networking": {"addressing": [{"ipv4": record.ipv4}], "node": self.node},
+                        "state": "ready",
+                    },
+                }
+            )
+        )
+
+    def delete(self, container_id: str) -> bool:
+        with self._lock:
+            record = next((r for r in self.records() if r.container_id == container_id), None)
+            if record is None:
+                return False
+            self._teardown(record)
+        return True
+
+    def _teardown(self, record: EndpointRecord) -> None:
+        ip = ipaddress.IPv4Address(record.ipv4)
+        if self.obj is not None:
+            self.endpoints_map.delete(ip)
+            self.ipcache_map.delete(ipaddress.IPv4Network(f"{ip}/32"))
+        self.identities.release(record.identity)
+        self.ipam.release(ip)
+        self.store.delete(self._key(record.container_id))
+        self.client.delete("CiliumEndpoint", record.pod, record.namespace)
+        log.info("endpoint deleted", extra={"container": record.container_id, "ip": record.ipv4})
