@@ -36,6 +36,25 @@ done
 "$PYLIUM" identity allocate --node n1 --label k8s:app=web --label k8s:io.kubernetes.pod.namespace=default
 "$PYLIUM" identity list | tail -3
 
+step "Two pods on n1, plumbed by pylium-cni; TCP between them through the eBPF datapath"
+"$PYLIUM" lab pod add n1 client --label app=client --name "$LAB"
+"$PYLIUM" lab pod add n1 server --label app=server --name "$LAB"
+"$PYLIUM" lab pod list --name "$LAB"
+"$PYLIUM" get ciliumendpoints -o wide
+podns() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['pods'][sys.argv[2]][sys.argv[3]])" \
+  "$PYLIUM_HOME/labs/$LAB/lab.json" "$1" "$2"; }
+SERVER_IP=$(podns default/server ip)
+nsenter --net="/run/netns/$(podns default/server netns)" python3 -c '
+import socket; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 8080)); s.listen(); s.settimeout(20); c, a = s.accept()
+print("server: got", c.recv(100), "from", a[0]); c.sendall(b"hello from server"); c.close()' &
+SERVER_PID=$!
+sleep 0.5
+nsenter --net="/run/netns/$(podns default/client netns)" python3 -c "
+import socket; c = socket.create_connection(('$SERVER_IP', 8080), timeout=10)
+c.sendall(b'hello from client'); print('client: got', c.recv(100))"
+wait "$SERVER_PID"
+
 step "Policies are validated like CRDs: a bad port is refused, naming the field"
 if "$PYLIUM" apply -f examples/bad-port.yaml; then
   echo "expected the bad policy to be refused" >&2; exit 1

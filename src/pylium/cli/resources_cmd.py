@@ -26,7 +26,7 @@ _YAML_SUFFIXES = (".yaml", ".yml", ".json")
 # Extra columns for ``-o wide``, per kind: (header, dotted path into the object).
 _WIDE_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
     "Pod": (("IP", "status.podIP"), ("NODE", "spec.nodeName")),
-    "Node": (("INTERNAL-IP", "status.addresses"), ("POD-CIDRS", "spec.podCIDRs")),
+    "Node": (("INTERNAL-IP", "status.addresses.address"), ("POD-CIDRS", "spec.podCIDRs")),
     "CiliumNode": (
         ("INSTANCE-ID", "spec.instance-id"),
         ("POD-CIDRS", "spec.ipam.podCIDRs"),
@@ -39,8 +39,9 @@ _WIDE_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
     ),
     "CiliumPodIPPool": (("IPV4-CIDRS", "spec.ipv4.cidrs"), ("MASK", "spec.ipv4.maskSize")),
     "CiliumEndpoint": (
-        ("IDENTITY", "status.identity.id"),
-        ("IPV4", "status.networking.addressing"),
+        ("SECURITY IDENTITY", "status.identity.id"),
+        ("ENDPOINT STATE", "status.state"),
+        ("IPV4", "status.networking.addressing.ipv4"),
     ),
 }
 
@@ -131,19 +132,17 @@ def _age(resource: Resource, now: float) -> str:
 
 
 def _lookup(body: Any, path: str) -> str:
-    """A dotted path into an object for table columns (lists show their first items)."""
+    """A dotted path into an object for table columns; through a list, every item's value
+    is shown (``status.addresses.address`` lists all addresses)."""
+    values = [body]
     for part in path.split("."):
-        if isinstance(body, list):
-            body = ",".join(str(x) for x in body)
-            break
-        if not isinstance(body, dict):
-            return "<none>"
-        body = body.get(part)
-    if body is None or body == "":
-        return "<none>"
-    if isinstance(body, list):
-        return ",".join(str(x) for x in body) or "<none>"
-    return str(body)
+        nxt: list[Any] = []
+        for value in values:
+            items = value if isinstance(value, list) else [value]
+            nxt.extend(item.get(part) for item in items if isinstance(item, dict))
+        values = [v for v in nxt if v is not None and v != ""]
+    flat = [x for v in values for x in (v if isinstance(v, list) else [v])]
+    return ",".join(str(x) for x in flat) or "<none>"
 
 
 def get(
