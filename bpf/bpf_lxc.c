@@ -2,12 +2,14 @@
  *
  * Today: parse, resolve the source endpoint (its identity) and the destination's identity from
  * the ipcache, deliver to a local endpoint straight into its namespace (bpf_redirect_peer),
- * rewriting the MACs as a router would, and hand everything else to the kernel's routing. Forwards and drops are counted and traced.
+ * rewriting the MACs as a router would, send pods on other nodes through the VXLAN tunnel with
+ * the source identity in the VNI, and hand everything else to the kernel's routing. Forwards and drops are counted and traced.
  * Policy, conntrack, service translation and the tunnel arrive with their issues.
  */
 #include "lib/common.h"
 #include "lib/maps.h"
 #include "lib/events.h"
+#include "lib/deliver.h"
 
 static __always_inline struct remote_endpoint_info *ipcache_lookup(__u32 ip4)
 {
@@ -68,12 +70,24 @@ int cil_from_container(struct __sk_buff *skb)
 	emit(skb, EVENT_TRACE, REASON_FORWARDED, DIR_EGRESS, &f);
 
 	struct endpoint_info *dst = endpoint_lookup(ip->daddr);
-	if (dst && dst->ifindex) {
-		/* Deliver as the router would: from the endpoint's host-side MAC to its own MAC. */
-		if (bpf_skb_store_bytes(skb, 0, dst->mac, ETH_ALEN, 0) < 0 ||
-		    bpf_skb_store_bytes(skb, ETH_ALEN, dst->node_mac, ETH_ALEN, 0) < 0)
-			return drop(skb, DROP_WRITE_ERROR, DIR_EGRESS, &f);
-		return bpf_redirect_peer(dst->ifindex, 0);
+	if (dst && dst->ifindex)
+		return deliver_local(skb, dst, &f, DIR_EGRESS);
+
+	if (dst_info && dst_info->tunnel_endpoint) {
+		/* A pod on another node: VXLAN in collect-metadata mode, the source identity in
+		 * the VNI so that the receiving node knows it without a lookup. */
+		__u32 zero = 0;
+		struct node_config *cfg = bpf_map_lookup_elem(&pylium_config, &zero);
+		if (!cfg || !cfg->tunnel_ifindex)
+			return drop(skb, DROP_NO_TUNNEL_ENDPOINT, DIR_EGRESS, &f);
+		struct bpf_tunnel_key key = {
+			.remote_ipv4 = bpf_ntohl(dst_info->tunnel_endpoint),
+			.tunnel_id = f.src_identity,
+			.tunnel_ttl = 64,
+		};
+		if (bpf_skb_set_tunnel_key(skb, &key, sizeof(key), BPF_F_ZERO_CSUM_TX) < 0)
+			return drop(skb, DROP_TUNNEL_KEY, DIR_EGRESS, &f);
+		return bpf_redirect(cfg->tunnel_ifindex, 0);
 	}
 	return TC_ACT_OK;
 }

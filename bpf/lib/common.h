@@ -22,6 +22,8 @@
 #define DROP_INVALID_PACKET 134
 #define DROP_UNSUPPORTED_L3 139
 #define DROP_WRITE_ERROR 141
+#define DROP_NO_TUNNEL_ENDPOINT 160
+#define DROP_TUNNEL_KEY 147
 
 /* Traffic direction in metrics and events (Cilium's metrics map: 1 ingress, 2 egress). */
 #define DIR_INGRESS 1

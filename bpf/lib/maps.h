@@ -78,4 +78,18 @@ struct {
 	__uint(max_entries, 1024);
 } pylium_metrics SEC(".maps");
 
+/* Node configuration the agent writes at start-up (a map, so that the object is never
+ * recompiled per node): the tunnel device and this node's identity on the wire. */
+struct node_config {
+	__u32 tunnel_ifindex; /* cilium_vxlan; 0: no tunnel (native routing) */
+	__u32 flags;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct node_config);
+	__uint(max_entries, 1);
+} pylium_config SEC(".maps");
+
 #endif

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from pylium.adapters.bpf.btf import struct_layout
-from pylium.adapters.maps import endpoints, events, ipcache, metrics
+from pylium.adapters.maps import config, endpoints, events, ipcache, metrics
 from pylium.adapters.maps.base import Layout
 
 LAYOUTS = [
+    config.VALUE,
     ipcache.KEY,
     ipcache.VALUE,
     endpoints.KEY,

@@ -16,7 +16,7 @@ from pylium.adapters.bpf.objects import (
     BpfObject,
     prog_test_run,
 )
-from pylium.adapters.maps import endpoints, events, ipcache, metrics
+from pylium.adapters.maps import config, endpoints, events, ipcache, metrics
 from pylium.adapters.maps.base import open_pinned
 
 from .packets import ethernet, ipv4_tcp
@@ -58,23 +58,33 @@ def test_local_delivery_remote_routing_and_traces(lxc: BpfObject) -> None:
         assert verdict == TC_ACT_REDIRECT  # into POD_B's namespace
         assert out[:12] == POD_B_MAC + LXC_B_MAC  # routed: from lxc B's MAC to pod B's
         assert out[12:] == packet[12:]
-        verdict, _ = prog_test_run(prog, ipv4_tcp(str(POD_A), str(REMOTE), dport=443))
-        assert verdict == TC_ACT_OK  # handed to the kernel's routing for now
         verdict, _ = prog_test_run(prog, ipv4_tcp(str(POD_A), "8.8.8.8"))
-        assert verdict == TC_ACT_OK
+        assert verdict == TC_ACT_OK  # not a pod: the kernel routes it
 
         got = reader.poll()
-        assert [(e.type, e.reason) for e in got] == [(events.TYPE_TRACE, 0)] * 3
-        local, remote, world = got
+        assert [(e.type, e.reason) for e in got] == [(events.TYPE_TRACE, 0)] * 2
+        local, world = got
         assert (local.saddr, local.daddr, local.dport, local.proto) == (POD_A, POD_B, 8080, 6)
         assert (local.src_identity, local.dst_identity) == (1001, 1002)
-        assert remote.dst_identity == 6  # the /24 prefix matched
         assert world.dst_identity == 2  # no ipcache entry: reserved:world
         assert local.length == len(packet)
+
+        # A pod behind another node: without a tunnel device configured it is dropped with
+        # NO_TUNNEL_OR_ENCAPSULATION_ENDPOINT; once configured, it goes to the tunnel.
+        remote_packet = ipv4_tcp(str(POD_A), str(REMOTE), dport=443)
+        verdict, _ = prog_test_run(prog, remote_packet)
+        assert verdict == TC_ACT_SHOT
+        trace, dropped = reader.poll()
+        assert trace.dst_identity == 6  # the /24 prefix matched
+        assert (dropped.type, dropped.reason) == (events.TYPE_DROP, 160)
+        config.ConfigMap(lxc.map_fd(config.NAME)).set(tunnel_ifindex=1)
+        verdict, _ = prog_test_run(prog, remote_packet)
+        assert verdict == TC_ACT_REDIRECT
     finally:
         reader.close()
     totals = metrics.MetricsMap(lxc.map_fd(metrics.NAME)).totals()
-    assert totals[(0, EGRESS)].count == 3
+    assert totals[(0, EGRESS)].count == 4
+    assert totals[(160, EGRESS)].count == 1
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ endpoint comes back after the restart; DEL cleans up."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import subprocess
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from pylium.adapters.agentapi import AgentAPIError, AgentClient
-from pylium.adapters.maps import metrics
+from pylium.adapters.maps import ipcache, metrics
 from pylium.adapters.maps.base import open_pinned
 from pylium.base.errors import PyliumError
 
@@ -124,3 +125,47 @@ def test_pods_on_one_node_talk_through_bpf(cli: Cli) -> None:
             ["ip", "netns", "list"], capture_output=True, text=True, check=True
         ).stdout.split()
     )
+
+
+@pytest.mark.parametrize("store", ["local", pytest.param("etcd", marks=pytest.mark.etcd)])
+def test_pods_on_two_nodes_talk_through_the_vxlan_tunnel(cli: Cli, store: str) -> None:
+    lab = f"v{store[0]}{os.getpid() % 10000}"
+    cli("lab", "up", "--nodes", "2", "--store", store, "--name", lab)
+    try:
+        cli("lab", "pod", "add", "n1", "client", "--label", "app=client", "--name", lab)
+        cli("lab", "pod", "add", "n2", "server", "--label", "app=server", "--name", lab)
+        state = json.loads((cli.home / "labs" / lab / "lab.json").read_text())
+        client, server = state["pods"]["default/client"], state["pods"]["default/server"]
+        # The tunnel costs 50 bytes of the underlay's MTU.
+        link = subprocess.run(
+            ["ip", "-n", client["netns"], "-o", "link", "show", "eth0"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert " mtu 1450 " in link
+
+        # n1 learns where the server lives (its node is the tunnel endpoint) from the store.
+        server_node_ip = state["nodes"]["n2"]["address"].split("/")[0]
+        pins = Path(f"/sys/fs/bpf/pylium-lab-{lab}")
+
+        n1_ipcache = ipcache.IPCacheMap(open_pinned(str(pins / "n1" / ipcache.NAME)))
+        prefix = ipaddress.IPv4Network(f"{server['ip']}/32")
+        deadline = time.monotonic() + 20
+        while (entry := n1_ipcache.get(prefix)) is None:
+            assert time.monotonic() < deadline, "n1 never learned the server's endpoint"
+            time.sleep(0.2)
+        assert str(entry.tunnel_endpoint) == server_node_ip
+        server_identity = json.loads(cli("get", "cep", "server", "-o", "json").stdout)["status"][
+            "identity"
+        ]["id"]
+        assert entry.identity == server_identity
+
+        assert exchange(server["netns"], client["netns"], server["ip"], rounds=3) == ["PING"] * 3
+        # Both directions crossed both nodes' programs: from-container (egress) and
+        # from-overlay (ingress) counted forwards on each node.
+        for node in ("n1", "n2"):
+            totals = metrics.MetricsMap(open_pinned(str(pins / node / metrics.NAME))).totals()
+            assert totals[(0, 1)].count > 0 and totals[(0, 2)].count > 0
+    finally:
+        cli("lab", "down", "--name", lab, check=False)

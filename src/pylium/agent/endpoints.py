@@ -26,8 +26,8 @@ from pylium.adapters.bpf import tc
 from pylium.adapters.bpf.build import build
 from pylium.adapters.bpf.objects import BpfObject
 from pylium.adapters.identities import IdentityAllocator
+from pylium.adapters.maps import config, ipcache
 from pylium.adapters.maps import endpoints as epmap
-from pylium.adapters.maps import ipcache
 from pylium.adapters.netlink import netns as nl
 from pylium.adapters.netlink import podnet
 from pylium.adapters.resources import ResourceClient
@@ -35,12 +35,17 @@ from pylium.adapters.store.api import Store
 from pylium.agent.ipam import IPAM
 from pylium.base.errors import DatapathError, PyliumError
 from pylium.core.identity.labels import Label, LabelFilter, identity_labels
+from pylium.core.identity.numeric import ReservedIdentity
 from pylium.model.resource import Resource
 
 log = logging.getLogger(__name__)
 
 RECORDS_PREFIX = "endpoints/"
 PROGRAM = "cil_from_container"
+OVERLAY_PROGRAM = "cil_from_overlay"
+TUNNEL_DEVICE = "cilium_vxlan"
+VXLAN_OVERHEAD = 50
+"""Outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +77,8 @@ class EndpointManager:
         bpf_root: Path,
         cluster: str,
         label_filter: LabelFilter,
+        tunnel_port: int = 0,
+        mtu: int = 0,
     ) -> None:
         self.store = store
         self.client = ResourceClient(store)
@@ -82,6 +89,9 @@ class EndpointManager:
         self.cluster = cluster
         self.label_filter = label_filter
         self.obj: BpfObject | None = None
+        self.overlay: BpfObject | None = None
+        self.tunnel_port = tunnel_port
+        self.mtu = mtu
         self._lock = threading.Lock()
 
     # -- node datapath ----------------------------------------------------------------------
@@ -101,13 +111,55 @@ class EndpointManager:
         self.obj = BpfObject(build("bpf_lxc"), self.bpf_root).load()
         self.endpoints_map = epmap.EndpointsMap(self.obj.map_fd(epmap.NAME))
         self.ipcache_map = ipcache.IPCacheMap(self.obj.map_fd(ipcache.NAME))
+        if self.tunnel_port:
+            # Same pinned maps: the overlay object reuses what bpf_lxc pinned.
+            self.overlay = BpfObject(build("bpf_overlay"), self.bpf_root).load()
+            ifindex, underlay_mtu = podnet.ensure_vxlan(TUNNEL_DEVICE, self.tunnel_port)
+            tc.attach(TUNNEL_DEVICE, self.overlay.prog_fd(OVERLAY_PROGRAM))
+            config.ConfigMap(self.obj.map_fd(config.NAME)).set(tunnel_ifindex=ifindex)
+            self.mtu = self.mtu or underlay_mtu - VXLAN_OVERHEAD
         self._restore()
         log.info("datapath ready", extra={"bpf_root": str(self.bpf_root), "router": str(router)})
 
     def stop(self) -> None:
-        if self.obj is not None:
-            self.obj.close()  # programs stay attached; pinned maps stay
-            self.obj = None
+        for obj in (self.obj, self.overlay):
+            if obj is not None:
+                obj.close()  # programs stay attached; pinned maps stay
+        self.obj = self.overlay = None
+
+    def sync_remote(self) -> None:
+        """The ipcache entries for other nodes' endpoints (with their node as tunnel endpoint)
+        and for node addresses (host, remote-node), reconciled against the map."""
+        if self.obj is None:
+            return
+        node_ips: dict[str, ipaddress.IPv4Address] = {}
+        for cn in self.client.list("CiliumNode")[0]:
+            for addr in cn.body.get("spec", {}).get("addresses") or []:
+                if addr.get("type") == "InternalIP":
+                    node_ips[cn.name] = ipaddress.IPv4Address(addr["ip"])
+        desired: dict[ipaddress.IPv4Network, ipcache.Entry] = {}
+        for name, ip in node_ips.items():
+            identity = ReservedIdentity.HOST if name == self.node else ReservedIdentity.REMOTE_NODE
+            desired[ipaddress.IPv4Network(f"{ip}/32")] = ipcache.Entry(identity=int(identity))
+        for cep in self.client.list("CiliumEndpoint")[0]:
+            status = cep.body.get("status") or {}
+            node = (status.get("networking") or {}).get("node")
+            if node == self.node or node not in node_ips:
+                continue
+            for addressing in (status.get("networking") or {}).get("addressing") or []:
+                if addressing.get("ipv4"):
+                    desired[ipaddress.IPv4Network(f"{addressing['ipv4']}/32")] = ipcache.Entry(
+                        identity=int((status.get("identity") or {}).get("id", 0)),
+                        tunnel_endpoint=node_ips[node] if self.tunnel_port else None,
+                    )
+        local = {ipaddress.IPv4Network(f"{r.ipv4}/32") for r in self.records()}
+        current = self.ipcache_map.dump()
+        for prefix, entry in desired.items():
+            if prefix not in local and current.get(prefix) != entry:
+                self.ipcache_map.upsert(prefix, entry)
+        for prefix in current:
+            if prefix not in desired and prefix not in local:
+                self.ipcache_map.delete(prefix)
 
     def _key(self, container_id: str) -> str:
         return f"{RECORDS_PREFIX}{self.node}/{container_id}"

@@ -28,11 +28,11 @@ from pylium.adapters.store.api import Store
 from pylium.adapters.store.factory import open_store
 from pylium.agent.endpoints import EndpointManager
 from pylium.agent.ipam import IPAM
-from pylium.base.errors import AllocationError, PyliumError, StoreError
+from pylium.base.errors import AllocationError, ConfigError, PyliumError, StoreError
 from pylium.core.identity.labels import Label, LabelFilter, identity_labels
 from pylium.core.ipam.hostscope import Address
 from pylium.core.ipam.multipool import DEFAULT_POOL, select_pool
-from pylium.model.config import AgentSettings, IPAMMode
+from pylium.model.config import VXLAN_PORT, AgentSettings, IPAMMode, RoutingMode, TunnelProtocol
 from pylium.model.resource import Resource
 from pylium.runtime.daemon import read_configmap, setup_logging, stop_on_signals
 from pylium.runtime.unixhttp import HttpError, Request, Router, UnixHttpServer
@@ -94,6 +94,8 @@ class Agent:
             bpf_root=bpf_pin_dir,
             cluster=settings.cluster_name,
             label_filter=LabelFilter.from_user(settings.labels),
+            tunnel_port=tunnel_port(settings),
+            mtu=settings.mtu,
         )
         self.datapath_error = ""
 
@@ -178,6 +180,7 @@ class Agent:
             "ipv4": {"ip": str(ip), "cidrs": [str(c) for c in usage.cidrs], "gateway": router},
             "host-addressing": {"ipv4": {"ip": router, "enabled": True}},
             "pool": pool,
+            "mtu": self.endpoints.mtu or 1500,
         }
 
     def ipam_claim(self, request: Request) -> tuple[int, Any]:
@@ -339,6 +342,7 @@ class Agent:
                 try:
                     if self.ipam.ready.is_set():
                         self.ipam.sync_cidrs()
+                        self.endpoints.sync_remote()
                     if time.monotonic() - last_beat >= HEARTBEAT_TTL / 3:
                         self.heartbeat()
                         last_beat = time.monotonic()
@@ -352,6 +356,19 @@ class Agent:
                     self.store.revoke(self.lease)
                 except StoreError as err:
                     log.warning("could not revoke heartbeat lease: %s", err)
+
+
+def tunnel_port(settings: AgentSettings) -> int:
+    """The UDP port of the tunnel, 0 in native routing. Geneve is refused: this kernel (and
+    the lab's) has no Geneve driver, so only VXLAN can carry the tunnel."""
+    if settings.routing_mode is not RoutingMode.TUNNEL:
+        return 0
+    if settings.tunnel_protocol is not TunnelProtocol.VXLAN:
+        raise ConfigError(
+            "tunnel-protocol",
+            "geneve needs the kernel's Geneve driver, which this kernel lacks; use vxlan",
+        )
+    return settings.tunnel_port or VXLAN_PORT
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -62,6 +62,7 @@ def add(client: AgentClient, request: CniRequest) -> dict[str, Any]:
             host_ifname=host,
             address=ip,
             router=router,
+            mtu=int(answer.get("mtu") or 1500),
         )
         client.request(
             "PUT",

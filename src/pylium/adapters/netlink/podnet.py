@@ -96,3 +96,30 @@ def write_sysctl(name: str, value: str) -> None:
             f.write(value)
     except OSError as err:
         raise DatapathError(name, "write sysctl", str(err)) from err
+
+
+def ensure_vxlan(name: str, port: int) -> tuple[int, int]:
+    """A VXLAN device in collect-metadata ("external") mode on UDP ``port``, up; returns its
+    ifindex and the MTU of the underlay (the default route's device)."""
+    try:
+        with IPRoute() as ipr:
+            if not ipr.link_lookup(ifname=name):
+                ipr.link(
+                    "add",
+                    ifname=name,
+                    kind="vxlan",
+                    vxlan_collect_metadata=1,
+                    vxlan_port=port,
+                    vxlan_learning=0,
+                )
+            index = int(ipr.link_lookup(ifname=name)[0])
+            ipr.link("set", index=index, state="up")
+            underlay = 1500
+            for route in ipr.get_routes(family=2):
+                oif = route.get_attr("RTA_OIF")
+                if oif and oif != index:
+                    underlay = int(ipr.get_links(oif)[0].get_attr("IFLA_MTU"))
+                    break
+            return index, underlay
+    except NetlinkError as err:
+        raise DatapathError(name, "create vxlan device", str(err)) from err
