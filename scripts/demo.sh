@@ -36,9 +36,10 @@ done
 "$PYLIUM" identity allocate --node n1 --label k8s:app=web --label k8s:io.kubernetes.pod.namespace=default
 "$PYLIUM" identity list | tail -3
 
-step "Two pods on n1, plumbed by pylium-cni; TCP between them through the eBPF datapath"
+step "A pod on n1 and one on n2, plumbed by pylium-cni; TCP between them through eBPF and VXLAN"
 "$PYLIUM" lab pod add n1 client --label app=client --name "$LAB"
-"$PYLIUM" lab pod add n1 server --label app=server --name "$LAB"
+"$PYLIUM" lab pod add n2 server --label app=server --name "$LAB"
+sleep 1.5  # n1's agent learns the server's endpoint from the store (ipcache)
 "$PYLIUM" lab pod list --name "$LAB"
 "$PYLIUM" get ciliumendpoints -o wide
 podns() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['pods'][sys.argv[2]][sys.argv[3]])" \
