@@ -37,8 +37,8 @@ done
 "$PYLIUM" identity list | tail -3
 
 step "A pod on n1 and one on n2, plumbed by pylium-cni; TCP between them through eBPF and VXLAN"
-"$PYLIUM" lab pod add n1 client --label app=client --name "$LAB"
-"$PYLIUM" lab pod add n2 server --label app=server --name "$LAB"
+"$PYLIUM" lab pod run client --node n1 --labels app=client --name "$LAB"
+"$PYLIUM" lab pod run server --node n2 --labels app=server --name "$LAB"
 sleep 1.5  # n1's agent learns the server's endpoint from the store (ipcache)
 "$PYLIUM" lab pod list --name "$LAB"
 "$PYLIUM" get ciliumendpoints -o wide

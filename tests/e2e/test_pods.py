@@ -69,8 +69,8 @@ def test_pods_on_one_node_talk_through_bpf(cli: Cli) -> None:
     lab = f"p{os.getpid() % 10000}"
     cli("lab", "up", "--nodes", "1", "--name", lab)
     try:
-        cli("lab", "pod", "add", "n1", "client", "--label", "app=client", "--name", lab)
-        cli("lab", "pod", "add", "n1", "server", "--label", "app=server", "--name", lab)
+        cli("lab", "pod", "run", "client", "--node", "n1", "--labels", "app=client", "--name", lab)
+        cli("lab", "pod", "run", "server", "--node", "n1", "--labels", "app=server", "--name", lab)
         state = json.loads((cli.home / "labs" / lab / "lab.json").read_text())
         client, server = state["pods"]["default/client"], state["pods"]["default/server"]
 
@@ -110,7 +110,7 @@ def test_pods_on_one_node_talk_through_bpf(cli: Cli) -> None:
         assert len(agent.get("/v1/endpoint")) == 2
         assert exchange(server["netns"], client["netns"], server["ip"]) == ["PING"]
 
-        cli("lab", "pod", "del", "server", "--name", lab)
+        cli("lab", "pod", "delete", "server", "--name", lab)
         assert len(agent.get("/v1/endpoint")) == 1
         assert cli("get", "cep", "server", check=False).returncode == 1
         with pytest.raises(AgentAPIError) as released:
@@ -132,8 +132,8 @@ def test_pods_on_two_nodes_talk_through_the_vxlan_tunnel(cli: Cli, store: str) -
     lab = f"v{store[0]}{os.getpid() % 10000}"
     cli("lab", "up", "--nodes", "2", "--store", store, "--name", lab)
     try:
-        cli("lab", "pod", "add", "n1", "client", "--label", "app=client", "--name", lab)
-        cli("lab", "pod", "add", "n2", "server", "--label", "app=server", "--name", lab)
+        cli("lab", "pod", "run", "client", "--node", "n1", "--labels", "app=client", "--name", lab)
+        cli("lab", "pod", "run", "server", "--node", "n2", "--labels", "app=server", "--name", lab)
         state = json.loads((cli.home / "labs" / lab / "lab.json").read_text())
         client, server = state["pods"]["default/client"], state["pods"]["default/server"]
         # The tunnel costs 50 bytes of the underlay's MTU.
@@ -167,5 +167,51 @@ def test_pods_on_two_nodes_talk_through_the_vxlan_tunnel(cli: Cli, store: str) -
         for node in ("n1", "n2"):
             totals = metrics.MetricsMap(open_pinned(str(pins / node / metrics.NAME))).totals()
             assert totals[(0, 1)].count > 0 and totals[(0, 2)].count > 0
+    finally:
+        cli("lab", "down", "--name", lab, check=False)
+
+
+def test_pod_run_exec_logs_delete(cli: Cli) -> None:
+    lab = f"r{os.getpid() % 10000}"
+    cli("lab", "up", "--nodes", "1", "--name", lab)
+    try:
+        cli(
+            "lab",
+            "pod",
+            "run",
+            "web",
+            "--node",
+            "n1",
+            "--labels",
+            "app=web",
+            "--name",
+            lab,
+            "--",
+            sys.executable,
+            "-m",
+            "http.server",
+            "8080",
+        )
+        cli("lab", "pod", "run", "shell", "--node", "n1", "--name", lab)
+        web_ip = json.loads((cli.home / "labs" / lab / "lab.json").read_text())["pods"][
+            "default/web"
+        ]["ip"]
+        fetch = (
+            "import time, urllib.request\n"
+            "for _ in range(50):\n"
+            "    try:\n"
+            f"        answer = urllib.request.urlopen('http://{web_ip}:8080/', timeout=2)\n"
+            "        print(answer.status); break\n"
+            "    except OSError: time.sleep(0.2)\n"
+        )
+        out = cli("lab", "pod", "exec", "shell", "--name", lab, "--", sys.executable, "-c", fetch)
+        assert out.stdout.strip() == "200"
+        assert (
+            cli("lab", "pod", "exec", "shell", "--name", lab, "--", "false", check=False).returncode
+            == 1
+        )
+        assert '"GET / HTTP/1.1" 200' in cli("lab", "pod", "logs", "web", "--name", lab).stdout
+        cli("lab", "pod", "delete", "web", "--name", lab)
+        assert "default/web" not in cli("lab", "pod", "list", "--name", lab).stdout
     finally:
         cli("lab", "down", "--name", lab, check=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from typing import Annotated
 
 import typer
@@ -108,34 +109,64 @@ pod_app = typer.Typer(
 lab_app.add_typer(pod_app, name="pod")
 
 
-@pod_app.command("add")
-def pod_add(
-    node: Annotated[str, typer.Argument(help="Node to run on.")],
+@pod_app.command("run", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def pod_run(
+    ctx: typer.Context,
     pod: Annotated[str, typer.Argument(help="Pod name.")],
+    node: Annotated[str, typer.Option("--node", help="Node to run on.")],
     namespace: Annotated[str, typer.Option("-n", "--namespace")] = "default",
-    labels: Annotated[list[str] | None, typer.Option("--label", "-l", help="key=value")] = None,
+    labels: Annotated[str, typer.Option("--labels", "-l", help="k=v,k2=v2")] = "",
     name: NameOption = "lab",
 ) -> None:
-    """Create a pod: its network namespace, then CNI ADD through pylium-cni."""
+    """Run a pod like ``docker run -d``: namespace, CNI ADD, then ``-- CMD...`` detached."""
     parsed = {}
-    for item in labels or []:
+    for item in filter(None, labels.split(",")):
         key, sep, value = item.partition("=")
         if not sep:
-            fail([f"--label {item}: expected key=value"])
+            fail([f"--labels {item}: expected key=value"])
         parsed[key] = value
-    info = cluster.add_pod(name, node, pod, namespace=namespace, labels=parsed)
-    typer.echo(f"pod {namespace}/{pod} on {node}: {info['ip']} (netns {info['netns']})")
+    info = cluster.add_pod(name, node, pod, namespace=namespace, labels=parsed, command=ctx.args)
+    typer.echo(f"pod {namespace}/{pod} on {node}: {info['ip']}")
 
 
-@pod_app.command("del")
-def pod_del(
+@pod_app.command("delete")
+def pod_delete(
     pod: Annotated[str, typer.Argument()],
     namespace: Annotated[str, typer.Option("-n", "--namespace")] = "default",
     name: NameOption = "lab",
 ) -> None:
-    """Delete a pod: CNI DEL, then its namespace."""
+    """Delete a pod: its process, CNI DEL, then its namespace."""
     cluster.delete_pod(name, pod, namespace=namespace)
     typer.echo(f"pod {namespace}/{pod} deleted")
+
+
+@pod_app.command(
+    "exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+)
+def pod_exec(
+    ctx: typer.Context,
+    pod: Annotated[str, typer.Argument()],
+    namespace: Annotated[str, typer.Option("-n", "--namespace")] = "default",
+    name: NameOption = "lab",
+) -> None:
+    """Run ``-- CMD...`` inside a pod's network namespace; its exit code is ours."""
+    if not ctx.args:
+        fail(["give the command after --"])
+    info = cluster.pod_info(name, pod, namespace)
+    result = subprocess.run(["nsenter", f"--net=/run/netns/{info['netns']}", "--", *ctx.args])
+    raise typer.Exit(result.returncode)
+
+
+@pod_app.command("logs")
+def pod_logs(
+    pod: Annotated[str, typer.Argument()],
+    namespace: Annotated[str, typer.Option("-n", "--namespace")] = "default",
+    name: NameOption = "lab",
+) -> None:
+    """The output of the pod's command."""
+    cluster.pod_info(name, pod, namespace)
+    path = cluster.pod_log(name, namespace, pod)
+    typer.echo(path.read_text() if path.exists() else "", nl=False)
 
 
 @pod_app.command("list")

@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -384,6 +384,11 @@ def down(name: str, *, force: bool = False) -> list[str]:
         except PyliumError as err:
             errors.append(str(err))
     for pod in state.pods.values():
+        if pod.get("pid"):
+            try:
+                procs.stop(int(pod["pid"]))
+            except PyliumError as err:
+                errors.append(str(err))
         try:
             nl.delete_netns(pod["netns"])
             removed.append(f"netns {pod['netns']}")
@@ -460,9 +465,16 @@ def _cni(state: LabState, node: str, env: dict[str, str]) -> dict[str, Any] | No
 
 
 def add_pod(
-    name: str, node: str, pod: str, *, namespace: str = "default", labels: Mapping[str, str] = {}
+    name: str,
+    node: str,
+    pod: str,
+    *,
+    namespace: str = "default",
+    labels: Mapping[str, str] = {},
+    command: Sequence[str] = (),
 ) -> dict[str, str]:
-    """Create a pod the way a runtime does: a namespace, then CNI ADD through pylium-cni."""
+    """Create a pod the way a runtime does: a namespace, CNI ADD through pylium-cni, then
+    ``command`` started detached inside it (output to the pod's log)."""
     state = load_state(name)
     if state is None:
         raise LabError(f"no lab named {name!r}")
@@ -526,9 +538,27 @@ def add_pod(
             return body
 
         client.mutate("Pod", pod, namespace, fn=set_ip)
+        if command:
+            pid = procs.spawn(list(command), log_path=pod_log(name, namespace, pod), netns=netns)
+            state.pods[key]["pid"] = str(pid)
+            _save(state)
     finally:
         store.close()
     return state.pods[key]
+
+
+def pod_log(name: str, namespace: str, pod: str) -> Path:
+    return state_dir(name) / "pods" / f"{namespace}_{pod}.log"
+
+
+def pod_info(name: str, pod: str, namespace: str = "default") -> dict[str, str]:
+    state = load_state(name)
+    if state is None:
+        raise LabError(f"no lab named {name!r}")
+    info = state.pods.get(f"{namespace}/{pod}")
+    if info is None:
+        raise LabError(f"no pod {namespace}/{pod} in lab {name}")
+    return info
 
 
 def delete_pod(name: str, pod: str, *, namespace: str = "default") -> None:
