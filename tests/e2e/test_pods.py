@@ -193,6 +193,8 @@ def test_pod_run_exec_logs_delete(cli: Cli) -> None:
             "8080",
         )
         cli("lab", "pod", "run", "shell", "--node", "n1", "--name", lab)
+        endpoints = cli("endpoint", "list", "--node", "n1", "--lab", lab).stdout
+        assert "k8s:app=web" in endpoints and endpoints.count("ready") == 2
         web_ip = json.loads((cli.home / "labs" / lab / "lab.json").read_text())["pods"][
             "default/web"
         ]["ip"]

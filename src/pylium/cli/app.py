@@ -13,7 +13,14 @@ import typer
 
 from pylium import __version__
 from pylium.base.errors import PyliumError
-from pylium.cli import config_cmd, identity_cmd, ipam_cmd, lab_cmd, resources_cmd
+from pylium.cli import (
+    config_cmd,
+    endpoint_cmd,
+    identity_cmd,
+    ipam_cmd,
+    lab_cmd,
+    resources_cmd,
+)
 
 app = typer.Typer(
     name="pylium",
@@ -51,6 +58,7 @@ config_cmd.register(app)
 lab_cmd.register(app)
 ipam_cmd.register(app)
 identity_cmd.register(app)
+endpoint_cmd.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:
