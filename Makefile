@@ -33,6 +33,7 @@ test: check
 bench: setup
 	$(PY) benchmarks/store_throughput.py
 	$(PY) benchmarks/ipam_identity.py
+	$(PY) benchmarks/datapath_throughput.py
 
 crds: setup
 	$(BIN)/pylium crds export deploy/crds
