@@ -34,6 +34,7 @@ bench: setup
 	$(PY) benchmarks/store_throughput.py
 	$(PY) benchmarks/ipam_identity.py
 	$(PY) benchmarks/datapath_throughput.py
+	$(PY) benchmarks/cni_churn.py
 
 crds: setup
 	$(BIN)/pylium crds export deploy/crds

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from pylium.adapters.agentapi import AgentAPIError, AgentClient
+from pylium.adapters.maps import endpoints as epmap
 from pylium.adapters.maps import ipcache, metrics
 from pylium.adapters.maps.base import open_pinned
 from pylium.base.errors import PyliumError
@@ -215,5 +216,31 @@ def test_pod_run_exec_logs_delete(cli: Cli) -> None:
         assert '"GET / HTTP/1.1" 200' in cli("lab", "pod", "logs", "web", "--name", lab).stdout
         cli("lab", "pod", "delete", "web", "--name", lab)
         assert "default/web" not in cli("lab", "pod", "list", "--name", lab).stdout
+    finally:
+        cli("lab", "down", "--name", lab, check=False)
+
+
+def test_pod_churn_leaves_nothing_behind(cli: Cli) -> None:
+    lab = f"c{os.getpid() % 10000}"
+    cli("lab", "up", "--nodes", "1", "--name", lab)
+    try:
+        names = [f"p{i}" for i in range(8)]
+        for name in names:
+            cli("lab", "pod", "run", name, "--node", "n1", "--name", lab)
+        agent = AgentClient(cli.home / "labs" / lab / "n1" / "pylium.sock", timeout=10)
+        assert len(agent.get("/v1/endpoint")) == len(names)
+        for name in names:
+            cli("lab", "pod", "delete", name, "--name", lab)
+        assert agent.get("/v1/endpoint") == []
+        assert agent.get("/v1/ipam")["used"] == 1  # only the router IP
+        links = subprocess.run(
+            ["ip", "-n", f"pl-{lab}-n1", "-o", "link"], capture_output=True, text=True, check=True
+        ).stdout
+        assert ": lxc" not in links
+        assert json.loads(cli("get", "cep", "-A", "-o", "json").stdout)["items"] == []
+        pins = Path(f"/sys/fs/bpf/pylium-lab-{lab}/n1")
+
+        leftover = list(epmap.EndpointsMap(open_pinned(str(pins / epmap.NAME))).raw.iter_keys())
+        assert leftover == []
     finally:
         cli("lab", "down", "--name", lab, check=False)
