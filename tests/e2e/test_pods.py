@@ -128,23 +128,50 @@ def test_pods_on_one_node_talk_through_bpf(cli: Cli) -> None:
     )
 
 
-@pytest.mark.parametrize("store", ["local", pytest.param("etcd", marks=pytest.mark.etcd)])
-def test_pods_on_two_nodes_talk_through_the_vxlan_tunnel(cli: Cli, store: str) -> None:
-    lab = f"v{store[0]}{os.getpid() % 10000}"
-    cli("lab", "up", "--nodes", "2", "--store", store, "--name", lab)
+NATIVE = (
+    "--set",
+    "routingMode=native",
+    "--set",
+    "ipv4NativeRoutingCIDR=10.0.0.0/8",
+    "--set",
+    "autoDirectNodeRoutes=true",
+)
+
+
+@pytest.mark.parametrize(
+    ("mode", "store"),
+    [
+        ("tunnel", "local"),
+        pytest.param("tunnel", "etcd", marks=pytest.mark.etcd),
+        ("native", "local"),
+    ],
+)
+def test_pods_on_two_nodes_talk(cli: Cli, mode: str, store: str) -> None:
+    lab = f"{mode[0]}{store[0]}{os.getpid() % 10000}"
+    cli(
+        "lab",
+        "up",
+        "--nodes",
+        "2",
+        "--store",
+        store,
+        "--name",
+        lab,
+        *(NATIVE if mode == "native" else ()),
+    )
     try:
         cli("lab", "pod", "run", "client", "--node", "n1", "--labels", "app=client", "--name", lab)
         cli("lab", "pod", "run", "server", "--node", "n2", "--labels", "app=server", "--name", lab)
         state = json.loads((cli.home / "labs" / lab / "lab.json").read_text())
         client, server = state["pods"]["default/client"], state["pods"]["default/server"]
-        # The tunnel costs 50 bytes of the underlay's MTU.
+        # The tunnel costs 50 bytes of the underlay's MTU; native routing costs nothing.
         link = subprocess.run(
             ["ip", "-n", client["netns"], "-o", "link", "show", "eth0"],
             capture_output=True,
             text=True,
             check=True,
         ).stdout
-        assert " mtu 1450 " in link
+        assert (" mtu 1450 " if mode == "tunnel" else " mtu 1500 ") in link
 
         # n1 learns where the server lives (its node is the tunnel endpoint) from the store.
         server_node_ip = state["nodes"]["n2"]["address"].split("/")[0]
@@ -156,18 +183,26 @@ def test_pods_on_two_nodes_talk_through_the_vxlan_tunnel(cli: Cli, store: str) -
         while (entry := n1_ipcache.get(prefix)) is None:
             assert time.monotonic() < deadline, "n1 never learned the server's endpoint"
             time.sleep(0.2)
-        assert str(entry.tunnel_endpoint) == server_node_ip
+        if mode == "tunnel":
+            assert str(entry.tunnel_endpoint) == server_node_ip
+        else:  # the kernel routes: n2's pod CIDR via n2 (auto-direct-node-routes)
+            assert entry.tunnel_endpoint is None
+            routes = subprocess.run(
+                ["ip", "-n", f"pl-{lab}-n1", "route"], capture_output=True, text=True, check=True
+            ).stdout
+            assert f"via {server_node_ip} dev eth0" in routes
         server_identity = json.loads(cli("get", "cep", "server", "-o", "json").stdout)["status"][
             "identity"
         ]["id"]
         assert entry.identity == server_identity
 
         assert exchange(server["netns"], client["netns"], server["ip"], rounds=3) == ["PING"] * 3
-        # Both directions crossed both nodes' programs: from-container (egress) and
-        # from-overlay (ingress) counted forwards on each node.
+        # Both directions left through bpf_lxc on each node; with the tunnel they also came in
+        # through bpf_overlay.
         for node in ("n1", "n2"):
             totals = metrics.MetricsMap(open_pinned(str(pins / node / metrics.NAME))).totals()
-            assert totals[(0, 1)].count > 0 and totals[(0, 2)].count > 0
+            assert totals[(0, 2)].count > 0
+            assert (totals.get((0, 1)) is not None) == (mode == "tunnel")
     finally:
         cli("lab", "down", "--name", lab, check=False)
 

@@ -79,6 +79,8 @@ class EndpointManager:
         label_filter: LabelFilter,
         tunnel_port: int = 0,
         mtu: int = 0,
+        direct_routes: bool = False,
+        skip_unreachable: bool = False,
     ) -> None:
         self.store = store
         self.client = ResourceClient(store)
@@ -92,6 +94,9 @@ class EndpointManager:
         self.overlay: BpfObject | None = None
         self.tunnel_port = tunnel_port
         self.mtu = mtu
+        self.direct_routes = direct_routes
+        self.skip_unreachable = skip_unreachable
+        self._installed_routes: set[ipaddress.IPv4Network] = set()
         self._lock = threading.Lock()
 
     # -- node datapath ----------------------------------------------------------------------
@@ -152,6 +157,8 @@ class EndpointManager:
                         identity=int((status.get("identity") or {}).get("id", 0)),
                         tunnel_endpoint=node_ips[node] if self.tunnel_port else None,
                     )
+        if self.direct_routes:
+            self._sync_node_routes(node_ips)
         local = {ipaddress.IPv4Network(f"{r.ipv4}/32") for r in self.records()}
         current = self.ipcache_map.dump()
         for prefix, entry in desired.items():
@@ -205,6 +212,26 @@ class EndpointManager:
             ipaddress.IPv4Network(f"{ip}/32"), ipcache.Entry(identity=record.identity)
         )
         tc.attach(record.host_ifname, self.obj.prog_fd(PROGRAM))
+        podnet.endpoint_route(record.host_ifname, ip, record.pod_mac)
+
+    def _sync_node_routes(self, node_ips: dict[str, ipaddress.IPv4Address]) -> None:
+        """auto-direct-node-routes: every other node's pod CIDRs via that node's IP (nodes on a
+        shared L2); with direct-routing-skip-unreachable, nodes not on a connected subnet are
+        skipped instead of routed through the default gateway."""
+        desired: dict[ipaddress.IPv4Network, ipaddress.IPv4Address] = {}
+        for cn in self.client.list("CiliumNode")[0]:
+            if cn.name == self.node or cn.name not in node_ips:
+                continue
+            gateway = node_ips[cn.name]
+            if self.skip_unreachable and not podnet.on_link(gateway):
+                continue
+            for cidr in (cn.body.get("spec", {}).get("ipam") or {}).get("podCIDRs") or []:
+                desired[ipaddress.IPv4Network(cidr)] = gateway
+        for cidr, gateway in desired.items():
+            podnet.replace_route(cidr, gateway)
+        for cidr in self._installed_routes - set(desired):
+            podnet.delete_route(cidr)
+        self._installed_routes = set(desired)
 
     # -- the API's operations ---------------------------------------------------------------
 

@@ -96,6 +96,9 @@ class Agent:
             label_filter=LabelFilter.from_user(settings.labels),
             tunnel_port=tunnel_port(settings),
             mtu=settings.mtu,
+            direct_routes=settings.routing_mode is RoutingMode.NATIVE
+            and settings.auto_direct_node_routes,
+            skip_unreachable=settings.direct_routing_skip_unreachable,
         )
         self.datapath_error = ""
 

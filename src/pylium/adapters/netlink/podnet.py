@@ -123,3 +123,40 @@ def ensure_vxlan(name: str, port: int) -> tuple[int, int]:
             return index, underlay
     except NetlinkError as err:
         raise DatapathError(name, "create vxlan device", str(err)) from err
+
+
+def endpoint_route(host_ifname: str, ip: ipaddress.IPv4Address, mac: str) -> None:
+    """``ip/32 dev <host veth>`` and a permanent neighbour entry for the pod's MAC, so that the
+    kernel can deliver routed traffic (native routing) without ARP."""
+    try:
+        with IPRoute() as ipr:
+            index = ipr.link_lookup(ifname=host_ifname)[0]
+            ipr.route("replace", dst=f"{ip}/32", oif=index, scope=253)
+            ipr.neigh("replace", dst=str(ip), lladdr=mac, ifindex=index, state=0x80)
+    except (NetlinkError, IndexError) as err:
+        raise DatapathError(host_ifname, "endpoint route", str(err)) from err
+
+
+def replace_route(dst: ipaddress.IPv4Network, gateway: ipaddress.IPv4Address) -> None:
+    try:
+        with IPRoute() as ipr:
+            ipr.route("replace", dst=str(dst), gateway=str(gateway))
+    except NetlinkError as err:
+        raise DatapathError(str(dst), "route via " + str(gateway), str(err)) from err
+
+
+def delete_route(dst: ipaddress.IPv4Network) -> None:
+    with contextlib.suppress(NetlinkError), IPRoute() as ipr:
+        ipr.route("del", dst=str(dst))
+
+
+def on_link(ip: ipaddress.IPv4Address) -> bool:
+    """Whether ``ip`` is in a subnet directly connected to this node (L2-adjacent)."""
+    with IPRoute() as ipr:
+        for addr in ipr.get_addr(family=2):
+            net = ipaddress.IPv4Network(
+                f"{addr.get_attr('IFA_ADDRESS')}/{addr['prefixlen']}", strict=False
+            )
+            if net.prefixlen < 32 and ip in net:
+                return True
+    return False
