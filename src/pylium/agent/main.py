@@ -11,6 +11,7 @@ following issues.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ipaddress
 import logging
 import sys
@@ -26,6 +27,7 @@ from pylium.adapters.identities import IdentityAllocator
 from pylium.adapters.resources import ResourceClient
 from pylium.adapters.store.api import Store
 from pylium.adapters.store.factory import open_store
+from pylium.agent import cniconf
 from pylium.agent.endpoints import EndpointManager
 from pylium.agent.ipam import IPAM
 from pylium.base.errors import AllocationError, ConfigError, PyliumError, StoreError
@@ -296,6 +298,8 @@ class Agent:
             return
         try:
             self.endpoints.start()
+            # Ready: now the runtime may send pods (upstream writes the file only then).
+            cniconf.install(self.settings, self.state_dir / "pylium.sock")
         except PyliumError as err:
             self.datapath_error = str(err)
             log.error("datapath failed to start: %s", err)
@@ -354,6 +358,7 @@ class Agent:
         finally:
             api.stop()
             self.endpoints.stop()
+            cniconf.uninstall(self.settings)
             if self.lease:
                 try:
                     self.store.revoke(self.lease)
@@ -386,6 +391,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=Path,
         help="where this node's maps are pinned (default <bpf-root>/pylium)",
     )
+    parser.add_argument(
+        "--write-cni-conf-when-ready", help="overrides the ConfigMap key of the same name"
+    )
     parser.add_argument("--debug", action="store_true")
     return parser.parse_args(argv)
 
@@ -401,6 +409,10 @@ def main(argv: list[str] | None = None) -> None:
     stop = stop_on_signals()
     try:
         settings = AgentSettings.from_configmap(read_configmap(args.config))
+        if args.write_cni_conf_when_ready is not None:
+            settings = dataclasses.replace(
+                settings, write_cni_conf_when_ready=args.write_cni_conf_when_ready
+            )
         store = open_store(args.store)
         store.revision()  # fail now, with a clear message, if the store is unreachable
     except PyliumError as err:

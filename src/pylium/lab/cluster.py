@@ -199,6 +199,7 @@ def _spawn_agent(state: LabState, node: str) -> int:
     argv = [_bin("pylium-agent"), "--node-name", node, "--node-ip", info["address"].split("/")[0]]
     argv += ["--store", state.store_url, "--config", str(state_dir(state.name) / "config.json")]
     argv += ["--state-dir", str(node_dir), "--bpf-pin-dir", str(bpf_dir(state.name) / node)]
+    argv += ["--write-cni-conf-when-ready", str(cni_conf_path(state, node))]
     pid = procs.spawn(argv, log_path=node_dir / "agent.log", netns=info["netns"])
     state.pids[f"agent-{node}"] = pid
     _save(state)
@@ -441,14 +442,26 @@ def agent_socket(node: str, lab: str | None = None) -> Path:
     return Path(state.nodes[node]["state_dir"]) / "pylium.sock"
 
 
+def cni_conf_path(state: LabState, node: str) -> Path:
+    """The node's CNI config directory lives in its state directory (not the host's /etc)."""
+    return Path(state.nodes[node]["state_dir"]) / "cni" / "net.d" / "05-cilium.conflist"
+
+
 def _cni(state: LabState, node: str, env: dict[str, str]) -> dict[str, Any] | None:
-    """Run pylium-cni in ``node``'s namespace as a container runtime would."""
+    """Run pylium-cni in ``node``'s namespace as a container runtime would: the network
+    configuration comes from the conflist the agent installed once ready."""
     info = state.nodes[node]
+    path = cni_conf_path(state, node)
+    deadline = time.monotonic() + READY_TIMEOUT
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise LabError(f"node {node} has no CNI configuration ({path}): is its agent ready?")
+        time.sleep(0.2)
+    conflist = json.loads(path.read_text())
     conf = {
-        "cniVersion": "1.0.0",
-        "name": "cilium",
-        "type": "cilium-cni",
-        "socket-path": str(Path(info["state_dir"]) / "pylium.sock"),
+        "cniVersion": conflist["cniVersion"],
+        "name": conflist["name"],
+        **conflist["plugins"][0],
     }
     cmd = ["nsenter", f"--net=/run/netns/{info['netns']}", "--", _bin("pylium-cni")]
     full_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "CNI_PATH": "/usr/lib/cni", **env}
