@@ -23,6 +23,7 @@ from pylium.adapters.store.api import Store
 from pylium.adapters.store.factory import open_store
 from pylium.base.errors import PyliumError
 from pylium.model.config import IPAMMode, OperatorSettings
+from pylium.operator import ipam_mode
 from pylium.operator.identity_gc import IdentityGC
 from pylium.operator.multipool import MultiPoolController
 from pylium.operator.nodecidr import NodeCIDRController
@@ -55,6 +56,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--store", required=True, help="local:PATH or etcd:URL")
     parser.add_argument("--config", type=Path, help="cilium-config as a JSON object")
     parser.add_argument("--identity", default=f"{socket.gethostname()}-{os.getpid()}")
+    parser.add_argument(
+        "--force-ipam-mode-change",
+        action="store_true",
+        help="accept an IPAM mode different from the one nodes hold allocations from",
+    )
     parser.add_argument("--debug", action="store_true")
     return parser.parse_args(argv)
 
@@ -85,11 +91,21 @@ def main(argv: list[str] | None = None) -> None:
     gc = IdentityGC(store, grace_seconds=settings.identity_heartbeat_timeout.total_seconds())
     gc_interval = settings.identity_gc_interval.total_seconds()
     last_gc = time.monotonic()
+    last_mode_error = ""
     try:
         while not stop.is_set():
             if elector.is_leader:
                 try:
-                    controller.reconcile()
+                    mode_error = ipam_mode.guard(
+                        store, settings.ipam.value, force=args.force_ipam_mode_change
+                    )
+                    if mode_error:
+                        if mode_error != last_mode_error:
+                            log.error("%s", mode_error)
+                            ipam_mode.report(store, mode_error)
+                        last_mode_error = mode_error
+                    else:
+                        controller.reconcile()
                     if time.monotonic() - last_gc >= gc_interval:
                         gc.run_once(time.time())
                         last_gc = time.monotonic()

@@ -36,7 +36,6 @@ from pylium.model.resource import Resource
 log = logging.getLogger(__name__)
 
 ACCEPTED_KEY = "ipam/cluster-pool/accepted"
-MODE_KEY = "ipam/mode"
 
 
 def node_view(resource: Resource) -> NodeView:
@@ -90,37 +89,17 @@ class NodeCIDRController:
         errors.extend(check_overlap((accepted or self.wanted).cidrs, node_nets))
         return accepted, tuple(errors)
 
-    def _mode_error(self, nodes: list[Resource]) -> str:
-        mode = self.settings.ipam.value
-        kv = self.store.get(MODE_KEY)
-        if kv is None or kv.value.decode() == mode:
-            if kv is None:
-                self.store.commit([Compare(MODE_KEY, 0)], [Put(MODE_KEY, mode.encode())])
-            return ""
-        in_use = [r.name for r in nodes if node_view(r).pod_cidrs]
-        if not in_use:
-            self.store.put(MODE_KEY, mode.encode())
-            return ""
-        return (
-            f"IPAM mode change from {kv.value.decode()} to {mode} refused: nodes "
-            f"{', '.join(in_use)} hold allocations, and changing the IPAM mode of a live "
-            "cluster breaks pod connectivity (migrate nodes one by one instead)"
-        )
-
     def reconcile(self) -> list[NodeDecision]:
         """One pass; returns the decisions (for tests and logs)."""
         nodes, _ = self.client.list("CiliumNode")
         if self.settings.ipam is not IPAMMode.CLUSTER_POOL:
             return []
-        mode_error = self._mode_error(nodes)
         accepted, errors = self._config_errors(nodes)
-        if mode_error:
-            errors = (mode_error, *errors)
         if errors != self._last_errors:
             for error in errors:
                 log.error("cluster-pool: %s", error)
             self._last_errors = errors
-        if accepted is None or mode_error:
+        if accepted is None:
             decisions = [NodeDecision(r.name, node_view(r).pod_cidrs) for r in nodes]
         else:
             cidrset = CIDRSet(accepted.cidrs, accepted.mask_size)
