@@ -279,3 +279,35 @@ def test_pod_churn_leaves_nothing_behind(cli: Cli) -> None:
         assert leftover == []
     finally:
         cli("lab", "down", "--name", lab, check=False)
+
+
+PEER_SERVER = """
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], 9090)); s.listen(); s.settimeout(20)
+c, peer = s.accept(); print(peer[0]); c.close()
+"""
+
+
+@pytest.mark.parametrize("mode", ["tunnel", "native"])
+def test_traffic_leaving_the_cluster_is_masqueraded(cli: Cli, mode: str) -> None:
+    lab = f"m{mode[0]}{os.getpid() % 10000}"
+    cli("lab", "up", "--nodes", "1", "--name", lab, *(NATIVE if mode == "native" else ()))
+    try:
+        cli("lab", "pod", "run", "client", "--node", "n1", "--name", lab)
+        state = json.loads((cli.home / "labs" / lab / "lab.json").read_text())
+        outside = str(ipaddress.IPv4Network(state["subnet"])[1])  # the fabric's own address
+        node_ip = state["nodes"]["n1"]["address"].split("/")[0]
+        server = in_netns(f"pl-{lab}-fab", PEER_SERVER, outside)
+        try:
+            time.sleep(0.3)
+            connect = f"import socket; socket.create_connection(('{outside}', 9090), timeout=10)"
+            cli("lab", "pod", "exec", "client", "--name", lab, "--", sys.executable, "-c", connect)
+            seen, _ = server.communicate(timeout=30)
+        finally:
+            if server.poll() is None:
+                server.kill()
+                server.communicate()
+        assert seen.strip() == node_ip  # the pod's address never leaves the node
+    finally:
+        cli("lab", "down", "--name", lab, check=False)

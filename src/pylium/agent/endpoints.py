@@ -18,6 +18,7 @@ import ipaddress
 import json
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -28,8 +29,8 @@ from pylium.adapters.bpf.objects import BpfObject
 from pylium.adapters.identities import IdentityAllocator
 from pylium.adapters.maps import config, ipcache
 from pylium.adapters.maps import endpoints as epmap
+from pylium.adapters.netlink import masquerade, podnet
 from pylium.adapters.netlink import netns as nl
-from pylium.adapters.netlink import podnet
 from pylium.adapters.resources import ResourceClient
 from pylium.adapters.store.api import Store
 from pylium.agent.ipam import IPAM
@@ -81,6 +82,7 @@ class EndpointManager:
         mtu: int = 0,
         direct_routes: bool = False,
         skip_unreachable: bool = False,
+        masquerade_keep: Sequence[ipaddress.IPv4Network] = (),
     ) -> None:
         self.store = store
         self.client = ResourceClient(store)
@@ -97,6 +99,9 @@ class EndpointManager:
         self.direct_routes = direct_routes
         self.skip_unreachable = skip_unreachable
         self._installed_routes: set[ipaddress.IPv4Network] = set()
+        self.masquerade_keep = tuple(masquerade_keep)
+        """Destinations not masqueraded; empty: masquerading off."""
+        self._masqueraded: tuple[ipaddress.IPv4Network, ...] | None = None
         self._lock = threading.Lock()
 
     # -- node datapath ----------------------------------------------------------------------
@@ -159,6 +164,16 @@ class EndpointManager:
                     )
         if self.direct_routes:
             self._sync_node_routes(node_ips)
+        if self.masquerade_keep:
+            pod_cidrs = tuple(
+                c
+                for pool in self.ipam.pool_names()
+                for c in self.ipam.usage(pool).cidrs
+                if c.version == 4
+            )
+            if pod_cidrs != self._masqueraded:
+                masquerade.apply(pod_cidrs, self.masquerade_keep)
+                self._masqueraded = pod_cidrs
         local = {ipaddress.IPv4Network(f"{r.ipv4}/32") for r in self.records()}
         current = self.ipcache_map.dump()
         for prefix, entry in desired.items():

@@ -101,6 +101,7 @@ class Agent:
             direct_routes=settings.routing_mode is RoutingMode.NATIVE
             and settings.auto_direct_node_routes,
             skip_unreachable=settings.direct_routing_skip_unreachable,
+            masquerade_keep=masquerade_keep(settings),
         )
         self.datapath_error = ""
 
@@ -377,6 +378,16 @@ def tunnel_port(settings: AgentSettings) -> int:
             "geneve needs the kernel's Geneve driver, which this kernel lacks; use vxlan",
         )
     return settings.tunnel_port or VXLAN_PORT
+
+
+def masquerade_keep(settings: AgentSettings) -> tuple[ipaddress.IPv4Network, ...]:
+    """Destinations pod traffic keeps its source address for (empty: no masquerading): the
+    native-routing CIDR when set, else the cluster's pod pools."""
+    if not settings.enable_ipv4_masquerade:
+        return ()
+    if settings.ipv4_native_routing_cidr is not None:
+        return (settings.ipv4_native_routing_cidr,)
+    return tuple(settings.cluster_pool_ipv4_cidr)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
