@@ -17,6 +17,7 @@ from pylium.cli import (
     config_cmd,
     endpoint_cmd,
     identity_cmd,
+    install_cmd,
     ipam_cmd,
     lab_cmd,
     resources_cmd,
@@ -59,6 +60,7 @@ lab_cmd.register(app)
 ipam_cmd.register(app)
 identity_cmd.register(app)
 endpoint_cmd.register(app)
+install_cmd.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:
