@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
 
-.PHONY: setup demo test check unit integration e2e bench crds clean
+.PHONY: setup demo test check unit integration e2e bench crds clean bpf
 
 setup:
 	@bash scripts/setup.sh
@@ -26,8 +26,12 @@ integration: setup
 e2e: setup
 	$(BIN)/pytest -q tests/e2e
 
+# The eBPF objects (bpf/build/<program>-<hash>.o), rebuilt only when a source changes.
+bpf: setup
+	$(PY) -m pylium.adapters.bpf.build
+
 # Every tier but the benchmarks: static checks, then unit, datapath, integration, e2e.
-test: check
+test: check bpf
 	$(BIN)/pytest -q -p no:cacheprovider tests
 
 bench: setup

@@ -1,31 +1,19 @@
 /* from-container: tc ingress on the host side of each pod's veth (packets the pod sends).
  *
- * Today: parse, resolve the source endpoint (its identity) and the destination's identity from
- * the ipcache, deliver to a local endpoint straight into its namespace (bpf_redirect_peer),
- * rewriting the MACs as a router would, send pods on other nodes through the VXLAN tunnel with
- * the source identity in the VNI, and hand everything else to the kernel's routing. Forwards and drops are counted and traced.
- * Policy, conntrack, service translation and the tunnel arrive with their issues.
+ * Parse; resolve the source endpoint (its identity) and the destination's identity from the
+ * ipcache; track the connection; then deliver to a local endpoint straight into its namespace
+ * (bpf_redirect_peer, MACs rewritten as a router would), send pods on other nodes through the
+ * VXLAN tunnel with the source identity in the VNI, and hand everything else to the kernel.
+ * Forwards and drops are counted; drops and (per monitor aggregation) forwards are traced.
+ * Policy, service translation and masquerading arrive with their issues.
  */
 #include "lib/common.h"
-#include "lib/maps.h"
+#include "lib/config.h"
+#include "lib/endpoints.h"
+#include "lib/ipcache.h"
+#include "lib/conntrack.h"
 #include "lib/events.h"
 #include "lib/deliver.h"
-
-static __always_inline struct remote_endpoint_info *ipcache_lookup(__u32 ip4)
-{
-	struct ipcache_key key = {
-		.prefixlen = 32 + 32,
-		.family = ADDR_FAMILY_IPV4,
-		.ip4 = ip4,
-	};
-	return bpf_map_lookup_elem(&pylium_ipcache, &key);
-}
-
-static __always_inline struct endpoint_info *endpoint_lookup(__u32 ip4)
-{
-	struct endpoint_key key = { .ip4 = ip4, .family = ADDR_FAMILY_IPV4 };
-	return bpf_map_lookup_elem(&pylium_lxc, &key);
-}
 
 SEC("tc")
 int cil_from_container(struct __sk_buff *skb)
@@ -34,7 +22,8 @@ int cil_from_container(struct __sk_buff *skb)
 	void *data_end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
 	struct flow_info f = {};
-	struct iphdr *ip;
+	bool notify;
+	int ret;
 
 	if ((void *)(eth + 1) > data_end)
 		return drop(skb, DROP_INVALID_PACKET, DIR_EGRESS, &f);
@@ -42,42 +31,32 @@ int cil_from_container(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	if (eth->h_proto != bpf_htons(ETH_P_IP))
 		return drop(skb, DROP_UNSUPPORTED_L3, DIR_EGRESS, &f);
+	ret = parse_ipv4((void *)(eth + 1), data_end, &f);
+	if (ret)
+		return drop(skb, ret, DIR_EGRESS, &f);
 
-	ip = (void *)(eth + 1);
-	if ((void *)(ip + 1) > data_end || ip->ihl < 5)
-		return drop(skb, DROP_INVALID_PACKET, DIR_EGRESS, &f);
-	f.saddr = ip->saddr;
-	f.daddr = ip->daddr;
-	f.proto = ip->protocol;
-	if (ip->protocol == IPPROTO_TCP || ip->protocol == IPPROTO_UDP) {
-		/* sport and dport sit at the same offsets in TCP and UDP headers. */
-		__u16 *ports = (void *)ip + ip->ihl * 4;
-		if ((void *)(ports + 2) <= data_end) {
-			f.sport = bpf_ntohs(ports[0]);
-			f.dport = bpf_ntohs(ports[1]);
-		}
-	}
-
-	struct endpoint_info *src = endpoint_lookup(ip->saddr);
+	struct endpoint_info *src = endpoint_lookup4(f.saddr);
 	if (!src)
 		return drop(skb, DROP_INVALID_SOURCE_IP, DIR_EGRESS, &f);
 	f.src_identity = src->sec_id;
+	f.source = src->lxc_id;
 
-	struct remote_endpoint_info *dst_info = ipcache_lookup(ip->daddr);
+	struct remote_endpoint_info *dst_info = ipcache_lookup4(f.daddr);
 	f.dst_identity = dst_info ? dst_info->sec_identity : IDENTITY_WORLD;
 
-	count(REASON_FORWARDED, DIR_EGRESS, skb->len);
-	emit(skb, EVENT_TRACE, REASON_FORWARDED, DIR_EGRESS, &f);
+	ret = ct_process4(&f, TUPLE_F_OUT, skb->len, &notify);
+	if (ret < 0)
+		return drop(skb, -ret, DIR_EGRESS, &f);
+	notify = notify || monitor_aggregation == MONITOR_AGGREGATION_NONE || ret == CT_NEW;
 
-	struct endpoint_info *dst = endpoint_lookup(ip->daddr);
+	struct endpoint_info *dst = endpoint_lookup4(f.daddr);
 	if (dst && dst->ifindex)
-		return deliver_local(skb, dst, &f, DIR_EGRESS);
+		return deliver_local(skb, dst, &f, DIR_EGRESS, ret, notify);
 
 	if (dst_info && dst_info->tunnel_endpoint) {
 		/* A pod on another node: VXLAN in collect-metadata mode, the source identity in
 		 * the VNI so that the receiving node knows it without a lookup. */
-		__u32 zero = 0;
-		struct node_config *cfg = bpf_map_lookup_elem(&pylium_config, &zero);
+		struct node_config *cfg = node_config();
 		if (!cfg || !cfg->tunnel_ifindex)
 			return drop(skb, DROP_NO_TUNNEL_ENDPOINT, DIR_EGRESS, &f);
 		struct bpf_tunnel_key key = {
@@ -87,8 +66,10 @@ int cil_from_container(struct __sk_buff *skb)
 		};
 		if (bpf_skb_set_tunnel_key(skb, &key, sizeof(key), BPF_F_ZERO_CSUM_TX) < 0)
 			return drop(skb, DROP_TUNNEL_KEY, DIR_EGRESS, &f);
+		forward(skb, TRACE_TO_OVERLAY, ret, DIR_EGRESS, &f, notify);
 		return bpf_redirect(cfg->tunnel_ifindex, 0);
 	}
+	forward(skb, TRACE_TO_STACK, ret, DIR_EGRESS, &f, notify);
 	return TC_ACT_OK;
 }
 

@@ -1,8 +1,10 @@
 /* from-overlay: tc ingress on cilium_vxlan (collect-metadata mode), packets decapsulated from
  * other nodes. The VNI is the sender's security identity; local endpoints get the packet
- * straight into their namespace, anything else goes to the kernel. */
+ * straight into their namespace, anything else goes to the kernel. (No conntrack here yet:
+ * ingress tracking comes with to-container and policy.) */
 #include "lib/common.h"
-#include "lib/maps.h"
+#include "lib/config.h"
+#include "lib/endpoints.h"
 #include "lib/events.h"
 #include "lib/deliver.h"
 
@@ -14,7 +16,7 @@ int cil_from_overlay(struct __sk_buff *skb)
 	struct ethhdr *eth = data;
 	struct flow_info f = {};
 	struct bpf_tunnel_key key = {};
-	struct iphdr *ip;
+	int ret;
 
 	if (bpf_skb_get_tunnel_key(skb, &key, sizeof(key), 0) < 0)
 		return drop(skb, DROP_TUNNEL_KEY, DIR_INGRESS, &f);
@@ -23,27 +25,17 @@ int cil_from_overlay(struct __sk_buff *skb)
 		return drop(skb, DROP_INVALID_PACKET, DIR_INGRESS, &f);
 	if (eth->h_proto != bpf_htons(ETH_P_IP))
 		return TC_ACT_OK;
-	ip = (void *)(eth + 1);
-	if ((void *)(ip + 1) > data_end || ip->ihl < 5)
-		return drop(skb, DROP_INVALID_PACKET, DIR_INGRESS, &f);
-	f.saddr = ip->saddr;
-	f.daddr = ip->daddr;
-	f.proto = ip->protocol;
-	if (ip->protocol == IPPROTO_TCP || ip->protocol == IPPROTO_UDP) {
-		__u16 *ports = (void *)ip + ip->ihl * 4;
-		if ((void *)(ports + 2) <= data_end) {
-			f.sport = bpf_ntohs(ports[0]);
-			f.dport = bpf_ntohs(ports[1]);
-		}
-	}
-	struct endpoint_key ek = { .ip4 = ip->daddr, .family = ADDR_FAMILY_IPV4 };
-	struct endpoint_info *ep = bpf_map_lookup_elem(&pylium_lxc, &ek);
+	ret = parse_ipv4((void *)(eth + 1), data_end, &f);
+	if (ret)
+		return drop(skb, ret, DIR_INGRESS, &f);
+
+	struct endpoint_info *ep = endpoint_lookup4(f.daddr);
 	if (ep)
 		f.dst_identity = ep->sec_id;
-	count(REASON_FORWARDED, DIR_INGRESS, skb->len);
-	emit(skb, EVENT_TRACE, REASON_FORWARDED, DIR_INGRESS, &f);
+	bool notify = monitor_aggregation == MONITOR_AGGREGATION_NONE;
 	if (ep && ep->ifindex)
-		return deliver_local(skb, ep, &f, DIR_INGRESS);
+		return deliver_local(skb, ep, &f, DIR_INGRESS, 0, notify);
+	forward(skb, TRACE_TO_STACK, 0, DIR_INGRESS, &f, notify);
 	return TC_ACT_OK;
 }
 

@@ -1,7 +1,9 @@
-/* Shared definitions: TC verdicts, ethernet/IP constants, identities, drop reasons. */
+/* Shared definitions and packet parsing: TC verdicts, identities, directions, and the
+ * Ethernet/IPv4/L4 parser every program starts with. */
 #ifndef PYLIUM_COMMON_H
 #define PYLIUM_COMMON_H
 
+#include <stdbool.h>
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/ip.h>
@@ -16,19 +18,57 @@
 #define IDENTITY_HOST 1
 #define IDENTITY_WORLD 2
 
-/* Drop reasons (Cilium's numbers, see pkg/monitor/api/drop.go). */
-#define REASON_FORWARDED 0
-#define DROP_INVALID_SOURCE_IP 132
-#define DROP_INVALID_PACKET 134
-#define DROP_UNSUPPORTED_L3 139
-#define DROP_WRITE_ERROR 141
-#define DROP_NO_TUNNEL_ENDPOINT 160
-#define DROP_TUNNEL_KEY 147
-
 /* Traffic direction in metrics and events (Cilium's metrics map: 1 ingress, 2 egress). */
 #define DIR_INGRESS 1
 #define DIR_EGRESS 2
 
 #define ADDR_FAMILY_IPV4 1
+
+#define IP_MF 0x2000
+#define IP_OFFSET 0x1fff
+
+/* What the parser and the lookups learn about a packet; events are built from it. */
+struct flow_info {
+	__u32 saddr, daddr; /* network byte order */
+	__u32 src_identity, dst_identity;
+	__u16 sport, dport; /* host byte order; 0 when not TCP/UDP or a non-first fragment */
+	__u16 source;	    /* endpoint ID of the sender when it is local */
+	__u8 proto;
+	__u8 tcp_flags;	    /* the flags byte of the TCP header (FIN 0x01 ... CWR 0x80) */
+	__u8 fragment;	    /* a non-first IPv4 fragment: no L4 header */
+};
+
+#include "drop.h"
+
+/* Parses the IPv4 header at ``ip`` and the ports and TCP flags after it into ``f``: 0, or the
+ * drop reason for a malformed packet. */
+static __always_inline int parse_ipv4(struct iphdr *ip, void *data_end, struct flow_info *f)
+{
+	if ((void *)(ip + 1) > data_end || ip->ihl < 5 || ip->version != 4)
+		return DROP_INVALID_PACKET;
+	f->saddr = ip->saddr;
+	f->daddr = ip->daddr;
+	f->proto = ip->protocol;
+	if (ip->frag_off & bpf_htons(IP_OFFSET)) {
+		f->fragment = 1;
+		return 0;
+	}
+	void *l4 = (void *)ip + ip->ihl * 4;
+	if (ip->protocol == IPPROTO_TCP) {
+		struct tcphdr *tcp = l4;
+		if ((void *)(tcp + 1) > data_end)
+			return DROP_CT_INVALID_HDR;
+		f->sport = bpf_ntohs(tcp->source);
+		f->dport = bpf_ntohs(tcp->dest);
+		f->tcp_flags = ((__u8 *)tcp)[13];
+	} else if (ip->protocol == IPPROTO_UDP) {
+		struct udphdr *udp = l4;
+		if ((void *)(udp + 1) > data_end)
+			return DROP_CT_INVALID_HDR;
+		f->sport = bpf_ntohs(udp->source);
+		f->dport = bpf_ntohs(udp->dest);
+	}
+	return 0;
+}
 
 #endif

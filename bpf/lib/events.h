@@ -1,28 +1,40 @@
-/* Trace and drop events to user space through a ring buffer (read by Hubble), and the metrics
- * every verdict updates. */
+/* Trace and drop events to user space through a ring buffer (read by Hubble), and the drop
+ * path shared by every program: count, emit, TC_ACT_SHOT. */
 #ifndef PYLIUM_EVENTS_H
 #define PYLIUM_EVENTS_H
 
-#include "maps.h"
+#include "common.h"
+#include "metrics.h"
 
 /* Cilium's monitor message types. */
 #define EVENT_DROP 1
 #define EVENT_TRACE 4
 
+/* Trace observation points (Cilium's TRACE_* numbers in bpf/lib/trace.h). */
+#define TRACE_TO_LXC 0
+#define TRACE_TO_STACK 3
+#define TRACE_TO_OVERLAY 4
+#define TRACE_FROM_LXC 5
+#define TRACE_FROM_OVERLAY 9
+
 struct flow_event {
-	__u64 ts;
-	__u8 type;
-	__u8 reason;
-	__u8 dir;
+	__u64 ts;	   /* bpf_ktime_get_ns() */
+	__u8 type;	   /* EVENT_DROP or EVENT_TRACE */
+	__u8 reason;	   /* drop: the drop reason; trace: the conntrack state (CT_NEW ...) */
+	__u8 obs_point;	   /* trace: where the packet went (TRACE_TO_LXC ...); drop: 0 */
+	__u8 dir;	   /* DIR_INGRESS or DIR_EGRESS */
 	__u8 proto;
-	__u32 ifindex;
+	__u8 tcp_flags;
+	__u16 source;	   /* endpoint ID of a local sender, 0 otherwise */
+	__u32 ifindex;	   /* the device the program runs on */
 	__u32 src_identity;
 	__u32 dst_identity;
-	__u32 saddr;
+	__u32 saddr;	   /* network byte order */
 	__u32 daddr;
-	__u16 sport;
+	__u16 sport;	   /* host byte order */
 	__u16 dport;
-	__u32 len;
+	__u32 len;	   /* skb->len */
+	__u32 pad;
 };
 
 /* Ring buffers carry no type, so this unused object puts struct flow_event into the BTF
@@ -42,28 +54,8 @@ struct {
 	__uint(max_entries, 1);
 } pylium_events_lost SEC(".maps");
 
-struct flow_info {
-	__u32 saddr, daddr, src_identity, dst_identity;
-	__u16 sport, dport;
-	__u8 proto;
-};
-
-static __always_inline void count(__u8 reason, __u8 dir, __u32 len)
-{
-	struct metrics_key key = { .reason = reason, .dir = dir };
-	struct metrics_value *val = bpf_map_lookup_elem(&pylium_metrics, &key);
-
-	if (val) {
-		val->count += 1;
-		val->bytes += len;
-	} else {
-		struct metrics_value init = { .count = 1, .bytes = len };
-		bpf_map_update_elem(&pylium_metrics, &key, &init, BPF_NOEXIST);
-	}
-}
-
-static __always_inline void emit(struct __sk_buff *skb, __u8 type, __u8 reason, __u8 dir,
-				 const struct flow_info *f)
+static __always_inline void emit(struct __sk_buff *skb, __u8 type, __u8 reason, __u8 obs_point,
+				 __u8 dir, const struct flow_info *f)
 {
 	struct flow_event *e = bpf_ringbuf_reserve(&pylium_events, sizeof(*e), 0);
 
@@ -77,8 +69,11 @@ static __always_inline void emit(struct __sk_buff *skb, __u8 type, __u8 reason, 
 	e->ts = bpf_ktime_get_ns();
 	e->type = type;
 	e->reason = reason;
+	e->obs_point = obs_point;
 	e->dir = dir;
 	e->proto = f->proto;
+	e->tcp_flags = f->tcp_flags;
+	e->source = f->source;
 	e->ifindex = skb->ifindex;
 	e->src_identity = f->src_identity;
 	e->dst_identity = f->dst_identity;
@@ -87,14 +82,24 @@ static __always_inline void emit(struct __sk_buff *skb, __u8 type, __u8 reason, 
 	e->sport = f->sport;
 	e->dport = f->dport;
 	e->len = skb->len;
+	e->pad = 0;
 	bpf_ringbuf_submit(e, 0);
+}
+
+/* A forwarded packet: counted always, traced when ``notify`` (monitor aggregation). */
+static __always_inline void forward(struct __sk_buff *skb, __u8 obs_point, __u8 ct_state,
+				    __u8 dir, const struct flow_info *f, bool notify)
+{
+	count(REASON_FORWARDED, dir, skb->len);
+	if (notify)
+		emit(skb, EVENT_TRACE, ct_state, obs_point, dir, f);
 }
 
 static __always_inline int drop(struct __sk_buff *skb, __u8 reason, __u8 dir,
 				const struct flow_info *f)
 {
 	count(reason, dir, skb->len);
-	emit(skb, EVENT_DROP, reason, dir, f);
+	emit(skb, EVENT_DROP, reason, 0, dir, f);
 	return TC_ACT_SHOT;
 }
 

@@ -1,27 +1,21 @@
-"""Datapath fixtures: the compiled bpf_lxc object, loaded with its maps pinned in a private
+"""Datapath fixtures: the compiled objects, loaded with their maps pinned in a private
 directory on bpffs (mounted when missing), removed afterwards."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
 
+from pylium.adapters.bpf import bpffs
 from pylium.adapters.bpf.build import build
 from pylium.adapters.bpf.objects import BpfObject
 
 BPFFS = Path("/sys/fs/bpf")
-
-
-def ensure_bpffs() -> None:
-    out = subprocess.run(["stat", "-f", "-c", "%T", str(BPFFS)], capture_output=True, text=True)
-    if out.stdout.strip() != "bpf_fs":
-        subprocess.run(["mount", "-t", "bpf", "bpf", str(BPFFS)], check=True)
 
 
 @pytest.fixture(scope="session")
@@ -33,13 +27,26 @@ def lxc_object() -> Path:
 def pin_dir() -> Iterator[Path]:
     if os.geteuid() != 0:
         pytest.skip("needs root")
-    ensure_bpffs()
+    bpffs.ensure_mounted(BPFFS)
     path = BPFFS / f"pylium-test-{uuid.uuid4().hex[:8]}"
     yield path
     shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
-def lxc(lxc_object: Path, pin_dir: Path) -> Iterator[BpfObject]:
-    with BpfObject(lxc_object, pin_dir) as obj:
-        yield obj
+def load_lxc(lxc_object: Path, pin_dir: Path) -> Iterator[Callable[[Mapping[str, int]], BpfObject]]:
+    """Loads bpf_lxc with the given load-time constants; unloaded at teardown."""
+    loaded: list[BpfObject] = []
+
+    def load(constants: Mapping[str, int]) -> BpfObject:
+        loaded.append(BpfObject(lxc_object, pin_dir, constants=constants).load())
+        return loaded[-1]
+
+    yield load
+    for obj in loaded:
+        obj.close()
+
+
+@pytest.fixture
+def lxc(load_lxc: Callable[[Mapping[str, int]], BpfObject]) -> BpfObject:
+    return load_lxc({})

@@ -5,6 +5,10 @@ from __future__ import annotations
 import ipaddress
 import struct
 
+POD_SIDE_MAC = b"\x02\x00\x00\x00\x00\x02"
+HOST_SIDE_MAC = b"\x02\x00\x00\x00\x00\x01"
+SYN, ACK, FIN = 0x02, 0x10, 0x01
+
 
 def _csum(data: bytes) -> int:
     if len(data) % 2:
@@ -15,23 +19,38 @@ def _csum(data: bytes) -> int:
     return ~total & 0xFFFF
 
 
-def ipv4_tcp(
-    src: str, dst: str, sport: int = 40000, dport: int = 80, payload: bytes = b"hello"
-) -> bytes:
-    eth = b"\x02\x00\x00\x00\x00\x02" + b"\x02\x00\x00\x00\x00\x01" + struct.pack("!H", 0x0800)
-    saddr, daddr = ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed
-    tcp = struct.pack("!HHIIBBHHH", sport, dport, 1, 0, 5 << 4, 0x02, 64240, 0, 0) + payload
-    pseudo = saddr + daddr + struct.pack("!BBH", 0, 6, len(tcp))
-    tcp = tcp[:16] + struct.pack("!H", _csum(pseudo + tcp)) + tcp[18:]
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 1, 0, 64, 6, 0, saddr, daddr)
-    ip = ip[:10] + struct.pack("!H", _csum(ip)) + ip[12:]
-    return eth + ip + tcp
-
-
 def ethernet(ethertype: int, body: bytes = b"\0" * 46) -> bytes:
-    return (
-        b"\x02\x00\x00\x00\x00\x02"
-        + b"\x02\x00\x00\x00\x00\x01"
-        + struct.pack("!H", ethertype)
-        + body
+    return HOST_SIDE_MAC + POD_SIDE_MAC + struct.pack("!H", ethertype) + body
+
+
+def ipv4(src: str, dst: str, proto: int, l4: bytes) -> bytes:
+    saddr, daddr = ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 1, 0, 64, proto, 0, saddr, daddr)
+    ip = ip[:10] + struct.pack("!H", _csum(ip)) + ip[12:]
+    return ethernet(0x0800, ip + l4)
+
+
+def _l4_csum(src: str, dst: str, proto: int, l4: bytes, at: int) -> bytes:
+    pseudo = (
+        ipaddress.IPv4Address(src).packed
+        + ipaddress.IPv4Address(dst).packed
+        + struct.pack("!BBH", 0, proto, len(l4))
     )
+    return l4[:at] + struct.pack("!H", _csum(pseudo + l4)) + l4[at + 2 :]
+
+
+def ipv4_tcp(
+    src: str,
+    dst: str,
+    sport: int = 40000,
+    dport: int = 80,
+    flags: int = SYN,
+    payload: bytes = b"hello",
+) -> bytes:
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, 1, 0, 5 << 4, flags, 64240, 0, 0) + payload
+    return ipv4(src, dst, 6, _l4_csum(src, dst, 6, tcp, 16))
+
+
+def ipv4_udp(src: str, dst: str, sport: int = 40000, dport: int = 53) -> bytes:
+    udp = struct.pack("!HHHH", sport, dport, 8 + 4, 0) + b"ping"
+    return ipv4(src, dst, 17, _l4_csum(src, dst, 17, udp, 6))

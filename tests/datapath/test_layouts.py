@@ -1,26 +1,47 @@
 """Every map wrapper's layout equals the C struct in the compiled object's BTF (names, byte
-offsets, sizes): the layout is defined once per language and the two cannot drift."""
+offsets, sizes): the layout is defined once per language and the two cannot drift. Layouts
+are discovered from the modules of pylium.adapters.maps, so a new wrapper is checked too."""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from pathlib import Path
 
 import pytest
 
+import pylium.adapters.maps
 from pylium.adapters.bpf.btf import struct_layout
-from pylium.adapters.maps import config, endpoints, events, ipcache, metrics
 from pylium.adapters.maps.base import Layout
 
-LAYOUTS = [
-    config.VALUE,
-    ipcache.KEY,
-    ipcache.VALUE,
-    endpoints.KEY,
-    endpoints.VALUE,
-    metrics.KEY,
-    metrics.VALUE,
-    events.EVENT,
-]
+
+def _layouts() -> list[Layout]:
+    found: dict[str, Layout] = {}
+    for info in pkgutil.iter_modules(pylium.adapters.maps.__path__):
+        module = importlib.import_module(f"pylium.adapters.maps.{info.name}")
+        for value in vars(module).values():
+            # scalar keys/values (__u32, __u64) have no struct to compare with
+            if isinstance(value, Layout) and not value.c_name.startswith("__"):
+                found[value.c_name] = value
+    return sorted(found.values(), key=lambda layout: layout.c_name)
+
+
+LAYOUTS = _layouts()
+
+
+def test_every_map_struct_is_covered() -> None:
+    assert {layout.c_name for layout in LAYOUTS} >= {
+        "ipcache_key",
+        "remote_endpoint_info",
+        "endpoint_key",
+        "endpoint_info",
+        "ipv4_ct_tuple",
+        "ct_entry",
+        "metrics_key",
+        "metrics_value",
+        "node_config",
+        "flow_event",
+    }
 
 
 @pytest.mark.parametrize("layout", LAYOUTS, ids=lambda layout: layout.c_name)

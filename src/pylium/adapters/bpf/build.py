@@ -1,12 +1,14 @@
 """L3: compiling the eBPF C sources with clang, cached by the hash of every source file.
 
 Objects land in ``bpf/build/<program>-<hash>.o``; a change to any file under ``bpf/`` gives a
-new hash, so a stale object is never loaded.
+new hash, so a stale object is never loaded (older builds of the program are removed).
+``python -m pylium.adapters.bpf.build`` builds every program (``make bpf``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -35,7 +37,7 @@ def build(program: str, *, root: Path = BPF_DIR) -> Path:
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
+    tmp = out.with_suffix(f".{os.getpid()}.tmp")  # concurrent builders never share it
     cmd = [
         "clang",
         "-O2",
@@ -59,4 +61,17 @@ def build(program: str, *, root: Path = BPF_DIR) -> Path:
     if result.returncode != 0:
         raise DatapathError(str(source), "build", result.stderr.strip()[-2000:])
     tmp.replace(out)
+    for old in out.parent.glob(f"{program}-*.o"):
+        if old != out:
+            old.unlink(missing_ok=True)
     return out
+
+
+def programs(root: Path = BPF_DIR) -> list[str]:
+    """Every program source: one ``bpf/<name>.c`` per attach point."""
+    return sorted(p.stem for p in root.glob("*.c"))
+
+
+if __name__ == "__main__":
+    for name in programs():
+        print(build(name))

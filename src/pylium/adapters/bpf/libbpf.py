@@ -55,6 +55,15 @@ def lib() -> Any:
         "bpf_map__name": (c_char_p, [c_void_p]),
         "bpf_map__fd": (c_int, [c_void_p]),
         "bpf_map__set_pin_path": (c_int, [c_void_p, c_char_p]),
+        "bpf_map__pin": (c_int, [c_void_p, c_char_p]),
+        "bpf_map__unpin": (c_int, [c_void_p, c_char_p]),
+        "bpf_map__is_internal": (ctypes.c_bool, [c_void_p]),
+        "bpf_map__initial_value": (c_void_p, [c_void_p, ctypes.POINTER(c_size_t)]),
+        "bpf_map__set_initial_value": (c_int, [c_void_p, c_void_p, c_size_t]),
+        "bpf_object__btf": (c_void_p, [c_void_p]),
+        "btf__find_by_name_kind": (c_int, [c_void_p, c_char_p, c_uint32]),
+        "btf__type_by_id": (c_void_p, [c_void_p, c_uint32]),
+        "btf__name_by_offset": (c_char_p, [c_void_p, c_uint32]),
         "bpf_program__fd": (c_int, [c_void_p]),
         "bpf_map_update_elem": (c_int, [c_int, c_void_p, c_void_p, c_uint64]),
         "bpf_map_lookup_elem": (c_int, [c_int, c_void_p, c_void_p]),
@@ -66,6 +75,10 @@ def lib() -> Any:
         "ring_buffer__poll": (c_int, [c_void_p, c_int]),
         "ring_buffer__consume": (c_int, [c_void_p]),
         "ring_buffer__free": (None, [c_void_p]),
+        "bpf_tc_hook_create": (c_int, [c_void_p]),
+        "bpf_tc_attach": (c_int, [c_void_p, c_void_p]),
+        "bpf_tc_detach": (c_int, [c_void_p, c_void_p]),
+        "bpf_tc_query": (c_int, [c_void_p, c_void_p]),
         "libbpf_num_possible_cpus": (c_int, []),
         "libbpf_set_print": (c_void_p, [c_void_p]),
     }
@@ -101,8 +114,9 @@ def last_messages(count: int = 5) -> str:
 def check(rc: int, obj: str, operation: str) -> int:
     """``rc`` when >= 0; otherwise a DatapathError with errno's text and libbpf's messages."""
     if rc >= 0:
+        _messages.clear()
         return rc
-    code = -rc if rc < -1 else ctypes.get_errno()
+    code = -rc  # libbpf 1.x returns -errno from every call
     text = os.strerror(code) if code else "failed"
     detail = last_messages()
     _messages.clear()
@@ -133,6 +147,32 @@ class TestRunOpts(Structure):
         ("flags", c_uint32),
         ("cpu", c_uint32),
         ("batch_size", c_uint32),
+    ]
+
+
+class TcHook(Structure):
+    """``struct bpf_tc_hook`` (libbpf 1.1, 24 bytes)."""
+
+    _fields_ = [
+        ("sz", c_size_t),
+        ("ifindex", c_int),
+        ("attach_point", c_int),
+        ("parent", c_uint32),
+        ("_pad", c_uint32),
+    ]
+
+
+class TcOpts(Structure):
+    """``struct bpf_tc_opts`` (libbpf 1.1, 32 bytes)."""
+
+    _fields_ = [
+        ("sz", c_size_t),
+        ("prog_fd", c_int),
+        ("flags", c_uint32),
+        ("prog_id", c_uint32),
+        ("handle", c_uint32),
+        ("priority", c_uint32),
+        ("_pad", c_uint32),
     ]
 
 

@@ -1,27 +1,43 @@
-"""L3: an eBPF object loaded through libbpf, its maps pinned under a BPF root so that they
-survive the loader (a restarted agent reuses them; programs attached to devices keep running).
+"""L3: an eBPF object loaded through libbpf: load-time constants, maps pinned under a BPF root
+so that they survive the loader (a restarted agent reuses them; programs attached to devices
+keep running), tc attachment, and BPF_PROG_TEST_RUN.
 """
 
 from __future__ import annotations
 
 import ctypes
+import sys
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
-from pylium.adapters.bpf import libbpf
+from pylium.adapters.bpf import btf, libbpf, tc
 from pylium.base.errors import DatapathError
 
 TC_ACT_OK = 0
 TC_ACT_SHOT = 2
 TC_ACT_REDIRECT = 7
+RODATA = ".rodata"
 
 
 class BpfObject:
-    """``with BpfObject(path, pin_dir) as obj:`` opens and loads; maps are pinned by name."""
+    """``with BpfObject(path, pin_dir, constants={...}) as obj:`` opens and loads.
 
-    def __init__(self, path: Path, pin_dir: Path | None = None) -> None:
+    Maps are pinned by name under ``pin_dir`` (an existing compatible pin is reused, contents
+    included). ``constants`` set ``volatile const`` globals of the object's ``.rodata`` before
+    the load, so one compiled object serves every configuration.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        pin_dir: Path | None = None,
+        *,
+        constants: Mapping[str, int] | None = None,
+    ) -> None:
         self.path = path
         self.pin_dir = pin_dir
+        self.constants = dict(constants or {})
         self._obj: int | None = None
 
     def load(self) -> BpfObject:
@@ -30,24 +46,74 @@ class BpfObject:
         if not obj:
             libbpf.check(-(ctypes.get_errno() or 22), str(self.path), "open")
         self._obj = obj
-        if self.pin_dir is not None:
-            self.pin_dir.mkdir(parents=True, exist_ok=True)
-            m = lib.bpf_object__next_map(obj, None)
-            while m:
-                name = lib.bpf_map__name(m).decode()
-                if not name.startswith("."):  # .rodata/.bss are per object, not shared state
-                    libbpf.check(
-                        lib.bpf_map__set_pin_path(m, str(self.pin_dir / name).encode()),
-                        name,
-                        "set pin path",
-                    )
-                m = lib.bpf_object__next_map(obj, m)
         try:
+            self._set_pin_paths(obj)
+            self._set_constants(obj)
             libbpf.check(lib.bpf_object__load(obj), str(self.path), "load")
         except DatapathError:
             self.close()
             raise
         return self
+
+    def _set_pin_paths(self, obj: int) -> None:
+        if self.pin_dir is None:
+            return
+        lib = libbpf.lib()
+        self.pin_dir.mkdir(parents=True, exist_ok=True)
+        m = lib.bpf_object__next_map(obj, None)
+        while m:
+            if not lib.bpf_map__is_internal(m):  # .rodata/.bss belong to this load only
+                name = lib.bpf_map__name(m).decode()
+                libbpf.check(
+                    lib.bpf_map__set_pin_path(m, str(self.pin_dir / name).encode()),
+                    name,
+                    "set pin path",
+                )
+            m = lib.bpf_object__next_map(obj, m)
+
+    def _set_constants(self, obj: int) -> None:
+        if not self.constants:
+            return
+        lib = libbpf.lib()
+        where = f"{self.path.name} {RODATA}"
+        rodata = lib.bpf_object__find_map_by_name(obj, RODATA.encode())
+        layout = btf.datasec_vars(lib.bpf_object__btf(obj), RODATA) if rodata else {}
+        size = ctypes.c_size_t()
+        data = lib.bpf_map__initial_value(rodata, ctypes.byref(size)) if rodata else None
+        for name, value in self.constants.items():
+            if name not in layout or not data:
+                known = ", ".join(sorted(layout)) or "none"
+                raise DatapathError(where, "set constant", f"no {name} (constants: {known})")
+            offset, width = layout[name]
+            try:
+                raw = value.to_bytes(width, sys.byteorder)
+            except OverflowError as err:
+                raise DatapathError(
+                    where, "set constant", f"{name}={value} does not fit {width} bytes"
+                ) from err
+            ctypes.memmove(data + offset, raw, width)
+
+    def loaded_constants(self) -> dict[str, int]:
+        """The load-time constants as the kernel holds them (read from the .rodata map)."""
+        obj = self._handle()
+        lib = libbpf.lib()
+        rodata = lib.bpf_object__find_map_by_name(obj, RODATA.encode())
+        if not rodata:
+            return {}
+        size = ctypes.c_size_t()
+        lib.bpf_map__initial_value(rodata, ctypes.byref(size))
+        buf = ctypes.create_string_buffer(size.value)
+        key = ctypes.c_uint32(0)
+        libbpf.check(
+            lib.bpf_map_lookup_elem(lib.bpf_map__fd(rodata), ctypes.byref(key), buf),
+            f"{self.path.name} {RODATA}",
+            "lookup",
+        )
+        layout = btf.datasec_vars(lib.bpf_object__btf(obj), RODATA)
+        return {
+            name: int.from_bytes(buf.raw[offset : offset + width], sys.byteorder)
+            for name, (offset, width) in layout.items()
+        }
 
     def _handle(self) -> int:
         if self._obj is None:
@@ -55,6 +121,7 @@ class BpfObject:
         return self._obj
 
     def map_fd(self, name: str) -> int:
+        """The fd of map ``name`` (``.rodata`` for the constants section)."""
         m = libbpf.lib().bpf_object__find_map_by_name(self._handle(), name.encode())
         if not m:
             raise DatapathError(name, "find map", f"not in {self.path.name}")
@@ -66,7 +133,14 @@ class BpfObject:
             raise DatapathError(name, "find program", f"not in {self.path.name}")
         return int(libbpf.lib().bpf_program__fd(p))
 
+    def attach(
+        self, program: str, device: str | int, *, ingress: bool = True, netns: Path | None = None
+    ) -> None:
+        """Attach ``program`` to ``device``'s tc ingress (or egress), in ``netns`` if given."""
+        tc.attach(device, self.prog_fd(program), ingress=ingress, netns=netns)
+
     def close(self) -> None:
+        """Unload (programs attached to devices and pinned maps stay in the kernel)."""
         if self._obj is not None:
             libbpf.lib().bpf_object__close(self._obj)
             self._obj = None

@@ -1,15 +1,20 @@
 """L3: attaching programs to a device's tc hook (clsact, direct-action) through libbpf.
 
-Runs in the calling thread's network namespace (the agent lives in its node's). Replacing an
-attached program is hitless (``BPF_TC_F_REPLACE`` with the same handle and priority).
+Runs in the calling thread's network namespace, or in ``netns`` (a path such as
+``/var/run/netns/X``) entered with ``setns`` for the duration of the call only: the thread's
+own namespace is restored before returning, even on error. Replacing an attached program is
+hitless (``BPF_TC_F_REPLACE`` with the same handle and priority).
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
+import os
 import socket
-from ctypes import Structure, c_int, c_size_t, c_uint32
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 from pylium.adapters.bpf import libbpf
 from pylium.base.errors import DatapathError
@@ -19,68 +24,102 @@ BPF_TC_EGRESS = 2
 BPF_TC_F_REPLACE = 1
 HANDLE = 1
 PRIORITY = 1
+CLONE_NEWNET = 0x40000000
 
 
-class TcHook(Structure):
-    _fields_ = [
-        ("sz", c_size_t),
-        ("ifindex", c_int),
-        ("attach_point", c_int),
-        ("parent", c_uint32),
-        ("_pad", c_uint32),
-    ]
+@contextmanager
+def in_netns(netns: Path | None) -> Iterator[None]:
+    """Run the body in ``netns`` (this thread only), then return to the thread's own."""
+    if netns is None:
+        yield
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        try:
+            target = os.open(netns, os.O_RDONLY)
+        except OSError as err:
+            raise DatapathError(str(netns), "open netns", err.strerror or str(err)) from err
+        try:
+            if libc.setns(target, CLONE_NEWNET) != 0:
+                raise DatapathError(str(netns), "setns", os.strerror(ctypes.get_errno()))
+        finally:
+            os.close(target)
+        try:
+            yield
+        finally:
+            if libc.setns(own, CLONE_NEWNET) != 0:  # leaving the thread elsewhere is fatal
+                raise DatapathError("own netns", "setns back", os.strerror(ctypes.get_errno()))
+    finally:
+        os.close(own)
 
 
-class TcOpts(Structure):
-    _fields_ = [
-        ("sz", c_size_t),
-        ("prog_fd", c_int),
-        ("flags", c_uint32),
-        ("prog_id", c_uint32),
-        ("handle", c_uint32),
-        ("priority", c_uint32),
-        ("_pad", c_uint32),
-    ]
-
-
-def _prototypes() -> object:
-    lib = libbpf.lib()
-    for name in ("bpf_tc_hook_create", "bpf_tc_hook_destroy"):
-        getattr(lib, name).argtypes = [ctypes.c_void_p]
-        getattr(lib, name).restype = c_int
-    for name in ("bpf_tc_attach", "bpf_tc_detach"):
-        getattr(lib, name).argtypes = [ctypes.c_void_p, ctypes.c_void_p]
-        getattr(lib, name).restype = c_int
-    return lib
-
-
-def ifindex(device: str) -> int:
+def ifindex(device: str | int) -> int:
+    """``device``'s ifindex in the current namespace (an int is taken as one)."""
+    if isinstance(device, int):
+        return device
     try:
         return socket.if_nametoindex(device)
     except OSError as err:
         raise DatapathError(device, "lookup device", str(err)) from err
 
 
-def attach(device: str, prog_fd: int, *, ingress: bool = True) -> None:
-    """Attach ``prog_fd`` to ``device``'s tc ingress (or egress), replacing what is there."""
-    lib: object = _prototypes()
-    hook = TcHook(
-        sz=ctypes.sizeof(TcHook),
+def _hook(device: str | int, ingress: bool) -> libbpf.TcHook:
+    return libbpf.TcHook(
+        sz=ctypes.sizeof(libbpf.TcHook),
         ifindex=ifindex(device),
         attach_point=BPF_TC_INGRESS if ingress else BPF_TC_EGRESS,
     )
-    rc = lib.bpf_tc_hook_create(ctypes.byref(hook))  # type: ignore[attr-defined]
-    if rc < 0 and rc != -errno.EEXIST:
-        libbpf.check(rc, device, "create clsact")
-    opts = TcOpts(
-        sz=ctypes.sizeof(TcOpts),
+
+
+def _opts(prog_fd: int = 0, flags: int = 0) -> libbpf.TcOpts:
+    return libbpf.TcOpts(
+        sz=ctypes.sizeof(libbpf.TcOpts),
         prog_fd=prog_fd,
-        flags=BPF_TC_F_REPLACE,
+        flags=flags,
         handle=HANDLE,
         priority=PRIORITY,
     )
-    libbpf.check(
-        lib.bpf_tc_attach(ctypes.byref(hook), ctypes.byref(opts)),  # type: ignore[attr-defined]
-        device,
-        "attach tc program",
-    )
+
+
+def attach(
+    device: str | int, prog_fd: int, *, ingress: bool = True, netns: Path | None = None
+) -> None:
+    """Attach ``prog_fd`` to ``device``'s tc ingress (or egress), replacing what is there."""
+    lib = libbpf.lib()
+    side = "ingress" if ingress else "egress"
+    with in_netns(netns):
+        hook = _hook(device, ingress)
+        rc = lib.bpf_tc_hook_create(ctypes.byref(hook))
+        if rc < 0 and rc != -errno.EEXIST:  # clsact exists already: fine
+            libbpf.check(rc, str(device), "create clsact")
+        opts = _opts(prog_fd, BPF_TC_F_REPLACE)
+        libbpf.check(
+            lib.bpf_tc_attach(ctypes.byref(hook), ctypes.byref(opts)),
+            str(device),
+            f"attach tc {side} program",
+        )
+
+
+def attached(device: str | int, *, ingress: bool = True, netns: Path | None = None) -> int | None:
+    """The id of the program on ``device``'s tc hook at pylium's handle/priority, or None."""
+    with in_netns(netns):
+        hook = _hook(device, ingress)
+        opts = _opts()
+        rc = libbpf.lib().bpf_tc_query(ctypes.byref(hook), ctypes.byref(opts))
+    if rc == -errno.ENOENT or rc == -errno.EINVAL:  # no filter, or no clsact qdisc at all
+        return None
+    libbpf.check(rc, str(device), "query tc program")
+    return int(opts.prog_id)
+
+
+def detach(device: str | int, *, ingress: bool = True, netns: Path | None = None) -> bool:
+    """Remove pylium's program from ``device``'s tc hook; False when none was there."""
+    with in_netns(netns):
+        hook = _hook(device, ingress)
+        opts = _opts()
+        rc = libbpf.lib().bpf_tc_detach(ctypes.byref(hook), ctypes.byref(opts))
+    if rc == -errno.ENOENT or rc == -errno.EINVAL:
+        return False
+    libbpf.check(rc, str(device), "detach tc program")
+    return True

@@ -37,6 +37,11 @@ def encode_key(ip: ipaddress.IPv4Address) -> bytes:
     return KEY.struct.pack(ip.packed, 1, 0, 0)
 
 
+def decode_value(raw: bytes) -> EndpointInfo:
+    ifindex, _, lxc_id, flags, mac, node_mac, sec_id, _ = VALUE.struct.unpack(raw)
+    return EndpointInfo(ifindex, lxc_id, sec_id, mac, node_mac, flags)
+
+
 class EndpointsMap:
     def __init__(self, fd: int) -> None:
         self.raw = RawMap(fd, KEY, VALUE, name=NAME)
@@ -49,10 +54,15 @@ class EndpointsMap:
 
     def get(self, ip: ipaddress.IPv4Address) -> EndpointInfo | None:
         values = self.raw.lookup(encode_key(ip))
-        if not values:
-            return None
-        ifindex, _, lxc_id, flags, mac, node_mac, sec_id, _ = VALUE.struct.unpack(values[0])
-        return EndpointInfo(ifindex, lxc_id, sec_id, mac, node_mac, flags)
+        return decode_value(values[0]) if values else None
+
+    def dump(self) -> dict[ipaddress.IPv4Address, EndpointInfo]:
+        out = {}
+        for key in self.raw.iter_keys():
+            values = self.raw.lookup(key)
+            if values:
+                out[ipaddress.IPv4Address(KEY.struct.unpack(key)[0])] = decode_value(values[0])
+        return out
 
     def delete(self, ip: ipaddress.IPv4Address) -> bool:
         return self.raw.delete(encode_key(ip))

@@ -1,33 +1,44 @@
-"""L3: trace and drop events from the ring buffer (``pylium_events``).
+"""L3: trace and drop events from the ring buffer (``pylium_events``), decoded into
+:class:`FlowEvent`; plus the per-CPU count of events lost to a full ring (``pylium_events_lost``).
 
 C (bpf/lib/events.h)::
 
-    struct flow_event { __u64 ts; __u8 type; __u8 reason; __u8 dir; __u8 proto; __u32 ifindex;
+    struct flow_event { __u64 ts; __u8 type; __u8 reason; __u8 obs_point; __u8 dir;
+                        __u8 proto; __u8 tcp_flags; __u16 source; __u32 ifindex;
                         __u32 src_identity; __u32 dst_identity; __u32 saddr; __u32 daddr;
-                        __u16 sport; __u16 dport; __u32 len; };
+                        __u16 sport; __u16 dport; __u32 len; __u32 pad; };
+
+``type`` is Cilium's monitor message type (1 drop, 4 trace). For a drop ``reason`` is Cilium's
+drop reason; for a trace it is the conntrack state (0 new, 1 established, 2 reply) and
+``obs_point`` where the packet went (Cilium's TRACE_TO_* numbers).
 """
 
 from __future__ import annotations
 
 import ctypes
 import ipaddress
+import struct
 from dataclasses import dataclass
 from typing import Any
 
 from pylium.adapters.bpf import libbpf
-from pylium.adapters.maps.base import Layout
+from pylium.adapters.maps.base import Layout, RawMap
 from pylium.base.errors import DatapathError
 
 NAME = "pylium_events"
+LOST_NAME = "pylium_events_lost"
 EVENT = Layout(
     "flow_event",
-    "=QBBBBIII4s4sHHI",
+    "=QBBBBBBHIII4s4sHHII",
     (
         "ts",
         "type",
         "reason",
+        "obs_point",
         "dir",
         "proto",
+        "tcp_flags",
+        "source",
         "ifindex",
         "src_identity",
         "dst_identity",
@@ -36,19 +47,31 @@ EVENT = Layout(
         "sport",
         "dport",
         "len",
+        "pad",
     ),
 )
+LOST_KEY = Layout("__u32", "=I", ("index",))
+LOST_VALUE = Layout("__u64", "=Q", ("lost",))
 TYPE_DROP = 1
 TYPE_TRACE = 4
+TRACE_TO_LXC = 0
+TRACE_TO_STACK = 3
+TRACE_TO_OVERLAY = 4
+CT_NEW = 0
+CT_ESTABLISHED = 1
+CT_REPLY = 2
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class FlowEvent:
     ts: int
     type: int
     reason: int
+    obs_point: int
     direction: int
     proto: int
+    tcp_flags: int
+    source: int
     ifindex: int
     src_identity: int
     dst_identity: int
@@ -60,23 +83,24 @@ class FlowEvent:
 
 
 def decode(raw: bytes) -> FlowEvent:
-    ts, typ, reason, direction, proto, ifindex, src, dst, saddr, daddr, sport, dport, length = (
-        EVENT.struct.unpack(raw[: EVENT.size])
-    )
+    v = dict(zip(EVENT.members, EVENT.struct.unpack(raw[: EVENT.size]), strict=True))
     return FlowEvent(
-        ts,
-        typ,
-        reason,
-        direction,
-        proto,
-        ifindex,
-        src,
-        dst,
-        ipaddress.IPv4Address(saddr),
-        ipaddress.IPv4Address(daddr),
-        sport,
-        dport,
-        length,
+        ts=v["ts"],
+        type=v["type"],
+        reason=v["reason"],
+        obs_point=v["obs_point"],
+        direction=v["dir"],
+        proto=v["proto"],
+        tcp_flags=v["tcp_flags"],
+        source=v["source"],
+        ifindex=v["ifindex"],
+        src_identity=v["src_identity"],
+        dst_identity=v["dst_identity"],
+        saddr=ipaddress.IPv4Address(v["saddr"]),
+        daddr=ipaddress.IPv4Address(v["daddr"]),
+        sport=v["sport"],
+        dport=v["dport"],
+        length=v["len"],
     )
 
 
@@ -95,9 +119,11 @@ class EventReader:
             fd, ctypes.cast(self._callback, ctypes.c_void_p), None, None
         )
         if not self._rb:
-            raise DatapathError(NAME, "open ring buffer", f"fd {fd}")
+            libbpf.check(-(ctypes.get_errno() or 22), NAME, "open ring buffer")
 
     def poll(self, timeout_ms: int = 0) -> list[FlowEvent]:
+        if not self._rb:
+            raise DatapathError(NAME, "poll", "reader closed")
         libbpf.check(libbpf.lib().ring_buffer__poll(self._rb, timeout_ms), NAME, "poll")
         out, self._pending = self._pending, []
         return out
@@ -106,3 +132,10 @@ class EventReader:
         if self._rb:
             libbpf.lib().ring_buffer__free(self._rb)
             self._rb = None
+
+
+def lost(fd: int) -> int:
+    """Events dropped because the ring buffer was full, summed over CPUs."""
+    raw = RawMap(fd, LOST_KEY, LOST_VALUE, name=LOST_NAME, percpu=True)
+    values = raw.lookup(struct.pack("=I", 0)) or []
+    return sum(struct.unpack("=Q", v)[0] for v in values)

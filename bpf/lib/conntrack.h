@@ -1,0 +1,170 @@
+/* A first IPv4 connection tracker (Cilium's cilium_ct4_global / cilium_ct_any4_global shapes).
+ *
+ * One entry per connection, keyed by the tuple of the packet that opened it, flagged with the
+ * direction it was seen in (TUPLE_F_OUT at from-container). A packet matching the tuple is
+ * CT_ESTABLISHED (tx side), one matching the reversed tuple is CT_REPLY (rx side), anything
+ * else CT_NEW and creates the entry. TCP flags seen per side decide the lifetime (SYN only,
+ * established, closing). Expired entries count as absent; the LRU maps evict the oldest when
+ * full (no garbage collector yet). Non-first IPv4 fragments are not tracked. */
+#ifndef PYLIUM_CONNTRACK_H
+#define PYLIUM_CONNTRACK_H
+
+#include "common.h"
+#include "config.h"
+
+#define TUPLE_F_OUT 0
+#define TUPLE_F_IN 1
+
+#define CT_NEW 0
+#define CT_ESTABLISHED 1
+#define CT_REPLY 2
+
+/* ct_entry.flags: the bit positions of Cilium's ct_entry bitfield. */
+#define CT_F_RX_CLOSING (1 << 0)
+#define CT_F_TX_CLOSING (1 << 1)
+#define CT_F_SEEN_NON_SYN (1 << 4)
+
+#define TCP_F_FIN 0x01
+#define TCP_F_SYN 0x02
+#define TCP_F_RST 0x04
+
+struct ipv4_ct_tuple {
+	__u32 daddr; /* network byte order, like the ports */
+	__u32 saddr;
+	__u16 dport;
+	__u16 sport;
+	__u8 nexthdr;
+	__u8 flags; /* TUPLE_F_* */
+} __attribute__((packed));
+
+struct ct_entry {
+	__u64 reserved0;
+	__u64 backend_id;
+	__u64 packets;
+	__u64 bytes;
+	__u32 lifetime; /* seconds on the monotonic clock after which the entry is dead */
+	__u16 flags;	/* CT_F_* */
+	__u16 rev_nat_index;
+	__u16 ifindex;
+	__u8 tx_flags_seen;
+	__u8 rx_flags_seen;
+	__u32 src_sec_id;
+	__u32 last_tx_report;
+	__u32 last_rx_report;
+};
+
+/* Smaller than Cilium's defaults (524288 / 262144): LRU maps are preallocated, and the lab
+ * loads one set per node. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct ipv4_ct_tuple);
+	__type(value, struct ct_entry);
+	__uint(max_entries, 65536);
+} pylium_ct4_global SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct ipv4_ct_tuple);
+	__type(value, struct ct_entry);
+	__uint(max_entries, 32768);
+} pylium_ct_any4_global SEC(".maps");
+
+static __always_inline struct ct_entry *ct_find4(const struct ipv4_ct_tuple *t, __u32 now)
+{
+	struct ct_entry *e;
+
+	if (t->nexthdr == IPPROTO_TCP)
+		e = bpf_map_lookup_elem(&pylium_ct4_global, t);
+	else
+		e = bpf_map_lookup_elem(&pylium_ct_any4_global, t);
+	return e && e->lifetime >= now ? e : NULL;
+}
+
+static __always_inline __u32 ct_lifetime(__u8 proto, __u16 flags)
+{
+	if (proto != IPPROTO_TCP)
+		return ct_timeout_regular_any;
+	if (flags & (CT_F_RX_CLOSING | CT_F_TX_CLOSING))
+		return ct_timeout_regular_tcp_fin;
+	if (!(flags & CT_F_SEEN_NON_SYN))
+		return ct_timeout_regular_tcp_syn;
+	return ct_timeout_regular_tcp;
+}
+
+/* Folds the packet's TCP flags into the entry; returns whether they are new for that side. */
+static __always_inline bool ct_track_tcp(struct ct_entry *e, __u8 tcp_flags, bool reply)
+{
+	__u8 seen = reply ? e->rx_flags_seen : e->tx_flags_seen;
+
+	if (reply)
+		e->rx_flags_seen |= tcp_flags;
+	else
+		e->tx_flags_seen |= tcp_flags;
+	if (tcp_flags & TCP_F_RST)
+		e->flags |= CT_F_RX_CLOSING | CT_F_TX_CLOSING;
+	else if (tcp_flags & TCP_F_FIN)
+		e->flags |= reply ? CT_F_RX_CLOSING : CT_F_TX_CLOSING;
+	if (!(tcp_flags & TCP_F_SYN))
+		e->flags |= CT_F_SEEN_NON_SYN;
+	return (tcp_flags & ~seen) != 0;
+}
+
+/* Looks the packet up and creates the entry of a new connection. Returns CT_NEW,
+ * CT_ESTABLISHED or CT_REPLY, or -DROP_CT_CREATE_FAILED. ``*notify`` says whether the packet
+ * is worth a trace event under monitor aggregation (a new connection or new TCP flags). */
+static __always_inline int ct_process4(const struct flow_info *f, __u8 tuple_flags, __u32 len,
+				       bool *notify)
+{
+	__u32 now = bpf_ktime_get_ns() / 1000000000ULL;
+	struct ipv4_ct_tuple t = {
+		.daddr = f->daddr,
+		.saddr = f->saddr,
+		.dport = bpf_htons(f->dport),
+		.sport = bpf_htons(f->sport),
+		.nexthdr = f->proto,
+		.flags = tuple_flags,
+	};
+	bool reply = false;
+	struct ct_entry *e;
+
+	*notify = true;
+	if (f->fragment)
+		return CT_NEW;
+	e = ct_find4(&t, now);
+	if (!e) {
+		struct ipv4_ct_tuple r = {
+			.daddr = t.saddr,
+			.saddr = t.daddr,
+			.dport = t.sport,
+			.sport = t.dport,
+			.nexthdr = t.nexthdr,
+			.flags = tuple_flags,
+		};
+		e = ct_find4(&r, now);
+		reply = true;
+	}
+	if (e) {
+		__sync_fetch_and_add(&e->packets, 1);
+		__sync_fetch_and_add(&e->bytes, len);
+		*notify = f->proto == IPPROTO_TCP && ct_track_tcp(e, f->tcp_flags, reply);
+		e->lifetime = now + ct_lifetime(f->proto, e->flags);
+		return reply ? CT_REPLY : CT_ESTABLISHED;
+	}
+
+	struct ct_entry entry = {
+		.packets = 1,
+		.bytes = len,
+		.src_sec_id = f->src_identity,
+	};
+	if (f->proto == IPPROTO_TCP)
+		ct_track_tcp(&entry, f->tcp_flags, false);
+	entry.lifetime = now + ct_lifetime(f->proto, entry.flags);
+	long rc;
+	if (f->proto == IPPROTO_TCP)
+		rc = bpf_map_update_elem(&pylium_ct4_global, &t, &entry, BPF_ANY);
+	else
+		rc = bpf_map_update_elem(&pylium_ct_any4_global, &t, &entry, BPF_ANY);
+	return rc < 0 ? -DROP_CT_CREATE_FAILED : CT_NEW;
+}
+
+#endif
