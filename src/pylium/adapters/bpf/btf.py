@@ -77,11 +77,11 @@ class _VarSecinfo(ctypes.Structure):
     ]
 
 
-def datasec_vars(btf: int, section: str) -> dict[str, tuple[int, int]]:
+def datasec_vars(btf: int | None, section: str) -> dict[str, tuple[int, int]]:
     """variable -> (byte offset, byte size) in ``section`` of an opened object's BTF
     (``bpf_object__btf``); empty when the object has no such section."""
     lib = libbpf.lib()
-    type_id = lib.btf__find_by_name_kind(btf, section.encode(), BTF_KIND_DATASEC)
+    type_id = lib.btf__find_by_name_kind(btf, section.encode(), BTF_KIND_DATASEC) if btf else -1
     if type_id < 0:
         return {}
     ptr = lib.btf__type_by_id(btf, type_id)
