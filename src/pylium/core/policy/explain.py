@@ -26,6 +26,7 @@ from pylium.core.policy.peers import (
     selector_matches,
 )
 from pylium.core.policy.resolve import DirectionPolicy, ResolvedPolicy, Why
+from pylium.core.policy.selectorcache import SelectorCache
 from pylium.model.policy import PolicyRef
 
 
@@ -142,3 +143,23 @@ def _cause(policy: DirectionPolicy) -> str:
         return str(policy.why)
     names = ", ".join(str(r) for r in policy.refs)
     return f"{policy.why}: {names}" if policy.why is Why.RULES else f"{policy.why}; rules: {names}"
+
+
+def explain_identity(
+    resolved: ResolvedPolicy,
+    cache: SelectorCache,
+    *,
+    remote_identity: int,
+    proto: int,
+    port: int,
+    direction: Direction,
+) -> Explanation:
+    """:func:`explain` for a known identity, its labels taken from the selector cache."""
+    return explain(
+        resolved,
+        remote_identity=remote_identity,
+        remote_labels=cache.labels_of(remote_identity) or frozenset(),
+        proto=proto,
+        port=port,
+        direction=direction,
+    )
