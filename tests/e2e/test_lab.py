@@ -10,6 +10,7 @@ import subprocess
 import pytest
 
 from pylium.adapters import procs
+from pylium.lab.plan import bpf_root
 
 from .conftest import Cli
 
@@ -26,19 +27,30 @@ def links() -> set[str]:
     return {line.split(":")[1].strip().split("@")[0] for line in out.stdout.splitlines()}
 
 
-def assert_gone(name: str, state: dict[str, object]) -> None:
-    """Nothing of lab ``name`` is left: namespaces, root links, processes. (Only this lab's
-    objects are checked, so that other labs running on the machine do not matter.)"""
+def netns_mounts(name: str) -> list[str]:
+    """Mount points of lab ``name``'s namespace files (``ip netns add`` bind-mounts each)."""
+    with open("/proc/self/mountinfo") as info:
+        points = [line.split()[4] for line in info]
+    return [p for p in points if p.startswith(f"/run/netns/pl-{name}-")]
+
+
+def assert_gone(cli: Cli, name: str, state: dict[str, object]) -> None:
+    """Nothing of lab ``name`` is left: namespaces, their mounts, root links, processes, the
+    state and BPF directories. (Only this lab's objects are checked, so that other labs running
+    on the machine do not matter.)"""
     assert [ns for ns in netns_list() if ns.startswith(f"pl-{name}-")] == []
+    assert netns_mounts(name) == []
     assert [link for link in links() if link.startswith(f"pl-{name}-")] == []
     pids = state["pids"]
-    assert isinstance(pids, dict)
-    assert all(not procs.alive(pid) for pid in pids.values())
+    assert isinstance(pids, dict) and pids
+    assert [pid for pid in pids.values() if procs.alive(pid)] == []
+    assert not (cli.home / "labs" / name).exists()
+    assert not bpf_root(name).exists()
 
 
 @pytest.mark.parametrize("store", ["local", pytest.param("etcd", marks=pytest.mark.etcd)])
 def test_lab_up_status_down(cli: Cli, store: str) -> None:
-    name = f"t{store[0]}{os.getpid() % 10000}"
+    name = f"t{store[0]}{os.getpid() % 1000000:06d}"  # 8 characters: the longest allowed
     cli(
         "lab",
         "up",
@@ -54,6 +66,9 @@ def test_lab_up_status_down(cli: Cli, store: str) -> None:
     try:
         state = json.loads((cli.home / "labs" / name / "lab.json").read_text())
         assert {f"pl-{name}-fab", f"pl-{name}-n1", f"pl-{name}-n2"} <= netns_list()
+        assert len(netns_mounts(name)) == 3
+        if store == "etcd":
+            assert f"pl-{name}-mg" in links() and "etcd" in state["pids"]
 
         report = json.loads(cli("lab", "status", "--name", name, "-o", "json").stdout)
         assert report["healthy"], report["problems"]
@@ -78,9 +93,9 @@ def test_lab_up_status_down(cli: Cli, store: str) -> None:
         assert again.returncode == 1 and "lab down" in again.stderr
     finally:
         cli("lab", "down", "--name", name, check=False)
-    assert_gone(name, state)
-    assert not (cli.home / "labs" / name).exists()
+    assert_gone(cli, name, state)
     assert cli("get", "nodes", check=False).returncode == 1  # no current context any more
+    assert cli("lab", "down", "--name", name, "--force").returncode == 0  # idempotent
 
 
 def test_down_force_after_crash(cli: Cli) -> None:
@@ -96,7 +111,7 @@ def test_down_force_after_crash(cli: Cli) -> None:
         assert "agent not running" in unhealthy.stdout
     finally:
         cli("lab", "down", "--name", name, "--force")
-    assert_gone(name, state)
+    assert_gone(cli, name, state)
 
 
 def test_bad_lab_requests_are_refused(cli: Cli) -> None:
@@ -109,7 +124,17 @@ def test_bad_lab_requests_are_refused(cli: Cli) -> None:
     assert cli("lab", "status", "--name", "tbad", check=False).returncode == 1
 
 
-def cli_home(cli: Cli) -> os.PathLike[str]:
-    from pathlib import Path
-
-    return Path(cli.env["PYLIUM_HOME"])
+def test_up_refuses_namespaces_it_did_not_record(cli: Cli) -> None:
+    """A leftover namespace of a lab whose state was lost is neither adopted nor deleted."""
+    name = f"tl{os.getpid() % 1000000:06d}"
+    leftover = f"pl-{name}-n1"
+    subprocess.run(["ip", "netns", "add", leftover], check=True)
+    try:
+        refused = cli("lab", "up", "--name", name, "--nodes", "1", check=False)
+        assert refused.returncode == 1
+        assert leftover in refused.stderr and "no lab state records" in refused.stderr
+        assert leftover in netns_list()
+        assert f"pl-{name}-fab" not in netns_list()
+        assert not (cli.home / "labs" / name).exists()
+    finally:
+        subprocess.run(["ip", "netns", "delete", leftover], check=True)

@@ -1,7 +1,8 @@
 """L6: building, inspecting and tearing down a lab from its plan.
 
-Every object created is recorded in ``lab.json`` (written atomically) right after it exists,
-so that ``down --force`` after a crash removes exactly what was made, and nothing else.
+Namespaces and root links are recorded in ``lab.json`` (written atomically) just before they
+are created, processes right after they start, so that ``down --force`` after a crash removes
+exactly what was made (tolerating what was recorded but never made), and nothing else.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pylium.adapters.netlink import netns as nl
 from pylium.adapters.resources import ResourceClient
 from pylium.adapters.store.factory import open_store
 from pylium.base.errors import LabError, PyliumError
-from pylium.lab.plan import ETCD_CLIENT_PORT, ETCD_PEER_PORT, LabPlan, plan_lab
+from pylium.lab.plan import ETCD_CLIENT_PORT, ETCD_PEER_PORT, LabPlan, bpf_root, plan_lab
 from pylium.model.resource import Resource
 from pylium.runtime import context
 
@@ -34,7 +35,6 @@ log = logging.getLogger(__name__)
 HEARTBEAT_PREFIX = "nodes/heartbeat/"
 LEADER_KEY = "operator/leader"
 READY_TIMEOUT = 60.0
-BPFFS = Path("/sys/fs/bpf")
 
 
 @dataclass
@@ -84,7 +84,7 @@ def state_dir(name: str) -> Path:
 
 def bpf_dir(name: str) -> Path:
     """Where the lab's nodes pin their maps (bpffs is shared by all namespaces)."""
-    return BPFFS / f"pylium-lab-{name}"
+    return bpf_root(name)
 
 
 def load_state(name: str) -> LabState | None:
@@ -138,6 +138,16 @@ def up(
     if load_state(name) is not None:
         raise LabError(f"lab {name!r} already exists: run `pylium lab down --name {name}` first")
     plan = plan_lab(name=name, nodes=nodes, store=store, home=context.home(), used=_used_subnets())
+    existing = set(nl.list_netns())
+    leftovers = [ns for ns in plan.namespaces if ns in existing]
+    if plan.store == "etcd" and nl.link_index(None, plan.mgmt_link) is not None:
+        leftovers.append(f"link {plan.mgmt_link}")
+    if leftovers:
+        # Not ours to adopt or delete: a lab whose state was lost, or someone else's.
+        raise LabError(
+            f"lab {name!r}: {', '.join(leftovers)} already exist but no lab state records them; "
+            "remove them by hand (ip netns delete / ip link delete) or choose another --name"
+        )
     state = LabState(name=name, store_url=plan.store_url, subnet=str(plan.subnet))
     _save(state)
     try:
@@ -152,15 +162,15 @@ def up(
 
 def _build(plan: LabPlan, state: LabState, configmap: Mapping[str, str]) -> None:
     fab = plan.fabric_netns
-    nl.create_netns(fab)
     state.netns.append(fab)
     _save(state)
+    nl.create_netns(fab)
     nl.add_bridge(fab, plan.bridge)
     nl.add_address(fab, plan.bridge, plan.gateway)
     for node in plan.nodes:
-        nl.create_netns(node.netns)
         state.netns.append(node.netns)
         _save(state)
+        nl.create_netns(node.netns)
         nl.add_veth(fab, node.fabric_port, node.netns, "eth0")
         nl.set_master(fab, node.fabric_port, plan.bridge)
         nl.add_address(node.netns, "eth0", node.address)
@@ -174,9 +184,9 @@ def _build(plan: LabPlan, state: LabState, configmap: Mapping[str, str]) -> None
     plan.config_path.write_text(json.dumps(dict(configmap), indent=2, sort_keys=True))
 
     if plan.store == "etcd":
-        nl.add_veth(None, plan.mgmt_link, fab, "mgmt")
         state.root_links.append(plan.mgmt_link)
         _save(state)
+        nl.add_veth(None, plan.mgmt_link, fab, "mgmt")
         nl.set_master(fab, "mgmt", plan.bridge)
         nl.add_address(None, plan.mgmt_link, plan.mgmt_address)
         _start_etcd(plan, state)

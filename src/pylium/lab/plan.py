@@ -7,9 +7,14 @@ A lab named ``L`` with nodes ``n1..nN`` is:
 - per node, a namespace ``pl-L-nK`` with ``eth0`` (a veth whose peer ``nK`` sits on the bridge)
   holding the node's underlay address;
 - with the etcd store, a management veth from the root namespace onto the bridge
-  (``pl-L-mgmt``, the subnet's last usable address) so that the CLI reaches the store the way an
+  (``pl-L-mg``, the subnet's last usable address) so that the CLI reaches the store the way an
   operator's workstation reaches a cluster;
-- a state directory ``$PYLIUM_HOME/labs/L`` with ``lab.json`` and per-node directories.
+- a state directory ``$PYLIUM_HOME/labs/L`` with ``lab.json`` and per-node directories (agent
+  log, API socket, config), and per-node BPF pin directories under
+  ``/sys/fs/bpf/pylium-lab-L/`` (pinning needs bpffs, which every namespace shares).
+
+Interface names are checked against the kernel's 15-character limit here, before anything is
+built.
 
 The subnet is the first of the candidate /24s that overlaps nothing in use (routes of the root
 namespace, other labs), and never the default pod pool 10.0.0.0/8.
@@ -30,6 +35,14 @@ NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]{0,7}$")
 MAX_NODES = 32
 ETCD_CLIENT_PORT = 2379
 ETCD_PEER_PORT = 2380
+IFNAMSIZ = 15
+"""Longest interface name the kernel accepts (IFNAMSIZ 16 with the trailing NUL)."""
+BPFFS = Path("/sys/fs/bpf")
+
+
+def bpf_root(lab: str) -> Path:
+    """Where the lab's nodes pin their maps (bpffs is shared by all namespaces)."""
+    return BPFFS / f"pylium-lab-{lab}"
 
 
 def candidate_subnets() -> Iterable[ipaddress.IPv4Network]:
@@ -47,6 +60,7 @@ class NodePlan:
     fabric_port: str
     """The bridge-side veth in the fabric namespace."""
     state_dir: Path
+    bpf_dir: Path
 
     @property
     def socket_path(self) -> Path:
@@ -84,7 +98,7 @@ class LabPlan:
 
     @property
     def mgmt_link(self) -> str:
-        return f"pl-{self.name}-mgmt"
+        return f"pl-{self.name}-mg"
 
     @property
     def mgmt_address(self) -> ipaddress.IPv4Interface:
@@ -107,6 +121,19 @@ class LabPlan:
     @property
     def config_path(self) -> Path:
         return self.state_dir / "config.json"
+
+    @property
+    def namespaces(self) -> tuple[str, ...]:
+        """Every namespace the lab creates, fabric first."""
+        return (self.fabric_netns, *(n.netns for n in self.nodes))
+
+    @property
+    def interface_names(self) -> tuple[str, ...]:
+        """Every interface name the lab creates (in whichever namespace)."""
+        names = [self.bridge, "eth0", *(n.fabric_port for n in self.nodes)]
+        if self.store == "etcd":
+            names += [self.mgmt_link, "mgmt"]
+        return tuple(names)
 
 
 def plan_lab(
@@ -138,7 +165,12 @@ def plan_lab(
             address=ipaddress.IPv4Interface(f"{subnet[10 + i]}/{subnet.prefixlen}"),
             fabric_port=f"n{i}",
             state_dir=state_dir / f"n{i}",
+            bpf_dir=bpf_root(name) / f"n{i}",
         )
         for i in range(1, nodes + 1)
     )
-    return LabPlan(name=name, subnet=subnet, store=store, state_dir=state_dir, nodes=node_plans)
+    plan = LabPlan(name=name, subnet=subnet, store=store, state_dir=state_dir, nodes=node_plans)
+    too_long = [n for n in plan.interface_names if len(n) > IFNAMSIZ]
+    if too_long:
+        raise LabError(f"interface names longer than {IFNAMSIZ} characters: {', '.join(too_long)}")
+    return plan

@@ -20,8 +20,13 @@ from pylium.base.errors import DatapathError
 
 @contextmanager
 def _ipr(ns: str | None) -> Iterator[Any]:
+    # pyroute2 would create a missing namespace (O_CREAT), silently resurrecting one that a
+    # crash or a typo made disappear; with flags=0 it fails but leaks its event loop, so the
+    # namespace is looked up first.
+    if ns and ns not in netns.listnetns():
+        raise DatapathError(f"netns {ns}", "open", "no such network namespace")
     try:
-        handle = NetNS(ns) if ns else IPRoute()
+        handle = NetNS(ns, flags=0) if ns else IPRoute()
     except (OSError, NetlinkError) as err:
         raise DatapathError(f"netns {ns}", "open", str(err)) from err
     try:
