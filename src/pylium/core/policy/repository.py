@@ -21,6 +21,7 @@ class Repository:
     def __init__(self) -> None:
         self._rules: dict[ResourceKey, tuple[policy.Rule, ...]] = {}
         self._revision = 1
+        self._index: _SubjectIndex | None = None
 
     @property
     def revision(self) -> int:
@@ -36,6 +37,7 @@ class Repository:
         else:
             del self._rules[key]
         self._revision += 1
+        self._index = None
         return self._revision
 
     def delete(self, key: ResourceKey) -> int:
@@ -71,14 +73,40 @@ class Repository:
         egress_named_ports: NamedPorts = NO_NAMED_PORTS,
     ) -> ResolvedPolicy:
         """The endpoint's policy at the current revision."""
+        if self._index is None:
+            self._index = _SubjectIndex(self.rules())
         return resolve(
-            self.rules(),
+            self._index.candidates(subject),
             subject,
             config,
             ingress_named_ports=ingress_named_ports,
             egress_named_ports=egress_named_ports,
             revision=self._revision,
         )
+
+
+class _SubjectIndex:
+    """Rules by one ``matchLabels`` pair of their subject selector, so that resolving an
+    endpoint only tests the rules that can select it (order of the repository kept)."""
+
+    def __init__(self, rules: Sequence[policy.Rule]) -> None:
+        self._rules = rules
+        self._always: list[int] = []
+        self._by_label: dict[tuple[str, str], list[int]] = {}
+        for pos, rule in enumerate(rules):
+            sel = rule.endpoint_selector or rule.node_selector
+            if sel is None or not sel.match_labels:
+                self._always.append(pos)
+                continue
+            key, value = sel.match_labels[0]
+            self._by_label.setdefault((key.partition(":")[2], value), []).append(pos)
+
+    def candidates(self, subject: Subject) -> list[policy.Rule]:
+        found = set(self._always)
+        for text in subject.labels:
+            key, _, value = text.partition(":")[2].partition("=")
+            found.update(self._by_label.get((key, value), ()))
+        return [self._rules[pos] for pos in sorted(found)]
 
 
 def load_objects(bodies: Iterable[Mapping[str, Any]], *, cluster: str = "") -> Repository:
