@@ -7,6 +7,11 @@ PYLIUM=.venv/bin/pylium
 export PYLIUM_HOME=${PYLIUM_HOME:-/run/pylium}
 LAB=demo
 
+if [ -e "$PYLIUM_HOME/labs/$LAB/lab.json" ]; then
+  # Not ours to tear down: the trap below would remove a lab this run did not build.
+  echo "a lab named $LAB already exists: run '$PYLIUM lab down --name $LAB' first" >&2
+  exit 1
+fi
 cleanup() { "$PYLIUM" lab down --name "$LAB" --force >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 

@@ -74,6 +74,7 @@ def test_lab_up_status_down(cli: Cli, store: str) -> None:
         assert report["healthy"], report["problems"]
         assert [n["name"] for n in report["nodes"]] == ["n1", "n2"]
         assert all(n["registered"] and n["heartbeat"] for n in report["nodes"])
+        assert all(n["netns"] and n["address_present"] for n in report["nodes"])
         assert report["operator"]["leader"] == f"{name}-operator"
 
         # The CLI's other commands talk to the lab by default.
@@ -109,6 +110,8 @@ def test_down_force_after_crash(cli: Cli) -> None:
         unhealthy = cli("lab", "status", "--name", name, check=False)
         assert unhealthy.returncode == 1
         assert "agent not running" in unhealthy.stdout
+        assert "n2: namespace missing" in unhealthy.stdout
+        assert "n1: underlay address" not in unhealthy.stdout  # n1's namespace is intact
     finally:
         cli("lab", "down", "--name", name, "--force")
     assert_gone(cli, name, state)

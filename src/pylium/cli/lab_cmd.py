@@ -67,7 +67,7 @@ def status(
         rows = [
             [
                 n["name"],
-                n["address"],
+                n["address"] + ("" if n["address_present"] else " (missing)"),
                 "yes" if n["netns"] else "MISSING",
                 f"{n['agent_pid']}" + ("" if n["agent_running"] else " (dead)"),
                 "yes" if n["registered"] else "no",

@@ -323,6 +323,13 @@ class LabStatus:
         }
 
 
+def _has_address(ns: str, address: ipaddress.IPv4Interface) -> bool:
+    try:
+        return address in nl.addresses(ns, "eth0")
+    except PyliumError:  # the namespace went away meanwhile
+        return False
+
+
 def status(name: str) -> LabStatus:
     state = load_state(name)
     if state is None:
@@ -344,10 +351,13 @@ def status(name: str) -> LabStatus:
         registered, cilium_nodes, beats, leader = set(), set(), set(), ""
     for node_name, info in sorted(state.nodes.items()):
         pid = state.pids.get(f"agent-{node_name}", 0)
+        in_netns = info["netns"] in existing
+        address = ipaddress.IPv4Interface(info["address"])
         row = {
             "name": node_name,
-            "netns": info["netns"] in existing,
+            "netns": in_netns,
             "address": info["address"],
+            "address_present": in_netns and _has_address(info["netns"], address),
             "agent_pid": pid,
             "agent_running": bool(pid) and procs.alive(pid),
             "registered": node_name in registered and node_name in cilium_nodes,
@@ -355,6 +365,7 @@ def status(name: str) -> LabStatus:
         }
         for key, what in (
             ("netns", "namespace missing"),
+            ("address_present", f"underlay address {address} missing on eth0"),
             ("agent_running", "agent not running"),
             ("registered", "Node/CiliumNode not registered"),
             ("heartbeat", "no heartbeat"),
