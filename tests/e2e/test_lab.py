@@ -6,13 +6,14 @@ import json
 import os
 import signal
 import subprocess
+import time
 
 import pytest
 
 from pylium.adapters import procs
 from pylium.lab.plan import bpf_root
 
-from .conftest import Cli
+from .conftest import PYLIUM, Cli
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -44,8 +45,24 @@ def assert_gone(cli: Cli, name: str, state: dict[str, object]) -> None:
     pids = state["pids"]
     assert isinstance(pids, dict) and pids
     assert [pid for pid in pids.values() if procs.alive(pid)] == []
+    lab_dir = str(cli.home / "labs" / name)
+    assert lab_processes(lab_dir) == []  # also those a crash may have left unrecorded
     assert not (cli.home / "labs" / name).exists()
     assert not bpf_root(name).exists()
+
+
+def lab_processes(lab_dir: str) -> list[int]:
+    """PIDs whose command line names the lab's directory (its agents, operator, etcd)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                    if lab_dir.encode() in cmdline.read() and procs.alive(int(entry)):
+                        found.append(int(entry))
+            except OSError:
+                continue
+    return found
 
 
 @pytest.mark.parametrize("store", ["local", pytest.param("etcd", marks=pytest.mark.etcd)])
@@ -99,9 +116,10 @@ def test_lab_up_status_down(cli: Cli, store: str) -> None:
     assert cli("lab", "down", "--name", name, "--force").returncode == 0  # idempotent
 
 
-def test_down_force_after_crash(cli: Cli) -> None:
-    name = f"tc{os.getpid() % 10000}"
-    cli("lab", "up", "--nodes", "2", "--name", name)
+@pytest.mark.parametrize("store", ["local", pytest.param("etcd", marks=pytest.mark.etcd)])
+def test_down_force_after_crash(cli: Cli, store: str) -> None:
+    name = f"tc{store[0]}{os.getpid() % 10000}"
+    cli("lab", "up", "--nodes", "2", "--name", name, "--store", store)
     state = json.loads((cli.home / "labs" / name / "lab.json").read_text())
     try:
         for pid in state["pids"].values():
@@ -125,6 +143,40 @@ def test_bad_lab_requests_are_refused(cli: Cli) -> None:
     assert bad_nodes.returncode == 1 and "--nodes" in bad_nodes.stderr
     assert not any(ns.startswith("pl-tbad-") for ns in netns_list())
     assert cli("lab", "status", "--name", "tbad", check=False).returncode == 1
+
+
+def test_down_force_after_up_was_killed(cli: Cli) -> None:
+    """``lab up`` killed -9 half-way: the record it leaves is enough for ``down --force``."""
+    name = f"tk{os.getpid() % 10000}"
+    state_file = cli.home / "labs" / name / "lab.json"
+    up = subprocess.Popen(
+        [PYLIUM, "lab", "up", "--nodes", "2", "--name", name],
+        env=cli.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        # Wait (bounded) until the operator is recorded: agents are started after it.
+        for _ in range(600):
+            if up.poll() is not None:
+                break
+            try:
+                if "operator" in json.loads(state_file.read_text())["pids"]:
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.1)
+        assert up.poll() is None, "lab up ended before it could be interrupted"
+        up.kill()
+        up.wait()
+        state = json.loads(state_file.read_text())
+        assert f"pl-{name}-fab" in state["netns"] and "operator" in state["pids"]
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+        cli("lab", "down", "--name", name, "--force")
+    assert_gone(cli, name, state)
 
 
 def test_up_refuses_namespaces_it_did_not_record(cli: Cli) -> None:
