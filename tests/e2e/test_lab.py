@@ -90,6 +90,7 @@ def test_lab_up_status_down(cli: Cli, store: str) -> None:
         report = json.loads(cli("lab", "status", "--name", name, "-o", "json").stdout)
         assert report["healthy"], report["problems"]
         assert [n["name"] for n in report["nodes"]] == ["n1", "n2"]
+        assert report["store_backend"] == store and report["store"] == state["store_url"]
         assert all(n["registered"] and n["heartbeat"] for n in report["nodes"])
         assert all(n["netns"] and n["address_present"] for n in report["nodes"])
         assert report["operator"]["leader"] == f"{name}-operator"

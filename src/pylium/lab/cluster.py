@@ -316,6 +316,7 @@ class LabStatus:
         return {
             "name": self.name,
             "store": self.store_url,
+            "store_backend": self.store_url.partition(":")[0],
             "healthy": self.healthy,
             "nodes": self.nodes,
             "operator": self.operator,
