@@ -289,3 +289,24 @@ def test_committed_crds_match_the_schemas() -> None:
         schema = doc["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
         assert schema["type"] == "object"
         assert "&id" not in text
+
+
+def test_selector_keys_may_name_a_label_source() -> None:
+    body = cnp(
+        ingress=[
+            {
+                "fromEndpoints": [
+                    {
+                        "matchLabels": {
+                            "k8s:io.kubernetes.pod.namespace": "prod",
+                            "reserved:host": "",
+                            "any:app": "web",
+                        }
+                    }
+                ]
+            }
+        ]
+    )
+    assert problems(body) == []
+    bad = cnp(ingress=[{"fromEndpoints": [{"matchLabels": {"k8s:bad key": "x"}}]}])
+    assert any("matchLabels.k8s:bad key" in line for line in problems(bad))

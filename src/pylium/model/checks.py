@@ -31,10 +31,36 @@ def label_problems(labels: Mapping[str, Any], path: Path) -> Iterator[Problem]:
             yield (*path, key), f'Invalid value: "{value}": not a valid label value'
 
 
+LABEL_SOURCES = (
+    "k8s",
+    "reserved",
+    "any",
+    "unspec",
+    "cidr",
+    "cidrgroup",
+    "fqdn",
+    "node",
+    "cni",
+    "gen",
+    "directory",
+    "container",
+)
+"""Cilium's label sources: a policy selector key may name one (``k8s:app``, ``reserved:host``)."""
+
+
+def _strip_source(key: str) -> str:
+    source, sep, rest = key.partition(":")
+    return rest if sep and source in LABEL_SOURCES else key
+
+
 def _selector_problems(selector: Any, path: Path) -> Iterator[Problem]:
     if not isinstance(selector, Mapping):
         return
-    yield from label_problems(selector.get("matchLabels") or {}, (*path, "matchLabels"))
+    match_labels = selector.get("matchLabels") or {}
+    if isinstance(match_labels, Mapping):
+        for key, value in match_labels.items():
+            for _, message in label_problems({_strip_source(key): value}, ()):
+                yield (*path, "matchLabels", key), message
     for index, expr in enumerate(selector.get("matchExpressions") or []):
         if not isinstance(expr, Mapping):
             continue
