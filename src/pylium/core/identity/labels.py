@@ -1,47 +1,71 @@
 """L2: which of an endpoint's labels make up its security identity.
 
-Labels are written ``source:key=value``. A pod's identity labels are its own labels plus the
+Labels are written ``source:key=value`` (sources: k8s, reserved, unspec, any, cni, gen, cidr,
+cidrgroup, fqdn, node, directory). A pod's identity labels are its own labels plus the
 synthetic ones Cilium adds (namespace, namespace labels, service account, cluster), filtered
-by Cilium's default identity-relevant prefixes (``pkg/labelsfilter``): everything is kept
-except the excluded Kubernetes bookkeeping labels. A user filter (Cilium's ``--labels``) uses
-the same syntax: ``prefix`` to include, ``!prefix`` to exclude; any include switches to
-whitelist semantics, as upstream does.
+as ``pkg/labelsfilter`` does. The filter is a list of prefixes, each a regular expression that
+must match at the start of the key, optionally restricted to a source (``k8s:app``), ``!`` to
+ignore. A label is kept when the longest matching include is longer than the shortest
+matching ignore, or when no ignore matches and the filter is not a whitelist. Cilium's default
+list includes its own synthetic labels and ``app.kubernetes.io`` and ignores Kubernetes
+bookkeeping (``pod-template-hash``, ``controller-revision-hash``, ...); any include given by
+the user (``--labels``) turns the filter into a whitelist.
 """
 
 from __future__ import annotations
 
+import enum
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+
+class Source(enum.StrEnum):
+    """Label sources (``pkg/labels/labels.go``)."""
+
+    K8S = "k8s"
+    RESERVED = "reserved"
+    UNSPEC = "unspec"
+    ANY = "any"
+    CNI = "cni"
+    GENERATED = "gen"
+    CIDR = "cidr"
+    CIDR_GROUP = "cidrgroup"
+    FQDN = "fqdn"
+    NODE = "node"
+    DIRECTORY = "directory"
+
 
 NAMESPACE_LABEL = "io.kubernetes.pod.namespace"
 NAMESPACE_LABELS_PREFIX = "io.cilium.k8s.namespace.labels."
 SERVICE_ACCOUNT_LABEL = "io.cilium.k8s.policy.serviceaccount"
 CLUSTER_LABEL = "io.cilium.k8s.policy.cluster"
+_K8S = Source.K8S.value
+POD_NAME_LABEL = "io.kubernetes.pod.name"
+"""Synthetic, but not part of the identity (it would give every pod its own)."""
 
-DEFAULT_INCLUDES = (
-    NAMESPACE_LABEL,
-    NAMESPACE_LABELS_PREFIX.rstrip("."),
-    "app.kubernetes.io",
-    CLUSTER_LABEL,
-    SERVICE_ACCOUNT_LABEL,
-)
-DEFAULT_EXCLUDES = (
-    r"io\.kubernetes",
-    r"kubernetes\.io",
-    r".*beta\.kubernetes\.io",
-    r"k8s\.io",
-    r"topology\.kubernetes\.io",
-    r"statefulset\.kubernetes\.io/pod-name",
-    r"apps\.kubernetes\.io/pod-index",
-    r"batch\.kubernetes\.io/job-completion-index",
-    r"batch\.kubernetes\.io/controller-uid",
-    r"pod-template-generation",
-    r"pod-template-hash",
-    r"controller-revision-hash",
-    r"controller-uid",
-    r"annotation.*",
-    r"etcd_node",
+DEFAULT_PREFIXES = (
+    "reserved:.*",
+    re.escape(NAMESPACE_LABEL),
+    re.escape(NAMESPACE_LABELS_PREFIX.rstrip(".")),
+    re.escape("app.kubernetes.io"),
+    re.escape(CLUSTER_LABEL),
+    re.escape(SERVICE_ACCOUNT_LABEL),
+    r"!io\.kubernetes",
+    r"!kubernetes\.io",
+    r"!.*beta\.kubernetes\.io",
+    r"!k8s\.io",
+    r"!topology\.kubernetes\.io",
+    r"!statefulset\.kubernetes\.io/pod-name",
+    r"!apps\.kubernetes\.io/pod-index",
+    r"!batch\.kubernetes\.io/job-completion-index",
+    r"!batch\.kubernetes\.io/controller-uid",
+    "!pod-template-generation",
+    "!pod-template-hash",
+    "!controller-revision-hash",
+    "!controller-uid",
+    "!annotation.*",
+    "!etcd_node",
 )
 
 
@@ -61,40 +85,64 @@ class Label:
         """``source:key=value``; a missing source means ``unspec``."""
         source, sep, rest = text.partition(":")
         if not sep or "=" in source or "/" in source:
-            source, rest = "unspec", text
+            source, rest = Source.UNSPEC.value, text
         key, _, value = rest.partition("=")
         return cls(source, key, value)
 
 
 @dataclass(frozen=True, slots=True)
+class LabelPrefix:
+    """One filter entry: ``[source:][!]regex``."""
+
+    pattern: str
+    source: str = ""
+    ignore: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> LabelPrefix:
+        source, sep, prefix = text.partition(":")
+        if not sep:
+            source, prefix = "", text
+        ignore = prefix.startswith("!")
+        prefix = prefix.removeprefix("!")
+        if not prefix:
+            raise ValueError(f"label prefix {text!r} is empty")
+        re.compile(prefix)  # a bad expression fails here, naming the pattern
+        return cls(prefix, source, ignore)
+
+    def match_length(self, label: Label) -> int | None:
+        """How much of the key the prefix matches from its start; None when it does not."""
+        if self.source and self.source != label.source:
+            return None
+        found = re.match(self.pattern, label.key)
+        return found.end() if found else None
+
+
+@dataclass(frozen=True, slots=True)
 class LabelFilter:
-    includes: tuple[str, ...] = ()
-    """Prefixes (regular expressions anchored at the start) that are kept; empty: all."""
-    excludes: tuple[str, ...] = DEFAULT_EXCLUDES
+    prefixes: tuple[LabelPrefix, ...] = tuple(LabelPrefix.parse(p) for p in DEFAULT_PREFIXES)
+    whitelist: bool = False
+    """True once the user adds an include: then only included labels are kept."""
 
     @classmethod
     def from_user(cls, patterns: Sequence[str]) -> LabelFilter:
-        """Cilium's ``--labels`` syntax on top of the defaults."""
-        includes = tuple(p for p in patterns if not p.startswith("!"))
-        excludes = tuple(p[1:] for p in patterns if p.startswith("!"))
-        return cls(includes=includes, excludes=DEFAULT_EXCLUDES + excludes)
+        """Cilium's ``--labels`` syntax, appended to the defaults."""
+        extra = tuple(LabelPrefix.parse(p) for p in patterns if p)
+        return cls(prefixes=cls().prefixes + extra, whitelist=any(not p.ignore for p in extra))
 
     def relevant(self, label: Label) -> bool:
-        if label.source == "reserved":
+        included, ignored = 0, None
+        for prefix in self.prefixes:
+            length = prefix.match_length(label)
+            if length is None:
+                continue
+            if prefix.ignore:
+                ignored = length if ignored is None else min(ignored, length)
+            else:
+                included = max(included, length)
+        if ignored is None and not self.whitelist:
             return True
-        if any(re.match(p, label.key) for p in DEFAULT_INCLUDES):
-            return True
-        if self.includes:
-            return any(_matches(p, label) for p in self.includes)
-        return not any(_matches(p, label) for p in self.excludes)
-
-
-def _matches(pattern: str, label: Label) -> bool:
-    """A key prefix, optionally with a source (``k8s:app`` matches only ``k8s`` labels)."""
-    source, sep, key = pattern.partition(":")
-    if sep and re.fullmatch(r"[a-z0-9-]+", source):
-        return label.source == source and re.match(key, label.key) is not None
-    return re.match(pattern, label.key) is not None
+        return included > (ignored or 0)
 
 
 def identity_labels(
@@ -107,9 +155,9 @@ def identity_labels(
     label_filter: LabelFilter = LabelFilter(),
 ) -> tuple[Label, ...]:
     """The sorted identity-relevant labels of a pod, as ``k8s:`` labels."""
-    labels = [Label("k8s", k, v) for k, v in pod_labels.items()]
-    labels.append(Label("k8s", NAMESPACE_LABEL, namespace))
-    labels += [Label("k8s", NAMESPACE_LABELS_PREFIX + k, v) for k, v in namespace_labels.items()]
-    labels.append(Label("k8s", SERVICE_ACCOUNT_LABEL, service_account))
-    labels.append(Label("k8s", CLUSTER_LABEL, cluster))
+    labels = [Label(_K8S, k, v) for k, v in pod_labels.items()]
+    labels.append(Label(_K8S, NAMESPACE_LABEL, namespace))
+    labels += [Label(_K8S, NAMESPACE_LABELS_PREFIX + k, v) for k, v in namespace_labels.items()]
+    labels.append(Label(_K8S, SERVICE_ACCOUNT_LABEL, service_account))
+    labels.append(Label(_K8S, CLUSTER_LABEL, cluster))
     return tuple(sorted({lb for lb in labels if label_filter.relevant(lb)}))

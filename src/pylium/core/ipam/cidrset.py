@@ -7,13 +7,14 @@ are taken. Restoring from existing CiliumNodes is ``occupy``.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from pylium.base import netaddr
 from pylium.base.errors import AllocationError
+from pylium.base.netaddr import Network
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+__all__ = ["EXHAUSTED", "CIDRSet", "Network"]
 
 EXHAUSTED = (
     "CIDR allocation failed; there are no remaining CIDRs left to allocate in the accepted range"
@@ -31,7 +32,7 @@ class CIDRSet:
 
     def __post_init__(self) -> None:
         for pool in self.pools:
-            if self.mask_size < pool.prefixlen or self.mask_size > pool.max_prefixlen:
+            if not pool.prefixlen <= self.mask_size <= pool.max_prefixlen:
                 raise AllocationError(
                     str(pool),
                     f"mask size /{self.mask_size} must be between /{pool.prefixlen} "
@@ -40,57 +41,52 @@ class CIDRSet:
 
     @property
     def capacity(self) -> int:
-        return sum(2 ** (self.mask_size - p.prefixlen) for p in self.pools)
+        return sum(netaddr.subnet_count(p, self.mask_size) for p in self.pools)
 
     @property
     def used(self) -> int:
         return len(self.taken)
 
+    @property
+    def free(self) -> int:
+        return self.capacity - self.used
+
     def allocate(self) -> Network:
         """The lowest free block; AllocationError (upstream's message) when none is left."""
         for pool in self.pools:
-            size = 2 ** (pool.max_prefixlen - self.mask_size)
-            count = 2 ** (self.mask_size - pool.prefixlen)
-            # Skip over taken blocks by index arithmetic rather than materialising subnets,
-            # so a /8 carved in /24s (65536 blocks) stays cheap.
+            # Walk the taken indexes rather than the blocks, so that a /8 carved in /24s
+            # (65536 blocks) stays cheap.
             taken_here = sorted(
-                (int(t.network_address) - int(pool.network_address)) // size
-                for t in self.taken
-                if t.subnet_of(pool)  # type: ignore[arg-type]
+                netaddr.subnet_index(pool, t) for t in self.taken if netaddr.contains(pool, t)
             )
             index = 0
             for t in taken_here:
                 if t > index:
                     break
-                if t == index:
-                    index += 1
-            if index < count:
-                block = ipaddress.ip_network(
-                    (int(pool.network_address) + index * size, self.mask_size)
-                )
+                index = t + 1
+            if index < netaddr.subnet_count(pool, self.mask_size):
+                block = netaddr.nth_subnet(pool, self.mask_size, index)
                 self.taken.add(block)
                 return block
         raise AllocationError(", ".join(str(p) for p in self.pools), EXHAUSTED)
 
     def occupy(self, block: Network) -> None:
         """Mark ``block`` taken (restoring state); it must be one of this set's blocks."""
-        if block.prefixlen != self.mask_size or not any(
-            block.version == p.version and block.subnet_of(p)  # type: ignore[arg-type]
-            for p in self.pools
-        ):
+        if not self.contains(block):
             raise AllocationError(
                 str(block), f"not a /{self.mask_size} block of {', '.join(map(str, self.pools))}"
             )
         self.taken.add(block)
 
     def release(self, block: Network) -> bool:
+        """Give ``block`` back; False (harmless) when it was not taken."""
         if block in self.taken:
             self.taken.remove(block)
             return True
         return False
 
     def contains(self, block: Network) -> bool:
+        """Whether ``block`` is one of this set's blocks (taken or not)."""
         return block.prefixlen == self.mask_size and any(
-            block.version == p.version and block.subnet_of(p)  # type: ignore[arg-type]
-            for p in self.pools
+            netaddr.contains(p, block) for p in self.pools
         )
