@@ -1,0 +1,326 @@
+"""L2: desired load-balancer BPF map rows as data, and the ordered plan to reach them.
+
+Row shapes follow Cilium's maps (``bpf/lib/common.h``, ``pkg/loadbalancer/maps``):
+
+* services (``cilium_lb{4,6}_services_v2``): key (frontend IP, port, protocol, scope, slot).
+  Slot 0 is the master entry: ``count`` (slots taking new connections), ``qcount`` (slots
+  kept for existing flows), ``rev_nat_index``, ``flags``, and in the ``backend_id`` field the
+  session-affinity timeout with the per-service LB algorithm in the top 8 bits. Slots 1..n
+  carry a backend ID each.
+* backends (``cilium_lb{4,6}_backends_v3``): ID -> IP, port, protocol, state flags.
+* reverse NAT (``cilium_lb{4,6}_reverse_nat``): rev-NAT ID -> frontend IP and port.
+* Maglev (``cilium_lb{4,6}_maglev``): rev-NAT ID -> inner table of M backend IDs.
+* affinity match (``cilium_lb_affinity_match``): (rev-NAT ID, backend ID) for active
+  backends of services with ClientIP affinity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import IntEnum, IntFlag, StrEnum
+from typing import Any
+
+from pylium.core.lb import ids as idalloc
+from pylium.core.lb.addr import (
+    BackendState,
+    IPAddress,
+    L3n4Addr,
+    Protocol,
+    Scope,
+    SVCType,
+    TrafficPolicy,
+)
+from pylium.core.lb.k8s import Service
+from pylium.core.lb.maglev import MaglevBackend, MaglevConfig, backend_hash_string, lookup_table
+from pylium.core.lb.services import LB_ALGORITHM_ANNOTATION, Selection
+
+LB_ALGORITHM_SHIFT = 24
+
+
+class ServiceFlag(IntFlag):
+    """``lb{4,6}_service.flags`` (u16; flags and flags2 in the C struct)."""
+
+    EXTERNAL_IPS = 1 << 0
+    NODE_PORT = 1 << 1
+    EXT_LOCAL_SCOPE = 1 << 2
+    HOST_PORT = 1 << 3
+    SESSION_AFFINITY = 1 << 4
+    LOAD_BALANCER = 1 << 5
+    ROUTABLE = 1 << 6
+    SOURCE_RANGE = 1 << 7
+    LOCAL_REDIRECT = 1 << 8
+    NAT_46X64 = 1 << 9
+    L7_LOAD_BALANCER = 1 << 10
+    LOOPBACK = 1 << 11
+    INT_LOCAL_SCOPE = 1 << 12
+    TWO_SCOPES = 1 << 13
+    QUARANTINED = 1 << 14
+    FWD_MODE_DSR = 1 << 15
+
+
+_TYPE_FLAG = {
+    SVCType.EXTERNAL_IPS: ServiceFlag.EXTERNAL_IPS,
+    SVCType.NODE_PORT: ServiceFlag.NODE_PORT,
+    SVCType.LOAD_BALANCER: ServiceFlag.LOAD_BALANCER,
+    SVCType.HOST_PORT: ServiceFlag.HOST_PORT,
+    SVCType.LOCAL_REDIRECT: ServiceFlag.LOCAL_REDIRECT,
+}
+
+
+def flag_type(flags: int) -> SVCType:
+    """The service type a flags word encodes (``ServiceFlags.SVCType``)."""
+    for typ, flag in _TYPE_FLAG.items():
+        if flags & flag:
+            return typ
+    return SVCType.CLUSTER_IP
+
+
+class LBAlgorithm(IntEnum):
+    UNDEF = 0
+    RANDOM = 1
+    MAGLEV = 2
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceKey:
+    address: IPAddress
+    port: int
+    protocol: Protocol
+    scope: Scope = Scope.EXTERNAL
+    slot: int = 0
+
+    @property
+    def frontend(self) -> L3n4Addr:
+        return L3n4Addr(self.address, self.port, self.protocol, self.scope)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServiceValue:
+    backend_id: int = 0
+    count: int = 0
+    qcount: int = 0
+    rev_nat_index: int
+    flags: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BackendValue:
+    address: L3n4Addr
+    state: BackendState = BackendState.ACTIVE
+
+    @property
+    def flags(self) -> int:
+        return self.state.datapath_flags
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rows:
+    """Everything the load-balancer maps should hold, keyed like the maps."""
+
+    services: Mapping[ServiceKey, ServiceValue] = field(default_factory=dict)
+    backends: Mapping[int, BackendValue] = field(default_factory=dict)
+    rev_nat: Mapping[int, L3n4Addr] = field(default_factory=dict)
+    maglev: Mapping[int, tuple[int, ...]] = field(default_factory=dict)
+    affinity: frozenset[tuple[int, int]] = frozenset()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LBSettings:
+    """The agent settings translation needs (``bpf-lb-*``)."""
+
+    algorithm: LBAlgorithm = LBAlgorithm.RANDOM
+    """``bpf-lb-algorithm``."""
+    maglev: MaglevConfig | None = None
+    """Required when any frontend uses Maglev."""
+    algorithm_annotation: bool = False
+    """``bpf-lb-algorithm-annotation``: honour ``service.cilium.io/lb-algorithm``."""
+    external_cluster_ip: bool = False
+    """``bpf-lb-external-clusterip``."""
+    dsr: bool = False
+    """``bpf-lb-mode`` dsr (hybrid: DSR for TCP only, decided by the caller)."""
+
+
+def annotated_algorithm(service: Service | None, settings: LBSettings) -> LBAlgorithm:
+    if service is None or not settings.algorithm_annotation:
+        return LBAlgorithm.UNDEF
+    value = service.annotations.get(LB_ALGORITHM_ANNOTATION, "")
+    return {"random": LBAlgorithm.RANDOM, "maglev": LBAlgorithm.MAGLEV}.get(
+        value, LBAlgorithm.UNDEF
+    )
+
+
+def service_flags(service: Service | None, sel: Selection, settings: LBSettings) -> int:
+    """``NewSvcFlag``: type, traffic-policy scopes, affinity, routability, DSR."""
+    fe = sel.frontend
+    flags = _TYPE_FLAG.get(fe.type, ServiceFlag(0))
+    if service is not None:
+        ext_local = service.external_traffic_policy is TrafficPolicy.LOCAL
+        int_local = service.internal_traffic_policy is TrafficPolicy.LOCAL
+        if ext_local:
+            flags |= ServiceFlag.EXT_LOCAL_SCOPE
+        if int_local:
+            flags |= ServiceFlag.INT_LOCAL_SCOPE
+        if ext_local != int_local and fe.type is not SVCType.CLUSTER_IP:
+            flags |= ServiceFlag.TWO_SCOPES
+        if service.session_affinity:
+            flags |= ServiceFlag.SESSION_AFFINITY
+    if not fe.address.is_surrogate and (
+        fe.type is not SVCType.CLUSTER_IP or settings.external_cluster_ip
+    ):
+        flags |= ServiceFlag.ROUTABLE
+    if settings.dsr and fe.type is not SVCType.CLUSTER_IP:
+        flags |= ServiceFlag.FWD_MODE_DSR
+    return int(flags)
+
+
+def uses_maglev(service: Service | None, sel: Selection, settings: LBSettings) -> bool:
+    """Upstream's ``useMaglev``: only frontends reachable from outside the node."""
+    fe = sel.frontend
+    alg = annotated_algorithm(service, settings)
+    if fe.address.is_surrogate:
+        return False
+    if alg is not LBAlgorithm.UNDEF:
+        return alg is LBAlgorithm.MAGLEV
+    if settings.algorithm is not LBAlgorithm.MAGLEV:
+        return False
+    if fe.type is SVCType.CLUSTER_IP:
+        return settings.external_cluster_ip
+    return fe.type in (
+        SVCType.NODE_PORT,
+        SVCType.LOAD_BALANCER,
+        SVCType.HOST_PORT,
+        SVCType.EXTERNAL_IPS,
+    )
+
+
+def translate(
+    selections: Iterable[Selection],
+    services: Mapping[Any, Service],
+    settings: LBSettings,
+    *,
+    service_ids: idalloc.IDAllocator,
+    backend_ids: idalloc.IDAllocator,
+) -> Rows:
+    """Rows for every selection; IDs come from (and are kept in) the two allocators.
+
+    ``services`` maps each selection's ``frontend.service`` to its Service (HostPort
+    frontends have none). IDs of frontends and backends that are gone are released.
+    """
+    svc_rows: dict[ServiceKey, ServiceValue] = {}
+    be_rows: dict[int, BackendValue] = {}
+    rev_nat: dict[int, L3n4Addr] = {}
+    maglev: dict[int, tuple[int, ...]] = {}
+    affinity: set[tuple[int, int]] = set()
+    selections = sorted(selections, key=lambda s: s.frontend.address.sort_key())
+    for sel in selections:
+        fe = sel.frontend.address
+        service = services.get(sel.frontend.service)
+        rev = service_ids.acquire(str(fe))
+        flags = service_flags(service, sel, settings)
+        key = ServiceKey(fe.address, fe.port, fe.protocol, fe.scope)
+        for slot, be in enumerate(sel.slots, start=1):
+            bid = backend_ids.acquire(str(be.address))
+            be_rows[bid] = BackendValue(address=be.address, state=be.state)
+            svc_rows[ServiceKey(fe.address, fe.port, fe.protocol, fe.scope, slot)] = ServiceValue(
+                backend_id=bid, rev_nat_index=rev, flags=flags
+            )
+            if service is not None and service.session_affinity and be.state is BackendState.ACTIVE:
+                affinity.add((rev, bid))
+        for be in sel.maintenance:
+            bid = backend_ids.acquire(str(be.address))
+            be_rows[bid] = BackendValue(address=be.address, state=be.state)
+        alg = annotated_algorithm(service, settings)
+        timeout = service.affinity_timeout if service and service.session_affinity else 0
+        svc_rows[key] = ServiceValue(
+            backend_id=timeout | (alg << LB_ALGORITHM_SHIFT),
+            count=sel.count,
+            qcount=sel.qcount,
+            rev_nat_index=rev,
+            flags=flags,
+        )
+        rev_nat[rev] = L3n4Addr(fe.address, fe.port, fe.protocol)
+        if sel.count and uses_maglev(service, sel, settings):
+            if settings.maglev is None:
+                raise ValueError("LBSettings.maglev is required when Maglev is used")
+            members = [
+                MaglevBackend(
+                    id=backend_ids.acquire(str(b.address)),
+                    hash_string=backend_hash_string(
+                        b.address.address, b.address.port, b.address.protocol
+                    ),
+                    weight=b.weight,
+                )
+                for b in sel.selectable
+            ]
+            maglev[rev] = lookup_table(members, settings.maglev)
+    service_ids.retain(str(s.frontend.address) for s in selections)
+    backend_ids.retain(str(v.address) for v in be_rows.values())
+    return Rows(
+        services=svc_rows,
+        backends=be_rows,
+        rev_nat=rev_nat,
+        maglev=maglev,
+        affinity=frozenset(affinity),
+    )
+
+
+class MapKind(StrEnum):
+    """Which map an operation touches; map names are per family (see :func:`map_name`)."""
+
+    BACKEND = "backends_v3"
+    REV_NAT = "reverse_nat"
+    MAGLEV = "maglev"
+    AFFINITY_MATCH = "affinity_match"
+    SERVICE = "services_v2"
+
+
+def map_name(kind: MapKind, ipv6: bool) -> str:
+    if kind is MapKind.AFFINITY_MATCH:
+        return "cilium_lb_affinity_match"
+    return f"cilium_lb{6 if ipv6 else 4}_{kind}"
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    """Upsert (``value`` set) or delete (``value`` None) one map entry."""
+
+    kind: MapKind
+    key: Any
+    value: Any = None
+
+
+def _table_ops(
+    kind: MapKind, old: Mapping[Any, Any], new: Mapping[Any, Any]
+) -> tuple[list[Op], list[Op]]:
+    ups = [Op(kind, k, v) for k, v in new.items() if old.get(k) != v]
+    dels = [Op(kind, k) for k in old if k not in new]
+    return ups, dels
+
+
+def plan(old: Rows, new: Rows) -> tuple[tuple[Op, ...], tuple[Op, ...]]:
+    """What to write, then what to delete, to go from ``old`` to ``new``; apply in order.
+
+    Upserts go backends, reverse NAT, Maglev, affinity, service slots, and master entries
+    last, so a slot or table never names a backend that is not there yet and a master never
+    counts slots that do not exist. Deletes go the other way: masters (of removed
+    frontends), slots, affinity, Maglev, reverse NAT, and backends last, after nothing
+    points at them. A master whose count shrinks is rewritten before its surplus slots go.
+    """
+    b_up, b_del = _table_ops(MapKind.BACKEND, old.backends, new.backends)
+    r_up, r_del = _table_ops(MapKind.REV_NAT, old.rev_nat, new.rev_nat)
+    m_up, m_del = _table_ops(MapKind.MAGLEV, old.maglev, new.maglev)
+    a_old = dict.fromkeys(old.affinity, True)
+    a_new = dict.fromkeys(new.affinity, True)
+    a_up, a_del = _table_ops(MapKind.AFFINITY_MATCH, a_old, a_new)
+    s_up, s_del = _table_ops(MapKind.SERVICE, old.services, new.services)
+
+    def by_slot(op: Op) -> tuple[int, tuple[int, int, int, str, int], int]:
+        key: ServiceKey = op.key
+        return (0 if key.slot else 1, key.frontend.sort_key(), key.slot)
+
+    s_up.sort(key=by_slot)
+    s_del.sort(key=lambda op: (1 - by_slot(op)[0], by_slot(op)[1], -op.key.slot))
+    upserts = (*b_up, *r_up, *m_up, *a_up, *s_up)
+    deletes = (*s_del, *a_del, *m_del, *r_del, *b_del)
+    return upserts, deletes
