@@ -1,26 +1,27 @@
-"""cluster-pool: node CIDR carving, the config rules, overlap detection, pod IP allocation."""
+"""cluster-pool: node CIDR carving, config and change rules, overlap detection, the node plan."""
 
 from __future__ import annotations
 
-import ipaddress
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Network, IPv6Network
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from pylium.base.errors import AllocationError
+from pylium.base.errors import AllocationError, ConfigError
+from pylium.base.netaddr import Network
 from pylium.core.ipam.cidrset import EXHAUSTED, CIDRSet
 from pylium.core.ipam.clusterpool import (
     CIDRStatus,
     NodeView,
     PoolConfig,
+    Severity,
     check_change,
     check_config,
     check_overlap,
+    check_pool_change,
     plan_nodes,
 )
-from pylium.core.ipam.hostscope import ROUTER_OWNER, HostScopeAllocator
 
 N = IPv4Network
 
@@ -60,7 +61,7 @@ def test_cidrset_large_pool_is_cheap() -> None:
 @given(st.lists(st.tuples(st.booleans(), st.integers(0, 15)), max_size=60))
 def test_cidrset_never_hands_out_a_block_twice(ops: list[tuple[bool, int]]) -> None:
     cs = CIDRSet([N("10.0.0.0/26"), N("10.0.1.0/27")], 29)  # 8 + 4 blocks
-    held: set[IPv4Network] = set()
+    held: set[Network] = set()
     for is_alloc, pick in ops:
         if is_alloc:
             try:
@@ -149,59 +150,78 @@ def test_plan_adds_a_block_to_a_depleted_node_and_takes_released_ones_back() -> 
     assert decisions["n1"].pod_cidrs == (N("10.0.0.0/24"), N("10.0.2.0/24"))
 
 
-def test_hostscope_never_hands_out_network_or_broadcast() -> None:
-    alloc = HostScopeAllocator([N("10.0.0.0/30")])
-    router = alloc.ensure_router()
-    assert router == IPv4Address("10.0.0.1")
-    assert alloc.allocate("default/a") == IPv4Address("10.0.0.2")
-    with pytest.raises(AllocationError, match="no free IP"):
-        alloc.allocate("default/b")
-    for ip in ("10.0.0.0", "10.0.0.3", "10.0.1.5"):
-        with pytest.raises(AllocationError):
-            alloc.allocate_specific(IPv4Address(ip), "x")
-    assert alloc.usage().status_line() == "IPv4: 2/2 allocated from 10.0.0.0/30"
+def test_check_pool_change_lists_every_problem_errors_first() -> None:
+    problems = check_pool_change([N("10.0.0.0/16"), N("10.1.0.0/16")], 24, [N("10.9.0.0/16")], 30)
+    assert [p.severity for p in problems] == [
+        Severity.ERROR,
+        Severity.ERROR,
+        Severity.ERROR,
+        Severity.WARNING,
+    ]
+    text = "\n".join(p.message for p in problems)
+    assert "entry 0 changed from 10.0.0.0/16 to 10.9.0.0/16" in text
+    assert "entry 1 (10.1.0.0/16) was removed" in text
+    assert "cluster-pool-ipv4-mask-size changed from /24 to /30" in text
+    assert "/29 or shorter is recommended" in text
+    assert check_pool_change([N("10.0.0.0/16")], 24, [N("10.0.0.0/16"), N("10.2.0.0/16")], 24) == []
 
 
-def test_hostscope_second_cidr_restore_and_harmless_release() -> None:
-    alloc = HostScopeAllocator([N("10.0.0.0/30")])
-    alloc.ensure_router()
-    alloc.allocate("a")
-    alloc.add_cidr(N("10.0.0.8/30"))
-    assert alloc.allocate("b") == IPv4Address("10.0.0.9")
-    assert not alloc.release(IPv4Address("10.0.0.10"))  # unknown: harmless
-    snapshot = dict(alloc.owners)
-    again = HostScopeAllocator([N("10.0.0.0/30"), N("10.0.0.8/30")])
-    assert again.restore(snapshot) == []
-    assert again.router_ip == IPv4Address("10.0.0.1")
-    assert again.allocate("c") == IPv4Address("10.0.0.10")
-    problems = HostScopeAllocator([N("10.0.0.0/30")]).restore({IPv4Address("10.9.9.9"): "z"})
-    assert len(problems) == 1 and "10.9.9.9" in problems[0]
-    with pytest.raises(AllocationError, match="already allocated to a"):
-        again.allocate_specific(IPv4Address("10.0.0.2"), "someone-else")
+def test_empty_mixed_and_overlapping_pool_lists_are_refused() -> None:
+    assert check_config(PoolConfig((), 24)).errors == (
+        "cluster-pool-ipv4-cidr must be provided when using ClusterPool",
+    )
+    mixed = check_config(PoolConfig((N("10.0.0.0/16"), IPv6Network("fd00::/104")), 24))
+    assert any("mixes IPv4 and IPv6" in e for e in mixed.errors)
+    overlapping = check_config(PoolConfig((N("10.0.0.0/16"), N("10.0.128.0/17")), 24))
+    assert overlapping.errors == (
+        "cluster-pool-ipv4-cidr entries 10.0.0.0/16 and 10.0.128.0/17 overlap",
+    )
 
 
-@settings(max_examples=200)
-@given(st.lists(st.tuples(st.sampled_from(["alloc", "release", "restart"]), st.integers(0, 50))))
-def test_hostscope_no_ip_twice_across_releases_and_restarts(ops: list[tuple[str, int]]) -> None:
-    cidrs = [N("10.1.0.0/28"), N("10.1.0.16/29")]
-    alloc = HostScopeAllocator(cidrs)
-    alloc.ensure_router()
-    live: dict[ipaddress.IPv4Address | ipaddress.IPv6Address, str] = {}
-    for n, (op, pick) in enumerate(ops):
-        if op == "alloc":
-            if alloc.full():
-                with pytest.raises(AllocationError):
-                    alloc.allocate(f"pod{n}")
-                continue
-            ip = alloc.allocate(f"pod{n}")
-            assert ip not in live and ip != alloc.router_ip
-            live[ip] = f"pod{n}"
-        elif op == "release" and live:
-            ip = sorted(live)[pick % len(live)]
-            del live[ip]
-            assert alloc.release(ip)
-        elif op == "restart":
-            alloc = HostScopeAllocator(cidrs)
-            assert alloc.restore({**live, **{IPv4Address("10.1.0.1"): ROUTER_OWNER}}) == []
-        assert alloc.usage().used == len(live) + 1
-        assert alloc.usage().capacity == 14 + 6
+@pytest.mark.parametrize(
+    ("cidr", "mask", "fragment"),
+    [
+        ("fd00::/104", 120, None),  # upstream's IPv6 defaults
+        ("fd00::/104", 121, "more than 2^16 blocks"),
+        ("fd00::/120", 127, "leaves no pod addresses"),
+        ("fd00::/120", 126, None),  # accepted, with a warning
+    ],
+)
+def test_ipv6_mask_rules(cidr: str, mask: int, fragment: str | None) -> None:
+    verdict = check_config(PoolConfig((IPv6Network(cidr),), mask))
+    if fragment is None:
+        assert verdict.ok, verdict.errors
+    else:
+        assert any(fragment in e and "cluster-pool-ipv6-mask-size" in e for e in verdict.errors)
+    assert bool(verdict.warnings) == (mask == 126)
+
+
+def test_a_cidr_held_by_two_nodes_or_outside_the_pool_is_kept_and_reported() -> None:
+    cs = CIDRSet([N("10.0.0.0/22")], 24)
+    nodes = [
+        NodeView("b", (N("10.0.0.0/24"),)),
+        NodeView("a", (N("10.0.0.0/24"),)),
+        NodeView("c", (N("192.168.5.0/24"),)),
+    ]
+    decisions = {d.name: d for d in plan_nodes(cs, nodes)}
+    assert decisions["a"].error == ""
+    assert decisions["b"].error == "pod CIDR 10.0.0.0/24 is also allocated to node a"
+    assert decisions["b"].pod_cidrs == (N("10.0.0.0/24"),)
+    assert decisions["c"].error.startswith("pod CIDR 192.168.5.0/24 is not part of the cluster")
+    assert cs.used == 1  # the shared block is taken once, the foreign one not at all
+
+
+def test_recorded_config_round_trips_and_rejects_garbage() -> None:
+    config = PoolConfig((N("10.0.0.0/16"), N("10.5.0.0/16")), 26)
+    assert PoolConfig.from_json(config.to_json()) == config
+    with pytest.raises(ConfigError, match="malformed"):
+        PoolConfig.from_json({"cidrs": "10.0.0.0/8"})
+
+
+@given(st.lists(st.sampled_from(["n1", "n2", "n3", "n4", "n5"]), min_size=1, max_size=5))
+def test_plan_never_gives_one_block_to_two_nodes(names: list[str]) -> None:
+    cs = CIDRSet([N("10.0.0.0/22")], 24)  # 4 blocks for up to 5 nodes
+    decisions = plan_nodes(cs, [NodeView(n, ()) for n in sorted(set(names))])
+    given_out = [c for d in decisions for c in d.pod_cidrs]
+    assert len(given_out) == len(set(given_out)) == min(4, len(set(names)))
+    assert sum(1 for d in decisions if d.error == EXHAUSTED) == max(0, len(set(names)) - 4)
