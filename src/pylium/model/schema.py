@@ -5,15 +5,20 @@ documents here and is exported verbatim into CustomResourceDefinition manifests.
 ``type``, ``properties``, ``required``, ``additionalProperties`` (false rejects unknown
 fields, as ``kubectl --validate=strict`` does), ``items``, ``enum``, ``minimum``/``maximum``,
 ``minLength``/``maxLength``, ``minItems``/``maxItems``, ``pattern``, ``format`` (``cidr``,
-``ip``, ``ipv4``), ``anyOf``/``oneOf``, ``x-kubernetes-int-or-string`` and
+``ip``, ``ipv4``, ``ipv6``), ``anyOf``/``oneOf``, ``x-kubernetes-int-or-string`` and
 ``x-kubernetes-preserve-unknown-fields``. Every problem is collected with its field path.
+
+``anyOf``/``oneOf`` alternatives that only require a field (upstream's way of saying "one of
+these fields") are reported as such: ``must specify exactly one of: endpointSelector,
+nodeSelector``. A pattern's failure is worded by the schema's ``description`` or by a message
+registered with :func:`explain_pattern`.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 Path = tuple[str | int, ...]
@@ -28,6 +33,15 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "number": (int, float),
     "boolean": (bool,),
 }
+
+
+_PATTERN_MESSAGES: dict[str, Callable[[str], str | None]] = {}
+
+
+def explain_pattern(pattern: str, explain: Callable[[str], str | None]) -> None:
+    """Word the failures of ``pattern``: ``explain(value)`` returns the rule broken (or None to
+    fall back to the description)."""
+    _PATTERN_MESSAGES[pattern] = explain
 
 
 def _type_ok(value: Any, type_name: str) -> bool:
@@ -61,6 +75,8 @@ def _format_ok(value: str, fmt: str) -> bool:
             ipaddress.ip_address(value)
         elif fmt == "ipv4":
             ipaddress.IPv4Address(value)
+        elif fmt == "ipv6":
+            ipaddress.IPv6Address(value)
     except ValueError:
         return False
     return True
@@ -107,8 +123,13 @@ def validate(value: Any, schema: Schema, path: Path = ()) -> list[Problem]:
         if "maxLength" in schema and len(value) > schema["maxLength"]:
             problems.append((path, f"Too long: must have at most {schema['maxLength']} characters"))
         if "pattern" in schema and not re.search(schema["pattern"], value):
+            explain = _PATTERN_MESSAGES.get(schema["pattern"])
             # A schema's description, when it has one, says in words what the pattern means.
-            rule = schema.get("description") or f'must match "{schema["pattern"]}"'
+            rule = (
+                (explain(value) if explain else None)
+                or schema.get("description")
+                or f'must match "{schema["pattern"]}"'
+            )
             problems.append((path, f'Invalid value: "{value}": {rule}'))
         if "format" in schema and not _format_ok(value, schema["format"]):
             problems.append((path, f'Invalid value: "{value}": must be a valid {schema["format"]}'))
@@ -131,13 +152,43 @@ def validate(value: Any, schema: Schema, path: Path = ()) -> list[Problem]:
 
     for key in ("anyOf", "oneOf"):
         if key in schema:
-            results: list[list[Problem]] = [validate(value, sub, path) for sub in schema[key]]
-            passing = sum(1 for r in results if not r)
-            if passing == 0:
-                problems.extend(sorted(results, key=lambda r: len(r))[0])
-            elif key == "oneOf" and passing > 1:
-                problems.append((path, "Invalid value: must match exactly one of the alternatives"))
+            problems.extend(_alternatives(value, schema[key], path, exactly_one=key == "oneOf"))
     return problems
+
+
+def _required_only(alternatives: Sequence[Schema]) -> list[str] | None:
+    """The field names, when every alternative only requires one field; else None."""
+    names: list[str] = []
+    for sub in alternatives:
+        required = sub.get("required") or []
+        extra = set(sub) - {"required", "properties"}
+        if len(required) != 1 or extra or any(sub.get("properties", {}).values()):
+            return None
+        names.append(required[0])
+    return names
+
+
+def _alternatives(
+    value: Any, alternatives: Sequence[Schema], path: Path, *, exactly_one: bool
+) -> list[Problem]:
+    results = [validate(value, sub, path) for sub in alternatives]
+    passing = sum(1 for r in results if not r)
+    fields = _required_only(alternatives) if isinstance(value, Mapping) else None
+    if fields is not None:
+        listed = ", ".join(fields)
+        if passing == 0 and exactly_one:
+            return [(path, f"Required value: must specify exactly one of: {listed}")]
+        if passing == 0:
+            return [(path, f"Required value: must specify at least one of: {listed}")]
+        if passing > 1 and exactly_one:
+            given = ", ".join(f for f, r in zip(fields, results, strict=True) if not r)
+            return [(path, f"Invalid value: may specify only one of: {listed} (found {given})")]
+        return []
+    if passing == 0:
+        return min(results, key=len)
+    if exactly_one and passing > 1:
+        return [(path, "Invalid value: must match exactly one of the alternatives")]
+    return []
 
 
 def _validate_object(value: Mapping[str, Any], schema: Schema, path: Path) -> list[Problem]:
@@ -154,6 +205,8 @@ def _validate_object(value: Mapping[str, Any], schema: Schema, path: Path) -> li
             problems.extend(validate(item, props[name], (*path, name)))
         elif isinstance(extra, Mapping):
             problems.extend(validate(item, extra, (*path, name)))
-        elif extra is False or (props and not schema.get("x-kubernetes-preserve-unknown-fields")):
+        elif extra is False:
+            # Declared schemas close their objects explicitly (see schemas.obj), so that
+            # alternatives in anyOf/oneOf, which list fields without closing, stay open.
             problems.append(((*path, name), f'unknown field "{name}"'))
     return problems

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from pylium.model.policy.cilium import _ICMP_TYPES
+from pylium.model.schema import explain_pattern
+
 Schema = dict[str, Any]
 
 # Cilium's PortProtocol.port pattern: 0-65535 or an IANA-style named port.
@@ -18,8 +21,24 @@ PORT_PATTERN = (
 )
 MAX_PORTS = 40
 """Upstream's maxPorts: at most 40 ports per PortRule."""
+MAX_ICMP_FIELDS = 40
+"""Upstream's maxICMPFields."""
+ICMP_TYPE_PATTERN = (
+    r"^([0-9]|[1-9][0-9]|1[0-9]{2}|2[0-4][0-9]|25[0-5]|"
+    + "|".join(sorted({name for names in _ICMP_TYPES.values() for name in names}))
+    + ")$"
+)
 DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+def _explain_port(value: str) -> str | None:
+    if value.isdigit():
+        return "must be in the range 0-65535"
+    return None
+
+
+explain_pattern(PORT_PATTERN, _explain_port)
 
 
 def obj(
@@ -74,6 +93,11 @@ def enum(*values: str) -> Schema:
     return {"type": "string", "enum": list(values)}
 
 
+def one_field_of(*names: str) -> list[Schema]:
+    """anyOf/oneOf alternatives each requiring one of ``names`` (upstream's CRD idiom)."""
+    return [{"properties": {name: {}}, "required": [name]} for name in names]
+
+
 STRING_MAP = obj(additionalProperties=string())
 FREE_OBJECT: Schema = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
 INT_OR_STRING: Schema = {"x-kubernetes-int-or-string": True}
@@ -112,12 +136,14 @@ LABEL_SELECTOR = obj(
 
 # -- Cilium policy rules (pkg/policy/api) ----------------------------------------------------
 
-PROTOCOL = enum("TCP", "UDP", "SCTP", "ICMP", "ICMPv6", "VRRP", "IGMP", "ANY")
+# ICMP is matched with ``icmps``, never as a port protocol.
+PROTOCOL = enum("TCP", "UDP", "SCTP", "VRRP", "IGMP", "ANY")
 PORT_PROTOCOL = obj(
     {
         "port": string(
             pattern=PORT_PATTERN,
-            description="must be a port number in the range 0-65535 or a port name",
+            description="must be a port number in the range 0-65535 or a port name (IANA "
+            "service name: letters, digits and single dashes, at least one letter)",
         ),
         "endPort": integer(0, 65535),
         "protocol": PROTOCOL,
@@ -138,6 +164,7 @@ DNS_RULE = obj(
         "matchPattern": string(maxLength=255, pattern=r"^([-a-zA-Z0-9_*]+[.]?)+$"),
     }
 )
+DNS_RULE["oneOf"] = one_field_of("matchName", "matchPattern")
 L7_RULES = obj({"http": arr(HTTP_RULE), "dns": arr(DNS_RULE)})
 PORT_RULE = obj(
     {
@@ -150,17 +177,29 @@ PORT_RULE = obj(
     }
 )
 PORT_RULE_DENY = obj({"ports": arr(PORT_PROTOCOL, maxItems=MAX_PORTS)})
-ICMP_FIELD = obj({"family": enum("IPv4", "IPv6"), "type": INT_OR_STRING}, required=("type",))
-ICMP_RULE = obj({"fields": arr(ICMP_FIELD, maxItems=MAX_PORTS)})
+ICMP_FIELD = obj(
+    {
+        "family": enum("IPv4", "IPv6"),
+        "type": {
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "pattern": ICMP_TYPE_PATTERN,
+            "description": "must be an ICMP type number (0-255) or its CamelCase name",
+            "x-kubernetes-int-or-string": True,
+        },
+    },
+    required=("type",),
+)
+ICMP_RULE = obj({"fields": arr(ICMP_FIELD, maxItems=MAX_ICMP_FIELDS)})
 CIDR = string(format="cidr")
 CIDR_RULE = obj(
     {
         "cidr": CIDR,
-        "cidrGroupRef": string(),
+        "cidrGroupRef": string(maxLength=253, pattern=DNS1123_SUBDOMAIN),
         "cidrGroupSelector": LABEL_SELECTOR,
         "except": arr(CIDR),
     }
 )
+CIDR_RULE["oneOf"] = one_field_of("cidr", "cidrGroupRef", "cidrGroupSelector")
 ENTITY = enum(
     "all",
     "world",
@@ -185,7 +224,7 @@ SERVICE_SELECTOR = obj(
     }
 )
 FQDN_SELECTOR = DNS_RULE
-AUTHENTICATION = obj({"mode": enum("disabled", "required", "test-always-fail")})
+AUTHENTICATION = obj({"mode": enum("disabled", "required", "test-always-fail")}, required=("mode",))
 
 
 def _peers(direction: str) -> dict[str, Schema]:
@@ -231,6 +270,8 @@ POLICY_RULE = obj(
         "log": obj({"value": string()}),
     }
 )
+POLICY_RULE["oneOf"] = one_field_of("endpointSelector", "nodeSelector")
+POLICY_RULE["anyOf"] = one_field_of("ingress", "ingressDeny", "egress", "egressDeny")
 POLICY_STATUS = FREE_OBJECT
 
 
@@ -286,7 +327,12 @@ CILIUM_NODE_SPEC = obj(
                         ),
                         "allocated": arr(
                             obj(
-                                {"pool": string(), "cidrs": arr(CIDR)},
+                                {
+                                    "pool": string(),
+                                    "cidrs": arr(CIDR),
+                                    "allowFirstIP": boolean(),
+                                    "allowLastIP": boolean(),
+                                },
                                 required=("pool",),
                             )
                         ),
@@ -321,14 +367,19 @@ CILIUM_NODE_STATUS = obj(
         ),
     }
 )
-IP_POOL_FAMILY = obj(
-    {"cidrs": arr(CIDR, minItems=1), "maskSize": integer(1, 128)},
-    required=("cidrs", "maskSize"),
-)
+
+
+def _ip_pool_family(width: int) -> Schema:
+    return obj(
+        {"cidrs": arr(CIDR, minItems=1), "maskSize": integer(1, width)},
+        required=("cidrs", "maskSize"),
+    )
+
+
 IP_POOL_SPEC = obj(
     {
-        "ipv4": IP_POOL_FAMILY,
-        "ipv6": IP_POOL_FAMILY,
+        "ipv4": _ip_pool_family(32),
+        "ipv6": _ip_pool_family(128),
         "allowFirstIP": boolean(),
         "allowLastIP": boolean(),
         "podSelector": LABEL_SELECTOR,
