@@ -21,7 +21,12 @@ from pylium.model.resource import Resource
 
 
 def validate(body: Mapping[str, Any], *, source: str = "", document: int | None = None) -> Resource:
-    """One object validated like the API server would; defaults applied (namespace)."""
+    """One object validated like the API server would, on a copy with defaults applied
+    (``metadata.namespace: default`` for namespaced kinds, as kubectl fills it in).
+
+    ``document`` is the 1-based number placed in every problem's location. Schema problems
+    (types, unknown fields, enums, ranges, patterns) come first; the kind's semantic checks
+    run once the shape is right, so they never trip over a wrongly typed field."""
 
     def fail(problems: list[schema.Problem]) -> ValidationError:
         return ValidationError(
@@ -42,11 +47,9 @@ def validate(body: Mapping[str, Any], *, source: str = "", document: int | None 
         raise fail(head)
     info = registry.by_kind(str(kind))
     if info is None:
-        try:
-            guess = registry.lookup_kind(str(kind)).kind
-            hint = f' (did you mean "{guess}"?)'
-        except ValidationError:
-            hint = ""
+        alias = registry.suggest(str(kind))
+        guess = registry.lookup_kind(alias).kind if alias else None
+        hint = f' (did you mean "{guess}"?)' if guess else ""
         raise fail([(("kind",), f'Unsupported value: unknown kind "{kind}"{hint}')])
     if api_version != info.api_version:
         raise fail(
@@ -82,7 +85,14 @@ def validate(body: Mapping[str, Any], *, source: str = "", document: int | None 
 
 
 def parse_documents(text: str, source: str) -> list[Resource]:
-    """Every non-empty document of ``text``, validated; ``kind: List`` items are expanded."""
+    """Every non-empty document of ``text`` (YAML, or JSON, which YAML reads too), validated;
+    ``kind: List`` items are expanded.
+
+    Problems carry ``Location(source, document, path)`` where ``document`` counts the
+    documents of the file from 1, as a user counts them: empty documents are counted too, so
+    the number always points at the right ``---`` section. Malformed YAML is reported with
+    its line and column (both from 1). Raises one ValidationError listing every problem of
+    every document; returns nothing partial."""
     try:
         documents = list(yaml.safe_load_all(text))
     except yaml.YAMLError as err:
@@ -111,6 +121,9 @@ def parse_documents(text: str, source: str) -> list[Resource]:
 
 
 def dump(resource: Resource, fmt: str = "yaml") -> str:
+    """The resource as text: ``yaml`` (keys in document order) or ``json`` (indented)."""
+    if fmt not in ("yaml", "json"):
+        raise ValidationError([(Location(), f'unknown output format "{fmt}" (yaml or json)')])
     body = dict(resource.body)
     if fmt == "json":
         return json.dumps(body, indent=2)

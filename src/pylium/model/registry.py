@@ -153,13 +153,27 @@ for _info in KINDS:
         _BY_NAME[f"{_name.lower()}.{_info.group}"] = _info
 
 
+def suggest(text: str) -> str | None:
+    """The known name (kind, plural, singular or short name) closest to ``text``, if any is
+    close; a capitalised ``text`` gets a kind name back (``CiliumNetworkPolcy`` ->
+    ``CiliumNetworkPolicy``)."""
+    if text[:1].isupper():
+        kinds = {info.kind.lower(): info.kind for info in KINDS}
+        close = difflib.get_close_matches(text.lower(), list(kinds), n=1, cutoff=0.6)
+        if close:
+            return kinds[close[0]]
+    close = difflib.get_close_matches(text.lower(), list(_BY_NAME), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
 def lookup_kind(text: str) -> KindInfo:
-    """The kind named by a kind, plural, singular or short name (optionally ``.group``)."""
+    """The kind named by a kind, plural, singular or short name (optionally ``.group``),
+    case-insensitively; a ValidationError naming the closest known name otherwise."""
     info = _BY_NAME.get(text.lower())
     if info is not None:
         return info
-    close = difflib.get_close_matches(text.lower(), list(_BY_NAME), n=1, cutoff=0.6)
-    hint = f' (did you mean "{close[0]}"?)' if close else ""
+    guess = suggest(text)
+    hint = f' (did you mean "{guess}"?)' if guess else ""
     raise ValidationError([(Location(), f'unknown kind "{text}"{hint}')])
 
 

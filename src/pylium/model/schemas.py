@@ -551,3 +551,4 @@ SCHEMAS: dict[str, Schema] = {
 SCHEMAS["EndpointSlice"]["required"] = ["addressType", "endpoints"]
 SCHEMAS["CiliumPodIPPool"]["required"] = ["spec"]
 SCHEMAS["Service"]["required"] = ["spec"]
+SCHEMAS["Pod"]["required"] = ["spec"]
