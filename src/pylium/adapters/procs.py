@@ -81,3 +81,20 @@ def stop(pid: int, *, grace: float = 5.0, kill: bool = False) -> None:
             time.sleep(0.05)
     if alive(pid):
         raise LabError(f"process {pid} survived SIGKILL")
+
+
+def pids_naming(path: str) -> list[int]:
+    """Live processes whose command line contains ``path`` (a lab's own state directory): the
+    daemons a crash may have started without recording their PID. Each is then ended by PID."""
+    found = []
+    needle = path.encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                if needle in cmdline.read() and alive(int(entry)):
+                    found.append(int(entry))
+        except OSError:
+            continue
+    return found

@@ -406,6 +406,14 @@ def down(name: str, *, force: bool = False) -> list[str]:
             removed.append(f"process {role} ({pid})")
         except PyliumError as err:
             errors.append(str(err))
+    # A crash between starting a daemon and recording it leaves one unrecorded: every daemon
+    # names the lab's directory on its command line, so it is found and ended by its PID.
+    for pid in procs.pids_naming(str(state_dir(name))):
+        try:
+            procs.stop(pid)
+            removed.append(f"unrecorded process {pid}")
+        except PyliumError as err:
+            errors.append(str(err))
     for pod in state.pods.values():
         if pod.get("pid"):
             try:
