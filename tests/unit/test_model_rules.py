@@ -329,3 +329,21 @@ def test_pool_mask_size_bounded_by_family_and_prefix() -> None:
     assert line.startswith("spec.ipv4.cidrs[0]: ") and "not an ipv4 CIDR" in line
     (line,) = problems(pool("ipv4", "10.20.0.1/16", 24))
     assert line.startswith('spec.ipv4.cidrs[0]: Invalid value: "10.20.0.1/16"')
+
+
+def test_metadata_names_labels_and_annotations() -> None:
+    def ns(meta: dict[str, Any]) -> dict[str, Any]:
+        return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop", **meta}}
+
+    good = {
+        "labels": {"app.kubernetes.io/name": "shop", "tier": ""},
+        "annotations": {"ipam.cilium.io/ip-pool": "any text: allowed here"},
+    }
+    assert problems(ns(good)) == []
+    assert problems(ns({"labels": {"bad key": "x", "ok": "-bad-"}})) == [
+        'metadata.labels.bad key: Invalid value: "bad key": not a valid label key',
+        'metadata.labels.ok: Invalid value: "-bad-": not a valid label value',
+    ]
+    assert problems(ns({"annotations": {"Cilium.IO/x": "y"}})) == [
+        'metadata.annotations.Cilium.IO/x: Invalid value: "Cilium.IO/x": not a valid annotation key'
+    ]

@@ -12,10 +12,10 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from pylium.model import checks_cilium, checks_k8s
-from pylium.model.fieldchecks import LABEL_SOURCES, label_problems
+from pylium.model.fieldchecks import LABEL_SOURCES, annotation_problems, label_problems
 from pylium.model.schema import Problem
 
-__all__ = ["CHECKS", "LABEL_SOURCES", "Check", "label_problems"]
+__all__ = ["CHECKS", "LABEL_SOURCES", "Check", "annotation_problems", "label_problems"]
 
 Check = Callable[[Mapping[str, Any]], Iterator[Problem]]
 

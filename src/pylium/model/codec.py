@@ -64,7 +64,11 @@ def validate(body: Mapping[str, Any], *, source: str = "", document: int | None 
     meta = out.get("metadata")
     problems = schema.validate(out, schemas.SCHEMAS[info.kind])
     if isinstance(meta, Mapping):
-        problems.extend(checks.label_problems(meta.get("labels") or {}, ("metadata", "labels")))
+        labels, annotations = meta.get("labels"), meta.get("annotations")
+        if isinstance(labels, Mapping):
+            problems.extend(checks.label_problems(labels, ("metadata", "labels")))
+        if isinstance(annotations, Mapping):
+            problems.extend(checks.annotation_problems(annotations, ("metadata", "annotations")))
         if info.namespaced and not meta.get("namespace"):
             out["metadata"]["namespace"] = "default"
         elif not info.namespaced and meta.get("namespace"):

@@ -35,13 +35,24 @@ LABEL_SOURCES = (
 """Cilium's label sources: a policy selector key may name one (``k8s:app``, ``reserved:host``)."""
 
 
+def _qualified_name_ok(key: str) -> bool:
+    prefix, _, name = key.rpartition("/")
+    if prefix and (len(prefix) > 253 or not _LABEL_PREFIX.match(prefix)):
+        return False
+    return 0 < len(name) <= 63 and bool(_LABEL_NAME.match(name))
+
+
+def annotation_problems(annotations: Mapping[str, Any], path: Path) -> Iterator[Problem]:
+    """Annotation keys are qualified names like label keys; values are free text."""
+    for key in annotations:
+        if not _qualified_name_ok(str(key)):
+            yield (*path, key), f'Invalid value: "{key}": not a valid annotation key'
+
+
 def label_problems(labels: Mapping[str, Any], path: Path) -> Iterator[Problem]:
     """Kubernetes' rules for label keys (``[prefix/]name``) and values."""
     for key, value in labels.items():
-        prefix, _, name = key.rpartition("/")
-        if (prefix and (len(prefix) > 253 or not _LABEL_PREFIX.match(prefix))) or not (
-            0 < len(name) <= 63 and _LABEL_NAME.match(name)
-        ):
+        if not _qualified_name_ok(str(key)):
             yield (*path, key), f'Invalid value: "{key}": not a valid label key'
         if not isinstance(value, str):
             continue
