@@ -143,7 +143,8 @@ class EndpointManager:
         if self.obj is None:
             return
         node_ips: dict[str, ipaddress.IPv4Address] = {}
-        for cn in self.client.list("CiliumNode")[0]:
+        cilium_nodes, _ = self.client.list("CiliumNode")
+        for cn in cilium_nodes:
             for addr in cn.body.get("spec", {}).get("addresses") or []:
                 if addr.get("type") == "InternalIP":
                     node_ips[cn.name] = ipaddress.IPv4Address(addr["ip"])
@@ -163,7 +164,7 @@ class EndpointManager:
                         tunnel_endpoint=node_ips[node] if self.tunnel_port else None,
                     )
         if self.direct_routes:
-            self._sync_node_routes(node_ips)
+            self._sync_node_routes(cilium_nodes, node_ips)
         if self.masquerade_keep:
             pod_cidrs = tuple(
                 c
@@ -229,12 +230,14 @@ class EndpointManager:
         tc.attach(record.host_ifname, self.obj.prog_fd(PROGRAM))
         podnet.endpoint_route(record.host_ifname, ip, record.pod_mac)
 
-    def _sync_node_routes(self, node_ips: dict[str, ipaddress.IPv4Address]) -> None:
+    def _sync_node_routes(
+        self, cilium_nodes: list[Resource], node_ips: dict[str, ipaddress.IPv4Address]
+    ) -> None:
         """auto-direct-node-routes: every other node's pod CIDRs via that node's IP (nodes on a
         shared L2); with direct-routing-skip-unreachable, nodes not on a connected subnet are
         skipped instead of routed through the default gateway."""
         desired: dict[ipaddress.IPv4Network, ipaddress.IPv4Address] = {}
-        for cn in self.client.list("CiliumNode")[0]:
+        for cn in cilium_nodes:
             if cn.name == self.node or cn.name not in node_ips:
                 continue
             gateway = node_ips[cn.name]

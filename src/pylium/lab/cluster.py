@@ -25,15 +25,15 @@ from pylium.adapters import procs
 from pylium.adapters.netlink import netns as nl
 from pylium.adapters.resources import ResourceClient
 from pylium.adapters.store.factory import open_store
+from pylium.agent.main import HEARTBEAT_PREFIX
 from pylium.base.errors import LabError, PyliumError
 from pylium.lab.plan import ETCD_CLIENT_PORT, ETCD_PEER_PORT, LabPlan, bpf_root, plan_lab
 from pylium.model.resource import Resource
+from pylium.operator.main import LEADER_KEY
 from pylium.runtime import context
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_PREFIX = "nodes/heartbeat/"
-LEADER_KEY = "operator/leader"
 READY_TIMEOUT = 60.0
 
 
