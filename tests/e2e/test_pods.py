@@ -136,18 +136,65 @@ NATIVE = (
     "--set",
     "autoDirectNodeRoutes=true",
 )
+ROUTED = NATIVE[:4]  # native routing, and the lab's router knows the pod CIDRs
+
+PROBE_SERVER = """
+import hashlib, socket, sys, threading
+udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); udp.bind(("0.0.0.0", 8081))
+udp.settimeout(30)
+def echo():
+    for _ in range(int(sys.argv[1])):
+        data, peer = udp.recvfrom(65535); udp.sendto(data, peer)
+threading.Thread(target=echo, daemon=True).start()
+tcp = socket.socket(); tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+tcp.bind(("0.0.0.0", 8082)); tcp.listen(); tcp.settimeout(30)
+c, _ = tcp.accept(); digest = hashlib.sha256()
+while chunk := c.recv(1 << 16):
+    digest.update(chunk)
+c.sendall(digest.hexdigest().encode()); c.close()
+"""
+PROBE_CLIENT = """
+import hashlib, json, os, socket, sys, time
+ip, mtu = sys.argv[1], int(sys.argv[2])
+out = {}
+udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); udp.settimeout(2)
+udp.setsockopt(socket.IPPROTO_IP, 10, 2)  # IP_MTU_DISCOVER = IP_PMTUDISC_DO: never fragment
+udp.connect((ip, 8081))
+for size in (64, mtu - 28):  # 20 bytes of IP and 8 of UDP header: a full-MTU packet
+    payload = os.urandom(size)
+    for _ in range(10):
+        udp.send(payload)
+        try:
+            out[str(size)] = udp.recv(65535) == payload; break
+        except TimeoutError:
+            continue
+try:
+    udp.send(os.urandom(mtu - 27)); out["oversize"] = "sent"
+except OSError as err:
+    out["oversize"] = err.errno
+blob = os.urandom(8 << 20)
+tcp = socket.create_connection((ip, 8082), timeout=10)
+tcp.sendall(blob); tcp.shutdown(socket.SHUT_WR)
+out["bulk"] = tcp.recv(100).decode() == hashlib.sha256(blob).hexdigest()
+print(json.dumps(out))
+"""
 
 
 @pytest.mark.parametrize(
-    ("mode", "store"),
+    ("mode", "store", "mtu"),
     [
-        ("tunnel", "local"),
-        pytest.param("tunnel", "etcd", marks=pytest.mark.etcd),
-        ("native", "local"),
+        ("tunnel", "local", 1500),
+        pytest.param("tunnel", "etcd", 9000, marks=pytest.mark.etcd),  # jumbo frames
+        ("native", "local", 1500),
+        ("router", "local", 1500),
     ],
 )
-def test_pods_on_two_nodes_talk(cli: Cli, mode: str, store: str) -> None:
+def test_pods_on_two_nodes_talk(cli: Cli, mode: str, store: str, mtu: int) -> None:
+    """ICMP, UDP (full-MTU datagrams that must not fragment), TCP (a short exchange and an
+    8 MiB transfer) between pods on two nodes, in each routing mode and with jumbo frames."""
     lab = f"{mode[0]}{store[0]}{os.getpid() % 10000}"
+    extra = {"tunnel": (), "native": NATIVE, "router": ROUTED}[mode]
+    topology = ("--topology", "router") if mode == "router" else ()
     cli(
         "lab",
         "up",
@@ -157,7 +204,10 @@ def test_pods_on_two_nodes_talk(cli: Cli, mode: str, store: str) -> None:
         store,
         "--name",
         lab,
-        *(NATIVE if mode == "native" else ()),
+        "--mtu",
+        str(mtu),
+        *topology,
+        *extra,
     )
     try:
         cli("lab", "pod", "run", "client", "--node", "n1", "--labels", "app=client", "--name", lab)
@@ -165,38 +215,78 @@ def test_pods_on_two_nodes_talk(cli: Cli, mode: str, store: str) -> None:
         state = json.loads((cli.home / "labs" / lab / "lab.json").read_text())
         client, server = state["pods"]["default/client"], state["pods"]["default/server"]
         # The tunnel costs 50 bytes of the underlay's MTU; native routing costs nothing.
+        pod_mtu = mtu - 50 if mode == "tunnel" else mtu
         link = subprocess.run(
             ["ip", "-n", client["netns"], "-o", "link", "show", "eth0"],
             capture_output=True,
             text=True,
             check=True,
         ).stdout
-        assert (" mtu 1450 " if mode == "tunnel" else " mtu 1500 ") in link
+        assert f" mtu {pod_mtu} " in link
 
         # n1 learns where the server lives (its node is the tunnel endpoint) from the store.
         server_node_ip = state["nodes"]["n2"]["address"].split("/")[0]
         pins = Path(f"/sys/fs/bpf/pylium-lab-{lab}")
-
         n1_ipcache = ipcache.IPCacheMap(open_pinned(str(pins / "n1" / ipcache.NAME)))
         prefix = ipaddress.IPv4Network(f"{server['ip']}/32")
         deadline = time.monotonic() + 20
         while (entry := n1_ipcache.get(prefix)) is None:
             assert time.monotonic() < deadline, "n1 never learned the server's endpoint"
             time.sleep(0.2)
+        routes = subprocess.run(
+            ["ip", "-n", f"pl-{lab}-n1", "route"], capture_output=True, text=True, check=True
+        ).stdout
         if mode == "tunnel":
             assert str(entry.tunnel_endpoint) == server_node_ip
-        else:  # the kernel routes: n2's pod CIDR via n2 (auto-direct-node-routes)
+        else:
             assert entry.tunnel_endpoint is None
-            routes = subprocess.run(
-                ["ip", "-n", f"pl-{lab}-n1", "route"], capture_output=True, text=True, check=True
-            ).stdout
+        if mode == "native":  # the kernel routes: n2's pod CIDR via n2 (auto-direct-node-routes)
             assert f"via {server_node_ip} dev eth0" in routes
+        if mode == "router":  # n1 knows only its default route; the lab's router does the rest
+            assert server_node_ip not in routes and "default via" in routes
+            fabric_routes = subprocess.run(
+                ["ip", "-n", f"pl-{lab}-fab", "route"], capture_output=True, text=True, check=True
+            ).stdout
+            assert f"via {server_node_ip} dev br0" in fabric_routes
         server_identity = json.loads(cli("get", "cep", "server", "-o", "json").stdout)["status"][
             "identity"
         ]["id"]
         assert entry.identity == server_identity
 
         assert exchange(server["netns"], client["netns"], server["ip"], rounds=3) == ["PING"] * 3
+        ping = subprocess.run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                client["netns"],
+                "busybox",
+                "ping",
+                "-c",
+                "2",
+                "-W",
+                "5",
+                server["ip"],
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert ping.returncode == 0 and " 0% packet loss" in ping.stdout, ping.stdout + ping.stderr
+        probe = in_netns(server["netns"], PROBE_SERVER, "40")
+        try:
+            time.sleep(0.3)
+            out, err = in_netns(
+                client["netns"], PROBE_CLIENT, server["ip"], str(pod_mtu)
+            ).communicate(timeout=60)
+        finally:
+            probe.kill()
+            probe.communicate()
+        assert json.loads(out) == {
+            "64": True,
+            str(pod_mtu - 28): True,
+            "oversize": 90,  # EMSGSIZE: the promised MTU is the real one
+            "bulk": True,
+        }, err
         # Both directions left through bpf_lxc on each node; with the tunnel they also came in
         # through bpf_overlay.
         for node in ("n1", "n2"):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pylium.base.errors import LabError
-from pylium.lab.plan import IFNAMSIZ, MAX_NODES, plan_lab
+from pylium.lab.plan import IFNAMSIZ, MAX_NODES, plan_lab, pod_cidr_routes
 
 
 def test_two_node_local_lab() -> None:
@@ -69,6 +69,9 @@ def test_subnet_avoids_used_networks() -> None:
         ({"nodes": 0}, "--nodes 0"),
         ({"nodes": MAX_NODES + 1}, f"1 to {MAX_NODES}"),
         ({"store": "consul"}, "--store consul"),
+        ({"topology": "mesh"}, "--topology mesh: use flat or router"),
+        ({"mtu": 576}, "--mtu 576: use 1280 to 9000"),
+        ({"mtu": 65535}, "--mtu 65535"),
     ],
 )
 def test_bad_requests(kwargs: dict[str, object], message: str) -> None:
@@ -76,3 +79,32 @@ def test_bad_requests(kwargs: dict[str, object], message: str) -> None:
     args.update(kwargs)
     with pytest.raises(LabError, match=message):
         plan_lab(**args)  # type: ignore[arg-type]
+
+
+def test_router_routes_follow_cilium_nodes() -> None:
+    def node(ip: str | None, **ipam: object) -> dict[str, object]:
+        addresses = [{"type": "InternalIP", "ip": ip}] if ip else []
+        return {
+            "spec": {
+                "addresses": [{"type": "ExternalIP", "ip": "9.9.9.9"}, *addresses],
+                "ipam": ipam,
+            }
+        }
+
+    routes = pod_cidr_routes(
+        [
+            node("192.168.250.11", podCIDRs=["10.0.0.0/24", "fd00::/120"]),
+            node(
+                "192.168.250.12",
+                pools={"allocated": [{"pool": "a", "cidrs": ["10.8.0.0/27", "10.8.0.32/27"]}]},
+            ),
+            node(None, podCIDRs=["10.0.9.0/24"]),  # not registered yet: no route
+            {"spec": {}},
+        ]
+    )
+    via = ipaddress.IPv4Address
+    assert routes == {
+        ipaddress.IPv4Network("10.0.0.0/24"): via("192.168.250.11"),
+        ipaddress.IPv4Network("10.8.0.0/27"): via("192.168.250.12"),
+        ipaddress.IPv4Network("10.8.0.32/27"): via("192.168.250.12"),
+    }

@@ -73,6 +73,7 @@ class EndpointManager:
         *,
         store: Store,
         node: str,
+        node_ip: ipaddress.IPv4Address,
         ipam: IPAM,
         identities: IdentityAllocator,
         bpf_root: Path,
@@ -87,6 +88,7 @@ class EndpointManager:
         self.store = store
         self.client = ResourceClient(store)
         self.node = node
+        self.node_ip = node_ip
         self.ipam = ipam
         self.identities = identities
         self.bpf_root = bpf_root
@@ -96,6 +98,7 @@ class EndpointManager:
         self.overlay: BpfObject | None = None
         self.tunnel_port = tunnel_port
         self.mtu = mtu
+        """Pods' MTU: the configured one, else the underlay's minus the tunnel's overhead."""
         self.direct_routes = direct_routes
         self.skip_unreachable = skip_unreachable
         self._installed_routes: set[ipaddress.IPv4Network] = set()
@@ -110,7 +113,10 @@ class EndpointManager:
         router = self.ipam.router_ip
         if router is None:
             raise DatapathError("cilium_host", "set up", "no router IP (IPAM not ready)")
-        nl.add_veth(None, "cilium_host", None, "cilium_net")
+        if not self.mtu:
+            underlay = podnet.underlay_mtu(self.node_ip)
+            self.mtu = underlay - VXLAN_OVERHEAD if self.tunnel_port else underlay
+        nl.add_veth(None, "cilium_host", None, "cilium_net", mtu=self.mtu)
         nl.add_address(None, "cilium_host", ipaddress.IPv4Interface(f"{router}/32"))
         for name, value in (
             ("net.ipv4.ip_forward", "1"),
@@ -124,10 +130,9 @@ class EndpointManager:
         if self.tunnel_port:
             # Same pinned maps: the overlay object reuses what bpf_lxc pinned.
             self.overlay = BpfObject(build("bpf_overlay"), self.bpf_root).load()
-            ifindex, underlay_mtu = podnet.ensure_vxlan(TUNNEL_DEVICE, self.tunnel_port)
+            ifindex = podnet.ensure_vxlan(TUNNEL_DEVICE, self.tunnel_port, self.mtu)
             tc.attach(TUNNEL_DEVICE, self.overlay.prog_fd(OVERLAY_PROGRAM))
             config.ConfigMap(self.obj.map_fd(config.NAME)).set(tunnel_ifindex=ifindex)
-            self.mtu = self.mtu or underlay_mtu - VXLAN_OVERHEAD
         self._restore()
         log.info("datapath ready", extra={"bpf_root": str(self.bpf_root), "router": str(router)})
 

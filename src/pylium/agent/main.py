@@ -91,6 +91,7 @@ class Agent:
         self.endpoints = EndpointManager(
             store=store,
             node=name,
+            node_ip=ip,
             ipam=self.ipam,
             identities=self.identities,
             bpf_root=bpf_pin_dir,
@@ -405,6 +406,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--write-cni-conf-when-ready", help="overrides the ConfigMap key of the same name"
     )
+    parser.add_argument("--cni-bin-path", help="overrides the ConfigMap key of the same name")
     parser.add_argument("--debug", action="store_true")
     return parser.parse_args(argv)
 
@@ -424,6 +426,8 @@ def main(argv: list[str] | None = None) -> None:
             settings = dataclasses.replace(
                 settings, write_cni_conf_when_ready=args.write_cni_conf_when_ready
             )
+        if args.cni_bin_path is not None:
+            settings = dataclasses.replace(settings, cni_bin_path=args.cni_bin_path)
         store = open_store(args.store)
         store.revision()  # fail now, with a clear message, if the store is unreachable
     except PyliumError as err:

@@ -30,6 +30,17 @@ def up(
     values: Annotated[
         list[str] | None, typer.Option("-f", "--values", help="Helm values file.")
     ] = None,
+    topology: Annotated[
+        str,
+        typer.Option(
+            "--topology",
+            help="flat (nodes share an L2 fabric) or router (the fabric routes the pod CIDRs; "
+            "nodes' default route points at it).",
+        ),
+    ] = "flat",
+    mtu: Annotated[
+        int, typer.Option("--mtu", help="MTU of the underlay (9000 for jumbo frames).")
+    ] = 1500,
 ) -> None:
     """Create the lab: fabric, nodes, store, agents and operator; make it the current context."""
     from pathlib import Path
@@ -42,7 +53,14 @@ def up(
         fail([str(err)])
     for warning in resolved.warnings:
         typer.echo(f"Warning: {warning}", err=True)
-    state = cluster.up(name=name, nodes=nodes, store=store, configmap=resolved.as_configmap())
+    state = cluster.up(
+        name=name,
+        nodes=nodes,
+        store=store,
+        configmap=resolved.as_configmap(),
+        topology=topology,
+        mtu=mtu,
+    )
     typer.echo(f"lab {state.name} is up: {len(state.nodes)} nodes, store {state.store_url}")
     typer.echo("pylium commands now talk to this lab (pylium lab down to remove it)")
 

@@ -27,7 +27,14 @@ from pylium.adapters.resources import ResourceClient
 from pylium.adapters.store.factory import open_store
 from pylium.agent.main import HEARTBEAT_PREFIX
 from pylium.base.errors import LabError, PyliumError
-from pylium.lab.plan import ETCD_CLIENT_PORT, ETCD_PEER_PORT, LabPlan, bpf_root, plan_lab
+from pylium.lab.plan import (
+    ETCD_CLIENT_PORT,
+    ETCD_PEER_PORT,
+    LabPlan,
+    bpf_root,
+    plan_lab,
+    pod_cidr_routes,
+)
 from pylium.model.resource import Resource
 from pylium.operator.main import LEADER_KEY
 from pylium.runtime import context
@@ -51,6 +58,8 @@ class LabState:
     subnet: str = ""
     pods: dict[str, dict[str, str]] = field(default_factory=dict)
     """``namespace/name`` -> node, netns, container ID, IP."""
+    topology: str = "flat"
+    mtu: int = 1500
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -62,6 +71,8 @@ class LabState:
             "nodes": self.nodes,
             "subnet": self.subnet,
             "pods": self.pods,
+            "topology": self.topology,
+            "mtu": self.mtu,
         }
 
     @classmethod
@@ -75,6 +86,8 @@ class LabState:
             nodes=dict(data.get("nodes", {})),
             subnet=data.get("subnet", ""),
             pods=dict(data.get("pods", {})),
+            topology=data.get("topology", "flat"),
+            mtu=int(data.get("mtu", 1500)),
         )
 
 
@@ -133,11 +146,21 @@ def up(
     nodes: int,
     store: str,
     configmap: Mapping[str, str],
+    topology: str = "flat",
+    mtu: int = 1500,
 ) -> LabState:
     """Build the lab; on any failure, remove what was built and re-raise."""
     if load_state(name) is not None:
         raise LabError(f"lab {name!r} already exists: run `pylium lab down --name {name}` first")
-    plan = plan_lab(name=name, nodes=nodes, store=store, home=context.home(), used=_used_subnets())
+    plan = plan_lab(
+        name=name,
+        nodes=nodes,
+        store=store,
+        home=context.home(),
+        used=_used_subnets(),
+        topology=topology,
+        mtu=mtu,
+    )
     existing = set(nl.list_netns())
     leftovers = [ns for ns in plan.namespaces if ns in existing]
     if plan.store == "etcd" and nl.link_index(None, plan.mgmt_link) is not None:
@@ -148,7 +171,13 @@ def up(
             f"lab {name!r}: {', '.join(leftovers)} already exist but no lab state records them; "
             "remove them by hand (ip netns delete / ip link delete) or choose another --name"
         )
-    state = LabState(name=name, store_url=plan.store_url, subnet=str(plan.subnet))
+    state = LabState(
+        name=name,
+        store_url=plan.store_url,
+        subnet=str(plan.subnet),
+        topology=plan.topology,
+        mtu=plan.mtu,
+    )
     _save(state)
     try:
         _build(plan, state, configmap)
@@ -165,15 +194,21 @@ def _build(plan: LabPlan, state: LabState, configmap: Mapping[str, str]) -> None
     state.netns.append(fab)
     _save(state)
     nl.create_netns(fab)
-    nl.add_bridge(fab, plan.bridge)
+    nl.add_bridge(fab, plan.bridge, mtu=plan.mtu)
     nl.add_address(fab, plan.bridge, plan.gateway)
+    if plan.topology == "router":
+        nl.set_sysctl(fab, "net.ipv4.ip_forward", "1")
+        for scope in ("all", "default", plan.bridge):
+            nl.set_sysctl(fab, f"net.ipv4.conf.{scope}.send_redirects", "0")
     for node in plan.nodes:
         state.netns.append(node.netns)
         _save(state)
         nl.create_netns(node.netns)
-        nl.add_veth(fab, node.fabric_port, node.netns, "eth0")
+        nl.add_veth(fab, node.fabric_port, node.netns, "eth0", mtu=plan.mtu)
         nl.set_master(fab, node.fabric_port, plan.bridge)
         nl.add_address(node.netns, "eth0", node.address)
+        if plan.topology == "router":
+            nl.replace_route(node.netns, ipaddress.IPv4Network("0.0.0.0/0"), plan.gateway.ip)
         state.nodes[node.name] = {
             "netns": node.netns,
             "address": str(node.address),
@@ -186,7 +221,7 @@ def _build(plan: LabPlan, state: LabState, configmap: Mapping[str, str]) -> None
     if plan.store == "etcd":
         state.root_links.append(plan.mgmt_link)
         _save(state)
-        nl.add_veth(None, plan.mgmt_link, fab, "mgmt")
+        nl.add_veth(None, plan.mgmt_link, fab, "mgmt", mtu=plan.mtu)
         nl.set_master(fab, "mgmt", plan.bridge)
         nl.add_address(None, plan.mgmt_link, plan.mgmt_address)
         _start_etcd(plan, state)
@@ -201,6 +236,27 @@ def _build(plan: LabPlan, state: LabState, configmap: Mapping[str, str]) -> None
     for node in plan.nodes:
         _spawn_agent(state, node.name)
     _wait_ready(plan, state)
+    sync_router(state)
+
+
+def sync_router(state: LabState) -> None:
+    """With the router topology, the fabric's routes to the pod CIDRs follow the CiliumNodes
+    (added, moved and removed)."""
+    if state.topology != "router":
+        return
+    store = open_store(state.store_url)
+    try:
+        desired = pod_cidr_routes(r.body for r in ResourceClient(store).list("CiliumNode")[0])
+    finally:
+        store.close()
+    fab = f"pl-{state.name}-fab"
+    current = nl.gateway_routes(fab)
+    for cidr, via in desired.items():
+        if current.get(cidr) != via:
+            nl.replace_route(fab, cidr, via)
+    for cidr in current:
+        if cidr not in desired:
+            nl.delete_route(fab, cidr)
 
 
 def _spawn_agent(state: LabState, node: str) -> int:
@@ -210,6 +266,7 @@ def _spawn_agent(state: LabState, node: str) -> int:
     argv += ["--store", state.store_url, "--config", str(state_dir(state.name) / "config.json")]
     argv += ["--state-dir", str(node_dir), "--bpf-pin-dir", str(bpf_dir(state.name) / node)]
     argv += ["--write-cni-conf-when-ready", str(cni_conf_path(state, node))]
+    argv += ["--cni-bin-path", str(node_dir / "cni" / "bin")]
     pid = procs.spawn(argv, log_path=node_dir / "agent.log", netns=info["netns"])
     state.pids[f"agent-{node}"] = pid
     _save(state)
@@ -581,6 +638,7 @@ def add_pod(
             return body
 
         client.mutate("Pod", pod, namespace, fn=set_ip)
+        sync_router(state)  # a multi-pool node may have taken a new CIDR for this pod
         if command:
             pid = procs.spawn(list(command), log_path=pod_log(name, namespace, pod), netns=netns)
             state.pods[key]["pid"] = str(pid)

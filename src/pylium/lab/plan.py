@@ -9,6 +9,12 @@ A lab named ``L`` with nodes ``n1..nN`` is:
 - with the etcd store, a management veth from the root namespace onto the bridge
   (``pl-L-mg``, the subnet's last usable address) so that the CLI reaches the store the way an
   operator's workstation reaches a cluster;
+- with ``--topology router`` (the seeds' other native-routing setup), the fabric namespace is
+  also a router: every node's default route points at the bridge address, and the fabric holds
+  a route to each node's pod CIDRs via that node (kept in step with the CiliumNodes by the lab,
+  as a BGP speaker or a cloud route table would be); it sends no ICMP redirects, so nodes
+  really go through it;
+- every underlay link (bridge, veths) has the lab's ``--mtu`` (jumbo frames when > 1500);
 - a state directory ``$PYLIUM_HOME/labs/L`` with ``lab.json`` and per-node directories (agent
   log, API socket, config), and per-node BPF pin directories under
   ``/sys/fs/bpf/pylium-lab-L/`` (pinning needs bpffs, which every namespace shares).
@@ -24,15 +30,18 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pylium.base.errors import LabError
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]{0,7}$")
 """Lab names are short so that derived interface names stay within 15 characters."""
 MAX_NODES = 32
+TOPOLOGIES = ("flat", "router")
+MIN_MTU, MAX_MTU = 1280, 9000
 ETCD_CLIENT_PORT = 2379
 ETCD_PEER_PORT = 2380
 IFNAMSIZ = 15
@@ -83,6 +92,8 @@ class LabPlan:
     """``local`` or ``etcd``."""
     state_dir: Path
     nodes: tuple[NodePlan, ...]
+    topology: str = "flat"
+    mtu: int = 1500
 
     @property
     def fabric_netns(self) -> str:
@@ -143,6 +154,8 @@ def plan_lab(
     store: str,
     home: Path,
     used: Iterable[ipaddress.IPv4Network] = (),
+    topology: str = "flat",
+    mtu: int = 1500,
 ) -> LabPlan:
     """The plan for a lab; LabError when the request cannot be met."""
     if not NAME_PATTERN.match(name):
@@ -153,6 +166,10 @@ def plan_lab(
         raise LabError(f"--nodes {nodes}: a lab has 1 to {MAX_NODES} nodes")
     if store not in ("local", "etcd"):
         raise LabError(f"--store {store}: use local or etcd")
+    if topology not in TOPOLOGIES:
+        raise LabError(f"--topology {topology}: use {' or '.join(TOPOLOGIES)}")
+    if not MIN_MTU <= mtu <= MAX_MTU:
+        raise LabError(f"--mtu {mtu}: use {MIN_MTU} to {MAX_MTU}")
     taken = list(used)
     subnet = next((s for s in candidate_subnets() if not any(s.overlaps(t) for t in taken)), None)
     if subnet is None:
@@ -169,8 +186,39 @@ def plan_lab(
         )
         for i in range(1, nodes + 1)
     )
-    plan = LabPlan(name=name, subnet=subnet, store=store, state_dir=state_dir, nodes=node_plans)
+    plan = LabPlan(
+        name=name,
+        subnet=subnet,
+        store=store,
+        state_dir=state_dir,
+        nodes=node_plans,
+        topology=topology,
+        mtu=mtu,
+    )
     too_long = [n for n in plan.interface_names if len(n) > IFNAMSIZ]
     if too_long:
         raise LabError(f"interface names longer than {IFNAMSIZ} characters: {', '.join(too_long)}")
     return plan
+
+
+def pod_cidr_routes(
+    cilium_nodes: Iterable[Mapping[str, Any]],
+) -> dict[ipaddress.IPv4Network, ipaddress.IPv4Address]:
+    """What the router must know: each node's IPv4 pod CIDRs (cluster-pool/kubernetes
+    ``spec.ipam.podCIDRs`` and multi-pool ``spec.ipam.pools.allocated``) via its InternalIP."""
+    routes: dict[ipaddress.IPv4Network, ipaddress.IPv4Address] = {}
+    for body in cilium_nodes:
+        spec = body.get("spec") or {}
+        internal = [a["ip"] for a in spec.get("addresses") or [] if a.get("type") == "InternalIP"]
+        if not internal:
+            continue
+        via = ipaddress.IPv4Address(internal[0])
+        ipam = spec.get("ipam") or {}
+        cidrs = list(ipam.get("podCIDRs") or [])
+        for pool in (ipam.get("pools") or {}).get("allocated") or []:
+            cidrs += pool.get("cidrs") or []
+        for cidr in cidrs:
+            network = ipaddress.ip_network(cidr, strict=False)
+            if isinstance(network, ipaddress.IPv4Network):
+                routes[network] = via
+    return routes

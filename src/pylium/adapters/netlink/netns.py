@@ -8,6 +8,7 @@ means the namespace of the calling process.
 from __future__ import annotations
 
 import ipaddress
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -65,14 +66,14 @@ def link_index(ns: str | None, ifname: str) -> int | None:
         return int(found[0]) if found else None
 
 
-def add_bridge(ns: str | None, name: str) -> None:
+def add_bridge(ns: str | None, name: str, mtu: int = 1500) -> None:
     with _ipr(ns) as ipr:
         if not ipr.link_lookup(ifname=name):
             ipr.link("add", ifname=name, kind="bridge")
-        ipr.link("set", index=ipr.link_lookup(ifname=name)[0], state="up")
+        ipr.link("set", index=ipr.link_lookup(ifname=name)[0], mtu=mtu, state="up")
 
 
-def add_veth(ns: str | None, name: str, peer_ns: str | None, peer: str) -> None:
+def add_veth(ns: str | None, name: str, peer_ns: str | None, peer: str, mtu: int = 1500) -> None:
     """A veth pair ``name`` (in ``ns``) <-> ``peer`` (in ``peer_ns``), both up."""
     if ns is not None and peer_ns is None:
         raise DatapathError(f"link {name}", "add veth", "create it from the root namespace instead")
@@ -86,9 +87,9 @@ def add_veth(ns: str | None, name: str, peer_ns: str | None, peer: str) -> None:
             ipr.link("add", ifname=name, kind="veth", peer=spec)
         except NetlinkError as err:
             raise DatapathError(f"link {name}", "add veth", str(err)) from err
-        ipr.link("set", index=ipr.link_lookup(ifname=name)[0], state="up")
+        ipr.link("set", index=ipr.link_lookup(ifname=name)[0], mtu=mtu, state="up")
     with _ipr(peer_ns) as ipr:
-        ipr.link("set", index=ipr.link_lookup(ifname=peer)[0], state="up")
+        ipr.link("set", index=ipr.link_lookup(ifname=peer)[0], mtu=mtu, state="up")
 
 
 def set_master(ns: str | None, ifname: str, bridge: str) -> None:
@@ -135,3 +136,49 @@ def routed_networks(ns: str | None = None) -> list[ipaddress.IPv4Network]:
             if dst:
                 out.append(ipaddress.IPv4Network(f"{dst}/{route['dst_len']}", strict=False))
     return out
+
+
+def replace_route(
+    ns: str | None, dst: ipaddress.IPv4Network, gateway: ipaddress.IPv4Address
+) -> None:
+    """``dst via gateway`` in ``ns`` (``0.0.0.0/0`` for the default route)."""
+    with _ipr(ns) as ipr:
+        try:
+            ipr.route("replace", dst=str(dst), gateway=str(gateway))
+        except NetlinkError as err:
+            raise DatapathError(str(dst), f"route via {gateway} in {ns}", str(err)) from err
+
+
+def delete_route(ns: str | None, dst: ipaddress.IPv4Network) -> None:
+    with _ipr(ns) as ipr:
+        try:
+            ipr.route("del", dst=str(dst))
+        except NetlinkError as err:
+            if err.code != 3:  # ESRCH: already gone
+                raise DatapathError(str(dst), f"delete route in {ns}", str(err)) from err
+
+
+def gateway_routes(ns: str | None) -> dict[ipaddress.IPv4Network, ipaddress.IPv4Address]:
+    """The routes of ``ns`` that go via a gateway: destination -> gateway."""
+    out = {}
+    with _ipr(ns) as ipr:
+        for route in ipr.get_routes(family=2):
+            gateway = route.get_attr("RTA_GATEWAY")
+            if gateway:
+                dst = route.get_attr("RTA_DST") or "0.0.0.0"
+                out[ipaddress.IPv4Network(f"{dst}/{route['dst_len']}", strict=False)] = (
+                    ipaddress.IPv4Address(gateway)
+                )
+    return out
+
+
+def set_sysctl(ns: str, name: str, value: str) -> None:
+    """A sysctl inside ``ns`` (``net.*`` sysctls are per namespace)."""
+    done = subprocess.run(
+        ["ip", "netns", "exec", ns, "sysctl", "-qw", f"{name}={value}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode:
+        raise DatapathError(f"netns {ns}", f"sysctl {name}={value}", done.stderr.strip())

@@ -98,9 +98,9 @@ def write_sysctl(name: str, value: str) -> None:
         raise DatapathError(name, "write sysctl", str(err)) from err
 
 
-def ensure_vxlan(name: str, port: int) -> tuple[int, int]:
-    """A VXLAN device in collect-metadata ("external") mode on UDP ``port``, up; returns its
-    ifindex and the MTU of the underlay (the default route's device)."""
+def ensure_vxlan(name: str, port: int, mtu: int) -> int:
+    """A VXLAN device in collect-metadata ("external") mode on UDP ``port`` with ``mtu`` (the
+    largest inner packet it takes), up; returns its ifindex."""
     try:
         with IPRoute() as ipr:
             if not ipr.link_lookup(ifname=name):
@@ -113,16 +113,28 @@ def ensure_vxlan(name: str, port: int) -> tuple[int, int]:
                     vxlan_learning=0,
                 )
             index = int(ipr.link_lookup(ifname=name)[0])
-            ipr.link("set", index=index, state="up")
-            underlay = 1500
-            for route in ipr.get_routes(family=2):
-                oif = route.get_attr("RTA_OIF")
-                if oif and oif != index:
-                    underlay = int(ipr.get_links(oif)[0].get_attr("IFLA_MTU"))
-                    break
-            return index, underlay
+            ipr.link("set", index=index, mtu=mtu, state="up")
+            return index
     except NetlinkError as err:
         raise DatapathError(name, "create vxlan device", str(err)) from err
+
+
+def underlay_mtu(node_ip: ipaddress.IPv4Address, default: int = 1500) -> int:
+    """The MTU of the device that holds the node's address (jumbo frames included); ``default``
+    when no device holds it."""
+    with IPRoute() as ipr:
+        for addr in ipr.get_addr(family=2):
+            if addr.get_attr("IFA_ADDRESS") == str(node_ip):
+                return int(ipr.get_links(addr["index"])[0].get_attr("IFLA_MTU"))
+    return default
+
+
+def set_mtu(ifname: str, mtu: int) -> None:
+    try:
+        with IPRoute() as ipr:
+            ipr.link("set", index=ipr.link_lookup(ifname=ifname)[0], mtu=mtu)
+    except (NetlinkError, IndexError) as err:
+        raise DatapathError(ifname, f"set mtu {mtu}", str(err)) from err
 
 
 def endpoint_route(host_ifname: str, ip: ipaddress.IPv4Address, mac: str) -> None:
