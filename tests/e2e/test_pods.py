@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from pylium.adapters import fsmount
 from pylium.adapters.agentapi import AgentAPIError, AgentClient
 from pylium.adapters.maps import endpoints as epmap
 from pylium.adapters.maps import ipcache, metrics
@@ -299,6 +300,7 @@ def test_pods_on_two_nodes_talk(cli: Cli, mode: str, store: str, mtu: int) -> No
 
 def test_pod_run_exec_logs_delete(cli: Cli) -> None:
     lab = f"r{os.getpid() % 10000}"
+    cgroup_root = cli.home / "labs" / lab / "cgroupv2"
     cli("lab", "up", "--nodes", "1", "--name", lab)
     try:
         cli(
@@ -339,10 +341,18 @@ def test_pod_run_exec_logs_delete(cli: Cli) -> None:
             == 1
         )
         assert '"GET / HTTP/1.1" 200' in cli("lab", "pod", "logs", "web", "--name", lab).stdout
+        # The pod's process runs in its own cgroup in its node's subtree of the lab's cgroup v2
+        # mount, which the agent mounted (cgroup.autoMount).
+        web = json.loads((cli.home / "labs" / lab / "lab.json").read_text())["pods"]["default/web"]
+        assert fsmount.is_mounted(cgroup_root, fsmount.CGROUP2)
+        pod_cgroup = cgroup_root / "n1" / web["container_id"][:12]
+        assert (pod_cgroup / "cgroup.procs").read_text().split() == [web["pid"]]
         cli("lab", "pod", "delete", "web", "--name", lab)
         assert "default/web" not in cli("lab", "pod", "list", "--name", lab).stdout
+        assert not Path(f"/proc/{web['pid']}").exists() and not pod_cgroup.exists()
     finally:
         cli("lab", "down", "--name", lab, check=False)
+    assert not fsmount.is_mounted(cgroup_root, fsmount.CGROUP2)
 
 
 def test_pod_churn_leaves_nothing_behind(cli: Cli) -> None:

@@ -24,8 +24,11 @@ def spawn(
     log_path: Path,
     netns: str | None = None,
     env: Mapping[str, str] | None = None,
+    cgroup: Path | None = None,
 ) -> int:
-    """Start a detached daemon (own session, output to ``log_path``); returns its PID."""
+    """Start a detached daemon (own session, output to ``log_path``), in the cgroup v2
+    directory ``cgroup`` when given (it joins before exec, so nothing runs outside); returns
+    its PID."""
     cmd = list(argv)
     if netns:
         cmd = ["nsenter", f"--net=/run/netns/{netns}", "--", *cmd]
@@ -39,11 +42,17 @@ def spawn(
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 env=dict(env) if env is not None else None,
+                preexec_fn=(lambda: _join_cgroup(cgroup)) if cgroup is not None else None,
             )
         except OSError as err:
             raise LabError(f"cannot start {argv[0]}: {err}") from err
     proc.returncode = 0  # detached on purpose: nobody waits here, so no ResourceWarning
     return proc.pid
+
+
+def _join_cgroup(cgroup: Path) -> None:
+    with open(cgroup / "cgroup.procs", "w") as procs:
+        procs.write("0")  # 0: the writing process itself
 
 
 def alive(pid: int) -> bool:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pylium import __version__
+from pylium.adapters import fsmount
 from pylium.adapters.bpf import bpffs
 from pylium.adapters.identities import IdentityAllocator
 from pylium.adapters.resources import ResourceClient
@@ -438,6 +439,9 @@ def main(argv: list[str] | None = None) -> None:
     pin_dir = args.bpf_pin_dir or bpf_root / "pylium"
     try:
         bpffs.ensure_mounted(bpf_root, auto_mount=settings.bpf_auto_mount)
+        fsmount.ensure_mounted(
+            Path(settings.cgroup_root), fsmount.CGROUP2, auto_mount=settings.cgroup_auto_mount
+        )
     except PyliumError as err:
         print(f"Error: {err}", file=sys.stderr)
         sys.exit(1)

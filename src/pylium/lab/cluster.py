@@ -7,6 +7,7 @@ exactly what was made (tolerating what was recorded but never made), and nothing
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
 import json
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pylium.adapters import procs
+from pylium.adapters import fsmount, procs
 from pylium.adapters.netlink import netns as nl
 from pylium.adapters.resources import ResourceClient
 from pylium.adapters.store.factory import open_store
@@ -216,7 +217,9 @@ def _build(plan: LabPlan, state: LabState, configmap: Mapping[str, str]) -> None
         }
         _save(state)
     plan.state_dir.mkdir(parents=True, exist_ok=True)
-    plan.config_path.write_text(json.dumps(dict(configmap), indent=2, sort_keys=True))
+    # The lab's own cgroup v2 mount, so that pods' cgroups and the mount go with the lab.
+    config = {**configmap, "cgroup-root": str(plan.cgroup_root)}
+    plan.config_path.write_text(json.dumps(config, indent=2, sort_keys=True))
 
     if plan.store == "etcd":
         state.root_links.append(plan.mgmt_link)
@@ -482,6 +485,10 @@ def down(name: str, *, force: bool = False) -> list[str]:
             removed.append(f"netns {pod['netns']}")
         except PyliumError as err:
             errors.append(str(err))
+    try:
+        _remove_cgroups(name)
+    except (OSError, PyliumError) as err:
+        errors.append(f"cgroups: {err}")
     shutil.rmtree(bpf_dir(name), ignore_errors=True)
     for link in state.root_links:
         try:
@@ -640,12 +647,36 @@ def add_pod(
         client.mutate("Pod", pod, namespace, fn=set_ip)
         sync_router(state)  # a multi-pool node may have taken a new CIDR for this pod
         if command:
-            pid = procs.spawn(list(command), log_path=pod_log(name, namespace, pod), netns=netns)
+            cgroup = pod_cgroup(name, node, container_id)
+            cgroup.mkdir(parents=True, exist_ok=True)
+            pid = procs.spawn(
+                list(command), log_path=pod_log(name, namespace, pod), netns=netns, cgroup=cgroup
+            )
             state.pods[key]["pid"] = str(pid)
             _save(state)
     finally:
         store.close()
     return state.pods[key]
+
+
+def pod_cgroup(name: str, node: str, container_id: str) -> Path:
+    """The pod's cgroup in its node's subtree of the lab's cgroup v2 mount."""
+    root = state_dir(name) / "cgroupv2"
+    if not fsmount.is_mounted(root, fsmount.CGROUP2):
+        raise LabError(f"{root} is not a cgroup2 mount: is the agent on {node} running?")
+    return root / node / container_id[:12]
+
+
+def _remove_cgroups(name: str) -> None:
+    """Pods' and nodes' cgroups (their processes are gone by now), then the mount."""
+    root = state_dir(name) / "cgroupv2"
+    if not fsmount.is_mounted(root, fsmount.CGROUP2):
+        return
+    for node in [p for p in root.iterdir() if p.is_dir()]:
+        for pod in [p for p in node.iterdir() if p.is_dir()]:
+            pod.rmdir()
+        node.rmdir()
+    fsmount.unmount(root, fsmount.CGROUP2)
 
 
 def pod_log(name: str, namespace: str, pod: str) -> Path:
@@ -663,7 +694,8 @@ def pod_info(name: str, pod: str, namespace: str = "default") -> dict[str, str]:
 
 
 def delete_pod(name: str, pod: str, *, namespace: str = "default") -> None:
-    """CNI DEL, then the pod's namespace and its Pod object."""
+    """Stop the pod's process (as a runtime stops the containers first), CNI DEL, then the
+    pod's namespace, its cgroup and its Pod object."""
     state = load_state(name)
     if state is None:
         raise LabError(f"no lab named {name!r}")
@@ -671,6 +703,10 @@ def delete_pod(name: str, pod: str, *, namespace: str = "default") -> None:
     info = state.pods.get(key)
     if info is None:
         raise LabError(f"no pod {key} in lab {name}")
+    if info.get("pid"):
+        procs.stop(int(info["pid"]))
+        with contextlib.suppress(FileNotFoundError):
+            pod_cgroup(name, info["node"], info["container_id"]).rmdir()
     _cni(
         state,
         info["node"],

@@ -17,7 +17,9 @@ A lab named ``L`` with nodes ``n1..nN`` is:
 - every underlay link (bridge, veths) has the lab's ``--mtu`` (jumbo frames when > 1500);
 - a state directory ``$PYLIUM_HOME/labs/L`` with ``lab.json`` and per-node directories (agent
   log, API socket, config), and per-node BPF pin directories under
-  ``/sys/fs/bpf/pylium-lab-L/`` (pinning needs bpffs, which every namespace shares).
+  ``/sys/fs/bpf/pylium-lab-L/`` (pinning needs bpffs, which every namespace shares), and the
+  lab's own cgroup v2 mount in the state directory, which the agents mount
+  (``cgroup.autoMount``) and which holds a subtree per node with a cgroup per pod.
 
 Interface names are checked against the kernel's 15-character limit here, before anything is
 built.
@@ -120,6 +122,12 @@ class LabPlan:
         if self.store == "etcd":
             return f"etcd:http://{self.gateway.ip}:{ETCD_CLIENT_PORT}"
         return f"local:{self.state_dir / 'store.sqlite'}"
+
+    @property
+    def cgroup_root(self) -> Path:
+        """The lab's cgroup v2 mount (``cgroup-root``): the agents mount it
+        (``cgroup.autoMount``); each pod runs in ``<root>/<node>/<container>``."""
+        return self.state_dir / "cgroupv2"
 
     @property
     def state_file(self) -> Path:
