@@ -18,7 +18,9 @@ from pylium.core.cni import (
     Interface,
     IPConfig,
     Route,
+    endpoint_result,
     parse_request,
+    prev_result_addresses,
     render_result,
     render_version,
 )
@@ -134,3 +136,66 @@ def test_plugin_binary_speaks_the_wire_protocol() -> None:
     assert bad.returncode == 1
     err = json.loads(bad.stdout)
     assert err["code"] == 1 and "0.0.7" in err["details"]
+
+
+def test_endpoint_result_is_what_chained_plugins_expect() -> None:
+    """portmap forwards only to IPs whose ``interface`` index names a sandbox interface called
+    CNI_IFNAME; bandwidth looks for the host-side veth (no sandbox) by name."""
+    result = endpoint_result(
+        host_ifname="lxc0123456789a",
+        host_mac="aa:bb:cc:dd:ee:01",
+        ifname="eth0",
+        pod_mac="aa:bb:cc:dd:ee:02",
+        netns="/run/netns/pod1",
+        address=ipaddress.IPv4Address("10.0.1.7"),
+        router=ipaddress.IPv4Address("10.0.1.1"),
+    )
+    out = render_result(result, "1.0.0")
+    assert out == {
+        "cniVersion": "1.0.0",
+        "interfaces": [
+            {"name": "lxc0123456789a", "mac": "aa:bb:cc:dd:ee:01"},
+            {"name": "eth0", "mac": "aa:bb:cc:dd:ee:02", "sandbox": "/run/netns/pod1"},
+        ],
+        "ips": [{"address": "10.0.1.7/32", "gateway": "10.0.1.1", "interface": 1}],
+        "routes": [{"dst": "0.0.0.0/0", "gw": "10.0.1.1"}],
+        "dns": {},
+    }
+    pod_iface = out["interfaces"][out["ips"][0]["interface"]]
+    assert pod_iface["name"] == "eth0" and pod_iface["sandbox"]
+    assert next(i for i in out["interfaces"] if not i.get("sandbox"))["name"].startswith("lxc")
+    # The same result read back as a chained plugin's (or CHECK's) prevResult.
+    assert prev_result_addresses(out, "eth0") == ("10.0.1.7",)
+    assert prev_result_addresses(out, "net1") == ()
+    assert prev_result_addresses(render_result(result, "0.3.1"), "eth0") == ("10.0.1.7",)
+    assert prev_result_addresses(render_result(result, "0.2.0"), "eth0") == ("10.0.1.7",)
+    assert prev_result_addresses(None, "eth0") == ()
+
+
+def test_prev_result_with_chain_and_bad_shapes() -> None:
+    # A result a bridge plugin would pass on: the IP belongs to interface 2 (the sandbox one).
+    bridge = {
+        "interfaces": [
+            {"name": "br0"},
+            {"name": "veth1"},
+            {"name": "eth0", "sandbox": "/run/netns/x"},
+        ],
+        "ips": [{"interface": 2, "address": "10.99.0.2/24", "gateway": "10.99.0.1"}],
+    }
+    assert prev_result_addresses(bridge, "eth0") == ("10.99.0.2",)
+    assert prev_result_addresses({"ips": [{"address": "10.1.0.5/32"}]}, "eth0") == ("10.1.0.5",)
+    for bad in ({"ips": [{"interface": 5, "address": "10.0.0.1/32"}]}, {"ips": [{"x": 1}]}):
+        with pytest.raises(CniError) as err:
+            prev_result_addresses(bad, "eth0")
+        assert err.value.code == ErrorCode.DECODE_FAILURE
+
+
+def test_add_with_a_prev_result_is_refused_before_any_agent_call() -> None:
+    """pylium-cni is first in its chain; behind another plugin it says so (no agent needed)."""
+    conf = {**CONF, "prevResult": {"cniVersion": "1.0.0", "ips": [{"address": "10.9.9.9/32"}]}}
+    env = {**ENV, "CNI_NETNS": "/nonexistent"}
+    done = _plugin(env, json.dumps({**conf, "socket-path": "/nonexistent/agent.sock"}))
+    assert done.returncode == 1
+    err = json.loads(done.stdout)
+    assert err["code"] == ErrorCode.INVALID_NETWORK_CONFIG
+    assert "first plugin" in err["msg"]

@@ -1,11 +1,15 @@
 """L5: installing the agent's CNI configuration file once it is ready (see
 :mod:`pylium.core.cniconf`): written atomically with mode 0600, skipped when unchanged, other
-configs set aside when ``cni-exclusive``; removed on shutdown with ``cni-uninstall``."""
+configs set aside when ``cni-exclusive``; removed on shutdown with ``cni-uninstall``. With
+``cni-install`` the plugin executable (``cilium-cni``, running this interpreter's pylium-cni)
+is put into ``cni-bin-path`` first, atomically with mode 0755, so that a runtime that sees the
+config also finds the plugin."""
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 from pylium.base.errors import ConfigError
@@ -15,8 +19,31 @@ from pylium.model.config import AgentSettings
 log = logging.getLogger(__name__)
 
 
+def install_plugin(settings: AgentSettings, python: str = sys.executable) -> Path | None:
+    """With ``cni-install``, ``<cni-bin-path>/cilium-cni`` (temp file + rename; skipped when
+    unchanged); returns its path (or None)."""
+    if not settings.cni_install:
+        return None
+    target = Path(settings.cni_bin_path) / cniconf.PLUGIN_TYPE
+    content = cniconf.plugin_wrapper(python)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_file() and target.read_text() == content and os.access(target, os.X_OK):
+            return target
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_text(content)
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, target)
+    except OSError as err:
+        raise ConfigError("cni-bin-path", f"cannot install {target}: {err}") from err
+    log.info("CNI plugin installed", extra={"file": str(target)})
+    return target
+
+
 def install(settings: AgentSettings, socket_path: Path) -> Path | None:
-    """Write the config named by ``write-cni-conf-when-ready``; returns its path (or None)."""
+    """Install the plugin (``cni-install``), then write the config named by
+    ``write-cni-conf-when-ready``; returns the config's path (or None)."""
+    install_plugin(settings)
     if not settings.write_cni_conf_when_ready:
         return None
     target = Path(settings.write_cni_conf_when_ready)
@@ -31,6 +58,7 @@ def install(settings: AgentSettings, socket_path: Path) -> Path | None:
         log_file=settings.cni_log_file,
         debug=settings.debug,
         extra={"socket-path": str(socket_path)},
+        chained_plugins=[p.value for p in settings.cni_chained_plugins],
     )
     target.parent.mkdir(parents=True, exist_ok=True)
     decided = cniconf.plan(

@@ -4,9 +4,15 @@ ADD: a pod IP from the node's agent (``POST /v1/ipam``), the pod's veth plumbed 
 (host side ``lxc<hash>``), then the endpoint created (``PUT /v1/endpoint/{container-id}``), and
 the CNI result printed; anything that fails is undone (IP released, veth removed).
 DEL: the endpoint deleted (the agent releases its IP) and the veth removed; idempotent.
-CHECK: the endpoint exists and holds its IP. STATUS: the agent answers. VERSION: the list.
+CHECK: the endpoint exists and holds the IP the cached result (``prevResult``) names.
+STATUS: the agent answers. VERSION: the list.
 The agent's socket comes from the network configuration's ``socket-path``
 (default ``/var/run/cilium/cilium.sock``).
+
+Chaining: pylium-cni is the first plugin of its conflist; reference plugins after it
+(``portmap``, ``bandwidth``) get its result as ``prevResult`` (see
+:func:`pylium.core.cni.endpoint_result` for the shape they need). Run after another plugin
+(an ADD with a prevResult), it refuses: Cilium's generic-veth chaining is not implemented.
 """
 
 from __future__ import annotations
@@ -24,15 +30,13 @@ from pylium.adapters.netlink import podnet
 from pylium.base.errors import AgentUnavailable, PyliumError
 from pylium.core.cni import (
     SUPPORTED_VERSIONS,
-    AddResult,
     CniError,
     CniRequest,
     Command,
     ErrorCode,
-    Interface,
-    IPConfig,
-    Route,
+    endpoint_result,
     parse_request,
+    prev_result_addresses,
     render_result,
     render_version,
 )
@@ -51,6 +55,13 @@ def _owner(request: CniRequest) -> str:
 
 
 def add(client: AgentClient, request: CniRequest) -> dict[str, Any]:
+    if request.prev_result:
+        raise CniError(
+            ErrorCode.INVALID_NETWORK_CONFIG,
+            "pylium-cni must be the first plugin of its conflist",
+            "it got a prevResult: chaining behind another plugin (cni-chaining-mode "
+            "generic-veth, aws-cni, ...) is not implemented",
+        )
     answer = client.post("/v1/ipam", owner=_owner(request))
     ip = ipaddress.IPv4Address(answer["address"]["ipv4"])
     router = ipaddress.IPv4Address(answer["ipv4"]["gateway"])
@@ -86,15 +97,30 @@ def add(client: AgentClient, request: CniRequest) -> dict[str, Any]:
         with contextlib.suppress(PyliumError):
             client.delete(f"/v1/ipam/{ip}")
         raise
-    result = AddResult(
-        interfaces=(
-            Interface(name=host, mac=link.host_mac),
-            Interface(name=request.ifname, mac=link.pod_mac, sandbox=request.netns),
-        ),
-        ips=(IPConfig(address=ipaddress.IPv4Interface(f"{ip}/32"), gateway=router, interface=1),),
-        routes=(Route(dst=ipaddress.IPv4Network("0.0.0.0/0"), gw=router),),
+    result = endpoint_result(
+        host_ifname=host,
+        host_mac=link.host_mac,
+        ifname=request.ifname,
+        pod_mac=link.pod_mac,
+        netns=request.netns,
+        address=ip,
+        router=router,
     )
     return render_result(result, request.cni_version)
+
+
+def check(client: AgentClient, request: CniRequest) -> None:
+    """The endpoint exists, and holds the address the cached ADD result gave the pod."""
+    endpoint = client.get(f"/v1/endpoint/{request.container_id}")
+    expected = prev_result_addresses(request.prev_result, request.ifname)
+    held = str(endpoint.get("ipv4", ""))
+    if expected and held not in expected:
+        raise CniError(
+            ErrorCode.INVALID_NETWORK_CONFIG,
+            "endpoint does not match prevResult",
+            f"endpoint {request.container_id} holds {held or 'no IPv4'}, "
+            f"prevResult says {', '.join(expected)}",
+        )
 
 
 def run(env: dict[str, str], stdin: bytes) -> tuple[int, dict[str, Any] | None]:
@@ -113,7 +139,7 @@ def run(env: dict[str, str], stdin: bytes) -> tuple[int, dict[str, Any] | None]:
             podnet.delete_host_link(host_ifname(request.container_id, request.ifname))
             return 0, None
         if request.command is Command.CHECK:
-            client.get(f"/v1/endpoint/{request.container_id}")
+            check(client, request)
             return 0, None
         if request.command is Command.STATUS:
             client.get("/v1/healthz")

@@ -285,6 +285,56 @@ def render_result(result: AddResult, cni_version: str) -> dict[str, Any]:
     return out
 
 
+def endpoint_result(
+    *,
+    host_ifname: str,
+    host_mac: str,
+    ifname: str,
+    pod_mac: str,
+    netns: str,
+    address: ipaddress.IPv4Address,
+    router: ipaddress.IPv4Address,
+) -> AddResult:
+    """The ADD result for one veth endpoint, in the shape chained plugins rely on: the host
+    veth first (no sandbox: ``bandwidth`` finds it as the container interface's peer), the pod
+    interface second with its netns as sandbox, the IP pointing at it by index (``portmap``
+    only forwards to IPs of the sandbox interface named CNI_IFNAME), the default route via
+    the router."""
+    return AddResult(
+        interfaces=(
+            Interface(name=host_ifname, mac=host_mac),
+            Interface(name=ifname, mac=pod_mac, sandbox=netns),
+        ),
+        ips=(
+            IPConfig(address=ipaddress.IPv4Interface(f"{address}/32"), gateway=router, interface=1),
+        ),
+        routes=(Route(dst=ipaddress.IPv4Network("0.0.0.0/0"), gw=router),),
+    )
+
+
+def prev_result_addresses(prev: Mapping[str, Any] | None, ifname: str) -> tuple[str, ...]:
+    """The addresses (without prefix length) a prevResult gives the sandbox interface
+    ``ifname`` (0.3.0+ shape; legacy ``ip4``/``ip6`` too); a malformed prevResult is a
+    DECODE_FAILURE."""
+    if not prev:
+        return ()
+    try:
+        if "ips" not in prev:
+            return tuple(str(prev[f]["ip"]).split("/")[0] for f in ("ip4", "ip6") if prev.get(f))
+        interfaces = list(prev.get("interfaces") or [])
+        out = []
+        for ip in prev["ips"]:
+            index = ip.get("interface")
+            if index is not None:
+                iface = interfaces[int(index)]
+                if iface.get("name") != ifname or not iface.get("sandbox"):
+                    continue
+            out.append(str(ipaddress.ip_interface(ip["address"]).ip))
+        return tuple(out)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as err:
+        raise CniError(ErrorCode.DECODE_FAILURE, "invalid prevResult", repr(err)) from err
+
+
 def _route(route: Route) -> dict[str, Any]:
     out: dict[str, Any] = {"dst": str(route.dst)}
     if route.gw is not None:

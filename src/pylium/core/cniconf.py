@@ -6,19 +6,37 @@ the agent is ready; chaining mode ``portmap`` appends the reference portmap plug
 ``read-cni-conf`` file is written verbatim; ``custom-cni-conf`` writes nothing. With
 ``cni-exclusive`` every other ``*.conf``, ``*.conflist`` and ``*.json`` in the directory is
 renamed to ``<name>.cilium_bak``; a legacy ``05-cilium.conf`` always is.
+
+pylium adds ``cni-chained-plugins``: reference plugins (``portmap``, ``bandwidth``) appended
+after cilium-cni, each declaring the capability the runtime fills in (``portMappings``,
+``bandwidth``), so that hostPorts and traffic shaping work without a hand-written conflist.
+With ``cni-install`` the agent puts the executable named by the conflist's ``type``
+(``cilium-cni``) into the CNI bin directory: :func:`plugin_wrapper` is its content.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+import shlex
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 CNI_VERSION = "0.3.1"
+"""Upstream's conflists say 0.3.1, where runtimes never call CHECK."""
+CHAINED_CNI_VERSION = "1.0.0"
+"""With ``cni-chained-plugins`` pylium writes 1.0.0, so that CHECK runs through the chain
+(libcni and the reference plugins refuse CHECK below 0.4.0)."""
 BACKUP_SUFFIX = ".cilium_bak"
 CONFIG_SUFFIXES = (".conf", ".conflist", ".json")
 LEGACY_NAME = "05-cilium.conf"
+PLUGIN_TYPE = "cilium-cni"
+"""The conflist's ``type``, hence the executable's name in the CNI bin directory."""
+CHAINED_CAPABILITIES: Mapping[str, Mapping[str, bool]] = {
+    "portmap": {"portMappings": True},
+    "bandwidth": {"bandwidth": True},
+}
+"""Reference plugins pylium chains after cilium-cni, with the capabilities they declare."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,21 +53,38 @@ def render(
     log_file: str = "",
     debug: bool = False,
     extra: Mapping[str, Any] | None = None,
+    chained_plugins: Sequence[str] = (),
 ) -> str:
     """The conflist for a chaining mode (``none`` or ``portmap``); ``extra`` adds keys to the
-    cilium-cni entry (pylium adds ``socket-path``)."""
-    plugin: dict[str, Any] = {"type": "cilium-cni", "enable-debug": debug}
+    cilium-cni entry (pylium adds ``socket-path``); ``chained_plugins`` (keys of
+    :data:`CHAINED_CAPABILITIES`) follow cilium-cni in order. Mode ``portmap`` names the network
+    ``portmap`` and puts portmap first, as upstream does; otherwise the network is ``cilium``.
+    The spec version is upstream's 0.3.1, or 1.0.0 when ``chained_plugins`` are asked for."""
+    plugin: dict[str, Any] = {"type": PLUGIN_TYPE, "enable-debug": debug}
     if log_file:
         plugin["log-file"] = log_file
     plugin.update(extra or {})
-    if chaining_mode == "portmap":
-        plugins = [plugin, {"type": "portmap", "capabilities": {"portMappings": True}}]
-        name = "portmap"
-    else:
-        plugins = [plugin]
-        name = "cilium"
+    chain = ["portmap"] if chaining_mode == "portmap" else []
+    for name in chained_plugins:
+        if name not in CHAINED_CAPABILITIES:
+            raise ValueError(f"cannot chain {name!r}: one of {', '.join(CHAINED_CAPABILITIES)}")
+        if name not in chain:
+            chain.append(name)
+    plugins = [plugin]
+    plugins += [{"type": n, "capabilities": dict(CHAINED_CAPABILITIES[n])} for n in chain]
+    name = "portmap" if chaining_mode == "portmap" else "cilium"
+    version = CHAINED_CNI_VERSION if chained_plugins else CNI_VERSION
+    return json.dumps({"cniVersion": version, "name": name, "plugins": plugins}, indent=2) + "\n"
+
+
+def plugin_wrapper(python: str, module: str = "pylium.cni") -> str:
+    """The ``cilium-cni`` executable ``cni-install`` writes: a shell script that execs the
+    agent's own interpreter (so, its venv) on pylium-cni, passing stdin and the CNI
+    environment through."""
     return (
-        json.dumps({"cniVersion": CNI_VERSION, "name": name, "plugins": plugins}, indent=2) + "\n"
+        "#!/bin/sh\n"
+        "# cilium-cni: installed by pylium-agent (cni-install); runs pylium-cni.\n"
+        f'exec {shlex.quote(python)} -I -m {shlex.quote(module)} "$@"\n'
     )
 
 

@@ -186,6 +186,32 @@ class Words(Codec[tuple[str, ...]]):
         return " ".join(value)
 
 
+@dataclass(frozen=True, slots=True)
+class Choices(Codec[tuple[E, ...]]):
+    """A space- (or comma-) separated list of enum members, duplicates dropped, order kept."""
+
+    enum: type[E]
+
+    @property
+    def allowed(self) -> str:
+        return "a space-separated list of " + ", ".join(m.value for m in self.enum)
+
+    def parse(self, raw: str) -> tuple[E, ...]:
+        out: list[E] = []
+        for word in _split(raw, True):
+            try:
+                member = self.enum(word)
+            except ValueError:
+                hint = suggest(word, (m.value for m in self.enum))
+                raise ValueError(f'"{word}": allowed: {self.allowed}{hint}') from None
+            if member not in out:
+                out.append(member)
+        return tuple(out)
+
+    def render(self, value: tuple[E, ...]) -> str:
+        return " ".join(m.value for m in value)
+
+
 def parse_network(raw: str, version: int) -> Any:
     """A CIDR of the given IP version, without host bits (``10.0.0.1/8`` is refused)."""
     example = "10.0.0.0/8" if version == 4 else "fd00::/104"
@@ -429,6 +455,13 @@ class CNIChainingMode(StrEnum):
     FLANNEL = "flannel"
     GENERIC_VETH = "generic-veth"
     PORTMAP = "portmap"
+
+
+class CNIChainedPlugin(StrEnum):
+    """Reference plugins (containernetworking-plugins) pylium can chain after cilium-cni."""
+
+    PORTMAP = "portmap"
+    BANDWIDTH = "bandwidth"
 
 
 _PORT = Int(0, 65535)
@@ -683,6 +716,19 @@ class AgentSettings(ClusterSettings):
     (Helm ``cni.readCniConf``, or ``cni.configMap`` mounted at ``<mountPath>/<key>``)."""
     cni_uninstall: bool = setting("cni-uninstall", False, Bool())
     """Remove the CNI config on agent shutdown."""
+    cni_chained_plugins: tuple[CNIChainedPlugin, ...] = setting(
+        "cni-chained-plugins", (), Choices(CNIChainedPlugin)
+    )
+    """pylium key (Helm ``cni.chainedPlugins``; upstream needs a ``cni.configMap`` for this):
+    reference plugins appended after cilium-cni in the generated conflist, in order
+    (``portmap``, ``bandwidth``); ``cni-chaining-mode: portmap`` implies ``portmap``."""
+    cni_install: bool = setting("cni-install", True, Bool())
+    """pylium key (upstream: the chart's install-cni-binaries init container, Helm
+    ``cni.install``): once ready, the agent puts the plugin executable ``cilium-cni`` (which
+    runs pylium-cni) into ``cni-bin-path``, atomically."""
+    cni_bin_path: str = setting("cni-bin-path", "/opt/cni/bin", Str())
+    """pylium key (upstream: the DaemonSet's hostPath mount, Helm ``cni.binPath``): the CNI bin
+    directory the runtime searches (Debian's runtimes search /usr/lib/cni)."""
 
     # Policy
     enable_policy: PolicyEnforcement = setting(

@@ -61,6 +61,7 @@ CHART_DEFAULTS: Mapping[str, Any] = {
         "configMapKey": "cni-config",
         "confFileMountPath": "/tmp/cni-configuration",
         "hostConfDirMountPath": "/host/etc/cni/net.d",
+        "chainedPlugins": [],
     },
     "policyEnforcementMode": "default",
     "policyAuditMode": False,
@@ -107,7 +108,6 @@ PASSIVE: Mapping[str, str] = {
     "k8sServiceHost": "the agent's KUBERNETES_SERVICE_HOST; pylium agents talk to the store",
     "k8sServicePort": "the agent's KUBERNETES_SERVICE_PORT; pylium agents talk to the store",
     "cni.confPath": "a hostPath mount of the upstream DaemonSet",
-    "cni.binPath": "a hostPath mount of the upstream DaemonSet",
     "hubble.relay.enabled": "deploys Hubble Relay; run it with pylium's hubble relay",
     "hubble.ui.enabled": "deploys the Hubble UI; run it with pylium's hubble ui",
     "operator.replicas": "the operator Deployment's replica count",
@@ -385,6 +385,10 @@ ROWS: tuple[Row, ...] = (
         _read_cni_conf,
     ),
     row("cni-uninstall", "cni.uninstall", _truthy),
+    # pylium keys: upstream's install-cni-binaries init container and cni.binPath mount
+    row("cni-install", "cni.install"),
+    row("cni-bin-path", "cni.binPath"),
+    Row("cni-chained-plugins", ("cni.chainedPlugins",), _joined("cni.chainedPlugins", " ")),
     # Policy, identity, cluster
     Row("enable-policy", ("policyEnforcementMode",), _policy_mode),
     row("policy-audit-mode", "policyAuditMode"),
