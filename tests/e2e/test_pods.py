@@ -411,3 +411,102 @@ def test_traffic_leaving_the_cluster_is_masqueraded(cli: Cli, mode: str) -> None
         assert seen.strip() == node_ip  # the pod's address never leaves the node
     finally:
         cli("lab", "down", "--name", lab, check=False)
+
+
+def nsenter(netns: str) -> list[str]:
+    return ["nsenter", f"--net=/run/netns/{netns}"]
+
+
+STREAM_SERVER = """
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 8083)); s.listen(); s.settimeout(60)
+c, _ = s.accept(); c.settimeout(60)
+while data := c.recv(100):
+    c.sendall(data.upper())
+"""
+STREAM_CLIENT = """
+import socket, sys
+c = socket.create_connection((sys.argv[1], 8083), timeout=10)
+for line in sys.stdin:  # one round trip per line, on the same connection
+    c.sendall(line.strip().encode()); print(c.recv(100).decode(), flush=True)
+"""
+
+
+@pytest.mark.parametrize(
+    ("mode", "store"),
+    [pytest.param("tunnel", "etcd", marks=pytest.mark.etcd), ("native", "local")],
+)
+def test_connection_survives_agent_kill(cli: Cli, mode: str, store: str) -> None:
+    """One TCP connection between pods on two nodes keeps working while both agents are
+    killed (-9) and after they restart; the restarted agents restore, not duplicate."""
+    lab = f"k{mode[0]}{os.getpid() % 10000}"
+    cli(
+        "lab",
+        "up",
+        "--nodes",
+        "2",
+        "--store",
+        store,
+        "--name",
+        lab,
+        *(NATIVE if mode == "native" else ()),
+    )
+    try:
+        cli("lab", "pod", "run", "client", "--node", "n1", "--name", lab)
+        cli("lab", "pod", "run", "server", "--node", "n2", "--name", lab)
+        state = json.loads((cli.home / "labs" / lab / "lab.json").read_text())
+        client, server = state["pods"]["default/client"], state["pods"]["default/server"]
+        pins = Path(f"/sys/fs/bpf/pylium-lab-{lab}")
+        n1_ipcache = ipcache.IPCacheMap(open_pinned(str(pins / "n1" / ipcache.NAME)))
+        deadline = time.monotonic() + 20
+        while n1_ipcache.get(ipaddress.IPv4Network(f"{server['ip']}/32")) is None:
+            assert time.monotonic() < deadline, "n1 never learned the server's endpoint"
+            time.sleep(0.2)
+        server_proc = in_netns(server["netns"], STREAM_SERVER)
+        time.sleep(0.3)
+        talker = subprocess.Popen(
+            [*nsenter(client["netns"]), sys.executable, "-c", STREAM_CLIENT, server["ip"]],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert talker.stdin is not None and talker.stdout is not None
+
+        def round_trip(word: str) -> str:
+            assert talker.stdin is not None and talker.stdout is not None
+            talker.stdin.write(word + "\n")
+            talker.stdin.flush()
+            return talker.stdout.readline().strip()
+
+        try:
+            assert round_trip("before") == "BEFORE"
+            for node in ("n1", "n2"):
+                os.kill(state["pids"][f"agent-{node}"], 9)
+            time.sleep(0.5)
+            assert round_trip("during") == "DURING"
+            for node in ("n1", "n2"):
+                cli("lab", "restart", node, "--name", lab)
+            for node in ("n1", "n2"):
+                agent = AgentClient(cli.home / "labs" / lab / node / "pylium.sock", timeout=10)
+                deadline = time.monotonic() + 30
+                while True:
+                    try:
+                        if agent.get("/v1/healthz")["datapath"]["state"] == "Ok":
+                            break
+                    except PyliumError:
+                        pass
+                    assert time.monotonic() < deadline, f"agent on {node} did not come back"
+                    time.sleep(0.2)
+                assert len(agent.get("/v1/endpoint")) == 1
+                assert agent.get("/v1/ipam")["used"] == 2  # the router and the one pod
+            assert round_trip("after") == "AFTER"
+        finally:
+            talker.stdin.close()
+            talker.wait(timeout=30)
+            talker.stdout.close()
+            server_proc.kill()
+            server_proc.communicate()
+        assert len(json.loads(cli("get", "cep", "-A", "-o", "json").stdout)["items"]) == 2
+    finally:
+        cli("lab", "down", "--name", lab, check=False)
