@@ -1,11 +1,20 @@
-/* from-container: tc ingress on the host side of each pod's veth (packets the pod sends).
+/* The pod's host-side veth: cil_from_container on its tc ingress (packets the pod sends) and
+ * cil_to_container on its tc egress (packets the kernel routes to the pod: from the host, and
+ * from other nodes in native routing).
  *
- * Parse; resolve the source endpoint (its identity) and the destination's identity from the
- * ipcache; track the connection; then deliver to a local endpoint straight into its namespace
- * (bpf_redirect_peer, MACs rewritten as a router would), send pods on other nodes through the
- * VXLAN tunnel with the source identity in the VNI, and hand everything else to the kernel.
+ * from-container: parse; resolve the source endpoint (its identity) and the destination's
+ * identity from the ipcache; conntrack; the source endpoint's egress policy and, for a local
+ * destination, that endpoint's ingress policy (replies skip policy); record a new connection;
+ * then deliver to a local endpoint straight into its namespace (bpf_redirect_peer, MACs
+ * rewritten as a router would), send pods on other nodes through the VXLAN tunnel with the
+ * source identity in the VNI, and hand everything else to the kernel.
+ *
+ * to-container: the destination endpoint's ingress policy for the source identity the ipcache
+ * gives (traffic delivered by bpf_lxc or bpf_overlay never comes this way: bpf_redirect_peer
+ * skips the veth's egress).
+ *
  * Forwards and drops are counted; drops and (per monitor aggregation) forwards are traced.
- * Policy, service translation and masquerading arrive with their issues.
+ * Service translation and masquerading arrive with their issues.
  */
 #include "lib/common.h"
 #include "lib/config.h"
@@ -13,6 +22,7 @@
 #include "lib/ipcache.h"
 #include "lib/conntrack.h"
 #include "lib/events.h"
+#include "lib/policy.h"
 #include "lib/deliver.h"
 
 SEC("tc")
@@ -44,14 +54,29 @@ int cil_from_container(struct __sk_buff *skb)
 	struct remote_endpoint_info *dst_info = ipcache_lookup4(f.daddr);
 	f.dst_identity = dst_info ? dst_info->sec_identity : IDENTITY_WORLD;
 
-	ret = ct_process4(&f, TUPLE_F_OUT, skb->len, &notify);
-	if (ret < 0)
-		return drop(skb, -ret, DIR_EGRESS, &f);
-	notify = notify || monitor_aggregation == MONITOR_AGGREGATION_NONE || ret == CT_NEW;
+	int state = ct_lookup4(&f, CT_EGRESS, skb->len, &notify);
+	notify = notify || monitor_aggregation == MONITOR_AGGREGATION_NONE || state == CT_NEW;
 
 	struct endpoint_info *dst = endpoint_lookup4(f.daddr);
-	if (dst && dst->ifindex)
-		return deliver_local(skb, dst, &f, DIR_EGRESS, ret, notify);
+	bool local = dst && dst->ifindex;
+	if (state != CT_REPLY) {
+		ret = policy_check(skb, src->lxc_id, DIR_EGRESS, &f, state);
+		if (ret)
+			return drop(skb, ret, DIR_EGRESS, &f);
+		if (local) {
+			ret = policy_check(skb, dst->lxc_id, DIR_INGRESS, &f, state);
+			if (ret)
+				return drop(skb, ret, DIR_INGRESS, &f);
+		}
+	}
+	if (state == CT_NEW) {
+		ret = ct_create4(&f, CT_EGRESS, skb->len);
+		if (ret < 0)
+			return drop(skb, -ret, DIR_EGRESS, &f);
+	}
+
+	if (local)
+		return deliver_local(skb, dst, &f, DIR_EGRESS, state, notify);
 
 	if (dst_info && dst_info->tunnel_endpoint) {
 		/* A pod on another node: VXLAN in collect-metadata mode, the source identity in
@@ -66,10 +91,51 @@ int cil_from_container(struct __sk_buff *skb)
 		};
 		if (bpf_skb_set_tunnel_key(skb, &key, sizeof(key), BPF_F_ZERO_CSUM_TX) < 0)
 			return drop(skb, DROP_TUNNEL_KEY, DIR_EGRESS, &f);
-		forward(skb, TRACE_TO_OVERLAY, ret, DIR_EGRESS, &f, notify);
+		forward(skb, TRACE_TO_OVERLAY, state, DIR_EGRESS, &f, notify);
 		return bpf_redirect(cfg->tunnel_ifindex, 0);
 	}
-	forward(skb, TRACE_TO_STACK, ret, DIR_EGRESS, &f, notify);
+	forward(skb, TRACE_TO_STACK, state, DIR_EGRESS, &f, notify);
+	return TC_ACT_OK;
+}
+
+SEC("tc")
+int cil_to_container(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct flow_info f = {};
+	bool notify;
+	int ret;
+
+	if ((void *)(eth + 1) > data_end)
+		return drop(skb, DROP_INVALID_PACKET, DIR_INGRESS, &f);
+	if (eth->h_proto != bpf_htons(ETH_P_IP))
+		return TC_ACT_OK; /* ARP from the host, IPv6 link-local chatter: not ours to judge */
+	ret = parse_ipv4((void *)(eth + 1), data_end, &f);
+	if (ret)
+		return drop(skb, ret, DIR_INGRESS, &f);
+
+	struct endpoint_info *dst = endpoint_lookup4(f.daddr);
+	if (!dst)
+		return TC_ACT_OK;
+	f.dst_identity = dst->sec_id;
+	struct remote_endpoint_info *src_info = ipcache_lookup4(f.saddr);
+	f.src_identity = src_info ? src_info->sec_identity : IDENTITY_WORLD;
+
+	int state = ct_lookup4(&f, CT_INGRESS, skb->len, &notify);
+	notify = notify || monitor_aggregation == MONITOR_AGGREGATION_NONE || state == CT_NEW;
+	if (state != CT_REPLY) {
+		ret = policy_check(skb, dst->lxc_id, DIR_INGRESS, &f, state);
+		if (ret)
+			return drop(skb, ret, DIR_INGRESS, &f);
+	}
+	if (state == CT_NEW) {
+		ret = ct_create4(&f, CT_INGRESS, skb->len);
+		if (ret < 0)
+			return drop(skb, -ret, DIR_INGRESS, &f);
+	}
+	forward(skb, TRACE_TO_LXC, state, DIR_INGRESS, &f, notify);
 	return TC_ACT_OK;
 }
 

@@ -1,11 +1,15 @@
 /* from-overlay: tc ingress on cilium_vxlan (collect-metadata mode), packets decapsulated from
- * other nodes. The VNI is the sender's security identity; local endpoints get the packet
- * straight into their namespace, anything else goes to the kernel. (No conntrack here yet:
- * ingress tracking comes with to-container and policy.) */
+ * other nodes. The VNI is the sender's security identity. A packet for a local endpoint is
+ * tracked (a new connection is recorded as accepted into the pod, TUPLE_F_IN, so that the
+ * pod's replies pass its egress policy), checked against the endpoint's ingress policy unless
+ * it is a reply, and delivered straight into the endpoint's namespace; anything else goes to
+ * the kernel. */
 #include "lib/common.h"
 #include "lib/config.h"
 #include "lib/endpoints.h"
+#include "lib/conntrack.h"
 #include "lib/events.h"
+#include "lib/policy.h"
 #include "lib/deliver.h"
 
 SEC("tc")
@@ -16,6 +20,7 @@ int cil_from_overlay(struct __sk_buff *skb)
 	struct ethhdr *eth = data;
 	struct flow_info f = {};
 	struct bpf_tunnel_key key = {};
+	bool notify;
 	int ret;
 
 	if (bpf_skb_get_tunnel_key(skb, &key, sizeof(key), 0) < 0)
@@ -32,11 +37,25 @@ int cil_from_overlay(struct __sk_buff *skb)
 	struct endpoint_info *ep = endpoint_lookup4(f.daddr);
 	if (ep)
 		f.dst_identity = ep->sec_id;
-	bool notify = monitor_aggregation == MONITOR_AGGREGATION_NONE;
-	if (ep && ep->ifindex)
-		return deliver_local(skb, ep, &f, DIR_INGRESS, 0, notify);
-	forward(skb, TRACE_TO_STACK, 0, DIR_INGRESS, &f, notify);
-	return TC_ACT_OK;
+	if (!ep || !ep->ifindex) {
+		forward(skb, TRACE_TO_STACK, 0, DIR_INGRESS, &f,
+			monitor_aggregation == MONITOR_AGGREGATION_NONE);
+		return TC_ACT_OK;
+	}
+
+	int state = ct_lookup4(&f, CT_INGRESS, skb->len, &notify);
+	notify = notify || monitor_aggregation == MONITOR_AGGREGATION_NONE || state == CT_NEW;
+	if (state != CT_REPLY) {
+		ret = policy_check(skb, ep->lxc_id, DIR_INGRESS, &f, state);
+		if (ret)
+			return drop(skb, ret, DIR_INGRESS, &f);
+	}
+	if (state == CT_NEW) {
+		ret = ct_create4(&f, CT_INGRESS, skb->len);
+		if (ret < 0)
+			return drop(skb, -ret, DIR_INGRESS, &f);
+	}
+	return deliver_local(skb, ep, &f, DIR_INGRESS, state, notify);
 }
 
 char _license[] SEC("license") = "GPL";

@@ -17,6 +17,7 @@
 /* Reserved identities (Cilium's numbers). */
 #define IDENTITY_HOST 1
 #define IDENTITY_WORLD 2
+#define IDENTITY_ANY 0 /* policy keys: any remote identity */
 
 /* Traffic direction in metrics and events (Cilium's metrics map: 1 ingress, 2 egress). */
 #define DIR_INGRESS 1
@@ -36,6 +37,7 @@ struct flow_info {
 	__u8 proto;
 	__u8 tcp_flags;	    /* the flags byte of the TCP header (FIN 0x01 ... CWR 0x80) */
 	__u8 fragment;	    /* a non-first IPv4 fragment: no L4 header */
+	__u8 icmp_type;	    /* ICMP: the type (policy keys carry it as the port) */
 };
 
 #include "drop.h"
@@ -67,6 +69,17 @@ static __always_inline int parse_ipv4(struct iphdr *ip, void *data_end, struct f
 			return DROP_CT_INVALID_HDR;
 		f->sport = bpf_ntohs(udp->source);
 		f->dport = bpf_ntohs(udp->dest);
+	} else if (ip->protocol == IPPROTO_SCTP) {
+		__be16 *ports = l4; /* the common header starts with the ports, as UDP's */
+		if ((void *)(ports + 2) > data_end)
+			return DROP_CT_INVALID_HDR;
+		f->sport = bpf_ntohs(ports[0]);
+		f->dport = bpf_ntohs(ports[1]);
+	} else if (ip->protocol == IPPROTO_ICMP) {
+		__u8 *icmp = l4; /* type, code, checksum: the part every message has */
+		if ((void *)(icmp + 4) > data_end)
+			return DROP_CT_INVALID_HDR;
+		f->icmp_type = icmp[0];
 	}
 	return 0;
 }

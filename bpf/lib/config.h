@@ -19,9 +19,12 @@ volatile const __u32 ct_timeout_regular_any = 60;
 #define MONITOR_AGGREGATION_NONE 0
 volatile const __u8 monitor_aggregation = MONITOR_AGGREGATION_NONE;
 
+/* node_config.flags */
+#define NODE_F_POLICY_AUDIT_MODE 1 /* policy-audit-mode: would-be policy drops pass, reported */
+
 struct node_config {
 	__u32 tunnel_ifindex; /* cilium_vxlan; 0: no tunnel (native routing) */
-	__u32 flags;
+	__u32 flags;	      /* NODE_F_* */
 };
 
 struct {

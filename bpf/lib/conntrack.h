@@ -1,9 +1,10 @@
 /* A first IPv4 connection tracker (Cilium's cilium_ct4_global / cilium_ct_any4_global shapes).
  *
  * One entry per connection, keyed by the tuple of the packet that opened it, flagged with the
- * direction it was seen in (TUPLE_F_OUT at from-container). A packet matching the tuple is
- * CT_ESTABLISHED (tx side), one matching the reversed tuple is CT_REPLY (rx side), anything
- * else CT_NEW and creates the entry. TCP flags seen per side decide the lifetime (SYN only,
+ * side it was seen on (TUPLE_F_OUT at from-container, TUPLE_F_IN at from-overlay and
+ * to-container). A packet matching the tuple is CT_ESTABLISHED (tx side), one matching the
+ * reversed tuple is CT_REPLY (rx side), anything else CT_NEW; the caller creates the entry
+ * of a new connection after policy let it through. TCP flags seen per side decide the lifetime (SYN only,
  * established, closing). Expired entries count as absent; the LRU maps evict the oldest when
  * full (no garbage collector yet). Non-first IPv4 fragments are not tracked. */
 #ifndef PYLIUM_CONNTRACK_H
@@ -109,62 +110,99 @@ static __always_inline bool ct_track_tcp(struct ct_entry *e, __u8 tcp_flags, boo
 	return (tcp_flags & ~seen) != 0;
 }
 
-/* Looks the packet up and creates the entry of a new connection. Returns CT_NEW,
- * CT_ESTABLISHED or CT_REPLY, or -DROP_CT_CREATE_FAILED. ``*notify`` says whether the packet
- * is worth a trace event under monitor aggregation (a new connection or new TCP flags). */
-static __always_inline int ct_process4(const struct flow_info *f, __u8 tuple_flags, __u32 len,
-				       bool *notify)
+/* Which side of a pod the lookup runs on: CT_EGRESS at from-container (the pod sends),
+ * CT_INGRESS where a packet enters a pod from elsewhere (from-overlay, to-container). */
+#define CT_EGRESS 0
+#define CT_INGRESS 1
+
+static __always_inline void ct_tuple4(const struct flow_info *f, __u8 tuple_flags,
+				      struct ipv4_ct_tuple *t)
+{
+	t->daddr = f->daddr;
+	t->saddr = f->saddr;
+	t->dport = bpf_htons(f->dport);
+	t->sport = bpf_htons(f->sport);
+	t->nexthdr = f->proto;
+	t->flags = tuple_flags;
+}
+
+static __always_inline void ct_reverse4(const struct ipv4_ct_tuple *t, __u8 tuple_flags,
+					struct ipv4_ct_tuple *r)
+{
+	r->daddr = t->saddr;
+	r->saddr = t->daddr;
+	r->dport = t->sport;
+	r->sport = t->dport;
+	r->nexthdr = t->nexthdr;
+	r->flags = tuple_flags;
+}
+
+/* Looks the packet up: CT_ESTABLISHED (it matches the tuple of a connection's opening packet,
+ * recorded on this side), CT_REPLY (it matches a connection's reversed tuple) or CT_NEW. A hit
+ * is accounted (packets, bytes, TCP flags per side, lifetime). Entries are keyed by the opening
+ * packet's tuple with TUPLE_F_OUT when a pod opened the connection (from-container) and
+ * TUPLE_F_IN when it was accepted into a pod from another node or the host (from-overlay,
+ * to-container); a pod-to-pod connection on one node has a single OUT entry. So egress looks
+ * for (tuple, OUT), then the reversed tuple under OUT and IN; ingress for (tuple, IN), then the
+ * reversed tuple under OUT. ``*notify`` says whether the packet is worth a trace event under
+ * monitor aggregation (a new connection or new TCP flags). Nothing is created here: the
+ * caller creates the entry with ct_create4 once policy allowed the connection. */
+static __always_inline int ct_lookup4(const struct flow_info *f, int side, __u32 len,
+				      bool *notify)
 {
 	__u32 now = bpf_ktime_get_ns() / 1000000000ULL;
-	struct ipv4_ct_tuple t = {
-		.daddr = f->daddr,
-		.saddr = f->saddr,
-		.dport = bpf_htons(f->dport),
-		.sport = bpf_htons(f->sport),
-		.nexthdr = f->proto,
-		.flags = tuple_flags,
-	};
-	bool reply = false;
+	struct ipv4_ct_tuple t, r;
+	bool reply = true;
 	struct ct_entry *e;
 
 	*notify = true;
 	if (f->fragment)
 		return CT_NEW;
+	ct_tuple4(f, side == CT_EGRESS ? TUPLE_F_OUT : TUPLE_F_IN, &t);
 	e = ct_find4(&t, now);
-	if (!e) {
-		struct ipv4_ct_tuple r = {
-			.daddr = t.saddr,
-			.saddr = t.daddr,
-			.dport = t.sport,
-			.sport = t.dport,
-			.nexthdr = t.nexthdr,
-			.flags = tuple_flags,
-		};
-		e = ct_find4(&r, now);
-		reply = true;
-	}
 	if (e) {
-		__sync_fetch_and_add(&e->packets, 1);
-		__sync_fetch_and_add(&e->bytes, len);
-		*notify = f->proto == IPPROTO_TCP && ct_track_tcp(e, f->tcp_flags, reply);
-		e->lifetime = now + ct_lifetime(f->proto, e->flags);
-		return reply ? CT_REPLY : CT_ESTABLISHED;
+		reply = false;
+	} else {
+		ct_reverse4(&t, TUPLE_F_OUT, &r);
+		e = ct_find4(&r, now);
+		if (!e && side == CT_EGRESS) {
+			r.flags = TUPLE_F_IN;
+			e = ct_find4(&r, now);
+		}
 	}
+	if (!e)
+		return CT_NEW;
+	__sync_fetch_and_add(&e->packets, 1);
+	__sync_fetch_and_add(&e->bytes, len);
+	*notify = f->proto == IPPROTO_TCP && ct_track_tcp(e, f->tcp_flags, reply);
+	e->lifetime = now + ct_lifetime(f->proto, e->flags);
+	return reply ? CT_REPLY : CT_ESTABLISHED;
+}
 
+/* Records a new connection under the opening packet's tuple: 0, or -DROP_CT_CREATE_FAILED.
+ * Non-first fragments are not tracked. */
+static __always_inline int ct_create4(const struct flow_info *f, int side, __u32 len)
+{
+	__u32 now = bpf_ktime_get_ns() / 1000000000ULL;
+	struct ipv4_ct_tuple t;
 	struct ct_entry entry = {
 		.packets = 1,
 		.bytes = len,
 		.src_sec_id = f->src_identity,
 	};
+	long rc;
+
+	if (f->fragment)
+		return 0;
+	ct_tuple4(f, side == CT_EGRESS ? TUPLE_F_OUT : TUPLE_F_IN, &t);
 	if (f->proto == IPPROTO_TCP)
 		ct_track_tcp(&entry, f->tcp_flags, false);
 	entry.lifetime = now + ct_lifetime(f->proto, entry.flags);
-	long rc;
 	if (f->proto == IPPROTO_TCP)
 		rc = bpf_map_update_elem(&pylium_ct4_global, &t, &entry, BPF_ANY);
 	else
 		rc = bpf_map_update_elem(&pylium_ct_any4_global, &t, &entry, BPF_ANY);
-	return rc < 0 ? -DROP_CT_CREATE_FAILED : CT_NEW;
+	return rc < 0 ? -DROP_CT_CREATE_FAILED : 0;
 }
 
 #endif

@@ -4,6 +4,7 @@
 
 #define REASON_FORWARDED 0
 #define DROP_INVALID_SOURCE_IP 132
+#define DROP_POLICY 133 /* no allow entry matched (default deny) */
 #define DROP_INVALID_PACKET 134
 #define DROP_CT_INVALID_HDR 135
 #define DROP_UNSUPPORTED_L3 139
@@ -11,5 +12,6 @@
 #define DROP_TUNNEL_KEY 147
 #define DROP_CT_CREATE_FAILED 155
 #define DROP_NO_TUNNEL_ENDPOINT 160
+#define DROP_POLICY_DENY 181 /* a deny entry matched */
 
 #endif

@@ -1,5 +1,5 @@
-/* Trace and drop events to user space through a ring buffer (read by Hubble), and the drop
- * path shared by every program: count, emit, TC_ACT_SHOT. */
+/* Trace, drop and policy-verdict events to user space through a ring buffer (read by
+ * Hubble), and the drop path shared by every program: count, emit, TC_ACT_SHOT. */
 #ifndef PYLIUM_EVENTS_H
 #define PYLIUM_EVENTS_H
 
@@ -9,6 +9,10 @@
 /* Cilium's monitor message types. */
 #define EVENT_DROP 1
 #define EVENT_TRACE 4
+#define EVENT_POLICY_VERDICT 5
+
+/* flow_event.flags */
+#define EVENT_F_AUDITED 1 /* policy verdict: a denial let through by policy audit mode */
 
 /* Trace observation points (Cilium's TRACE_* numbers in bpf/lib/trace.h). */
 #define TRACE_TO_LXC 0
@@ -20,8 +24,10 @@
 struct flow_event {
 	__u64 ts;	   /* bpf_ktime_get_ns() */
 	__u8 type;	   /* EVENT_DROP or EVENT_TRACE */
-	__u8 reason;	   /* drop: the drop reason; trace: the conntrack state (CT_NEW ...) */
-	__u8 obs_point;	   /* trace: where the packet went (TRACE_TO_LXC ...); drop: 0 */
+	__u8 reason;	   /* drop: the drop reason; trace: the conntrack state (CT_NEW ...);
+			    * policy verdict: 0 allowed, else the drop reason (133, 181) */
+	__u8 obs_point;	   /* trace: where the packet went (TRACE_TO_LXC ...); drop: 0;
+			    * policy verdict: the match type (POLICY_MATCH_*) */
 	__u8 dir;	   /* DIR_INGRESS or DIR_EGRESS */
 	__u8 proto;
 	__u8 tcp_flags;
@@ -34,7 +40,7 @@ struct flow_event {
 	__u16 sport;	   /* host byte order */
 	__u16 dport;
 	__u32 len;	   /* skb->len */
-	__u32 pad;
+	__u32 flags;	   /* EVENT_F_* */
 };
 
 /* Ring buffers carry no type, so this unused object puts struct flow_event into the BTF
@@ -54,8 +60,9 @@ struct {
 	__uint(max_entries, 1);
 } pylium_events_lost SEC(".maps");
 
-static __always_inline void emit(struct __sk_buff *skb, __u8 type, __u8 reason, __u8 obs_point,
-				 __u8 dir, const struct flow_info *f)
+static __always_inline void emit_flags(struct __sk_buff *skb, __u8 type, __u8 reason,
+				       __u8 obs_point, __u8 dir, const struct flow_info *f,
+				       __u32 flags)
 {
 	struct flow_event *e = bpf_ringbuf_reserve(&pylium_events, sizeof(*e), 0);
 
@@ -82,8 +89,14 @@ static __always_inline void emit(struct __sk_buff *skb, __u8 type, __u8 reason, 
 	e->sport = f->sport;
 	e->dport = f->dport;
 	e->len = skb->len;
-	e->pad = 0;
+	e->flags = flags;
 	bpf_ringbuf_submit(e, 0);
+}
+
+static __always_inline void emit(struct __sk_buff *skb, __u8 type, __u8 reason, __u8 obs_point,
+				 __u8 dir, const struct flow_info *f)
+{
+	emit_flags(skb, type, reason, obs_point, dir, f, 0);
 }
 
 /* A forwarded packet: counted always, traced when ``notify`` (monitor aggregation). */

@@ -50,3 +50,13 @@ def load_lxc(lxc_object: Path, pin_dir: Path) -> Iterator[Callable[[Mapping[str,
 @pytest.fixture
 def lxc(load_lxc: Callable[[Mapping[str, int]], BpfObject]) -> BpfObject:
     return load_lxc({})
+
+
+@pytest.fixture
+def overlay(lxc: BpfObject, pin_dir: Path) -> Iterator[BpfObject]:
+    """bpf_overlay built with a stand-in for bpf_skb_get_tunnel_key (bpf/tests/): the tunnel
+    ID is read from skb->mark, since a test run cannot carry tunnel metadata. Loaded after
+    bpf_lxc with the same pins, so the two share their maps as on a node."""
+    obj = BpfObject(build("tests/overlay_tunnel_mark"), pin_dir).load()
+    yield obj
+    obj.close()

@@ -54,3 +54,9 @@ def ipv4_tcp(
 def ipv4_udp(src: str, dst: str, sport: int = 40000, dport: int = 53) -> bytes:
     udp = struct.pack("!HHHH", sport, dport, 8 + 4, 0) + b"ping"
     return ipv4(src, dst, 17, _l4_csum(src, dst, 17, udp, 6))
+
+
+def ipv4_icmp(src: str, dst: str, icmp_type: int = 8, code: int = 0) -> bytes:
+    """An ICMP message (echo request by default; identifier 1, sequence 1)."""
+    icmp = struct.pack("!BBHHH", icmp_type, code, 0, 1, 1) + b"ping"
+    return ipv4(src, dst, 1, icmp[:2] + struct.pack("!H", _csum(icmp)) + icmp[4:])

@@ -41,6 +41,8 @@ def test_every_map_struct_is_covered() -> None:
         "metrics_value",
         "node_config",
         "flow_event",
+        "policy_key",
+        "policy_entry",
     }
 
 

@@ -70,6 +70,9 @@ def lib() -> Any:
         "bpf_map_delete_elem": (c_int, [c_int, c_void_p]),
         "bpf_map_get_next_key": (c_int, [c_int, c_void_p, c_void_p]),
         "bpf_obj_get": (c_int, [c_char_p]),
+        "bpf_obj_pin": (c_int, [c_int, c_char_p]),
+        "bpf_map_create": (c_int, [c_int, c_char_p, c_uint32, c_uint32, c_uint32, c_void_p]),
+        "bpf_map_get_fd_by_id": (c_int, [c_uint32]),
         "bpf_prog_test_run_opts": (c_int, [c_int, c_void_p]),
         "ring_buffer__new": (c_void_p, [c_int, c_void_p, c_void_p, c_void_p]),
         "ring_buffer__poll": (c_int, [c_void_p, c_int]),
@@ -147,6 +150,23 @@ class TestRunOpts(Structure):
         ("flags", c_uint32),
         ("cpu", c_uint32),
         ("batch_size", c_uint32),
+    ]
+
+
+class MapCreateOpts(Structure):
+    """``struct bpf_map_create_opts`` (libbpf 1.1, 48 bytes)."""
+
+    _fields_ = [
+        ("sz", c_size_t),
+        ("btf_fd", c_uint32),
+        ("btf_key_type_id", c_uint32),
+        ("btf_value_type_id", c_uint32),
+        ("btf_vmlinux_value_type_id", c_uint32),
+        ("inner_map_fd", c_uint32),
+        ("map_flags", c_uint32),
+        ("map_extra", c_uint64),
+        ("numa_node", c_uint32),
+        ("map_ifindex", c_uint32),
     ]
 
 

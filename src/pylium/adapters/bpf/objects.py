@@ -154,10 +154,21 @@ class BpfObject:
         self.close()
 
 
-def prog_test_run(prog_fd: int, packet: bytes, *, out_size: int = 4096) -> tuple[int, bytes]:
-    """Run a program on ``packet`` with BPF_PROG_TEST_RUN: (return code, output packet)."""
+SKB_CTX_SIZE = 192
+"""``sizeof(struct __sk_buff)``; a test run accepts only a few of its fields non-zero."""
+SKB_MARK_OFFSET = 8
+
+
+def prog_test_run(
+    prog_fd: int, packet: bytes, *, out_size: int = 4096, mark: int = 0
+) -> tuple[int, bytes]:
+    """Run a program on ``packet`` with BPF_PROG_TEST_RUN: (return code, output packet).
+    ``mark`` sets ``skb->mark`` (through a ``struct __sk_buff`` context)."""
     data_in = ctypes.create_string_buffer(packet, len(packet))
     data_out = ctypes.create_string_buffer(max(out_size, len(packet) + 256))
+    ctx = bytearray(SKB_CTX_SIZE)
+    ctx[SKB_MARK_OFFSET : SKB_MARK_OFFSET + 4] = mark.to_bytes(4, sys.byteorder)
+    ctx_in = ctypes.create_string_buffer(bytes(ctx), len(ctx))
     opts = libbpf.TestRunOpts(
         sz=ctypes.sizeof(libbpf.TestRunOpts),
         data_in=ctypes.cast(data_in, ctypes.c_void_p),
@@ -166,6 +177,9 @@ def prog_test_run(prog_fd: int, packet: bytes, *, out_size: int = 4096) -> tuple
         data_size_out=len(data_out),
         repeat=1,
     )
+    if mark:
+        opts.ctx_in = ctypes.cast(ctx_in, ctypes.c_void_p)
+        opts.ctx_size_in = len(ctx)
     libbpf.check(
         libbpf.lib().bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts)),
         f"prog fd {prog_fd}",

@@ -1,4 +1,4 @@
-"""L3: trace and drop events from the ring buffer (``pylium_events``), decoded into
+"""L3: trace, drop and policy-verdict events from the ring buffer (``pylium_events``), decoded into
 :class:`FlowEvent`; plus the per-CPU count of events lost to a full ring (``pylium_events_lost``).
 
 C (bpf/lib/events.h)::
@@ -6,11 +6,15 @@ C (bpf/lib/events.h)::
     struct flow_event { __u64 ts; __u8 type; __u8 reason; __u8 obs_point; __u8 dir;
                         __u8 proto; __u8 tcp_flags; __u16 source; __u32 ifindex;
                         __u32 src_identity; __u32 dst_identity; __u32 saddr; __u32 daddr;
-                        __u16 sport; __u16 dport; __u32 len; __u32 pad; };
+                        __u16 sport; __u16 dport; __u32 len; __u32 flags; };
 
-``type`` is Cilium's monitor message type (1 drop, 4 trace). For a drop ``reason`` is Cilium's
-drop reason; for a trace it is the conntrack state (0 new, 1 established, 2 reply) and
-``obs_point`` where the packet went (Cilium's TRACE_TO_* numbers).
+``type`` is Cilium's monitor message type (1 drop, 4 trace, 5 policy verdict). For a drop
+``reason`` is Cilium's drop reason; for a trace it is the conntrack state (0 new,
+1 established, 2 reply) and ``obs_point`` where the packet went (Cilium's TRACE_TO_* numbers).
+For a policy verdict (new connections and denials, in the direction of ``dir``) ``reason`` is
+0 when allowed, else the drop reason that applied (133 no allow matched, 181 a deny matched),
+``obs_point`` the match type (Cilium's POLICY_MATCH_* numbers) and ``flags`` bit 0 says the
+denial was let through by policy audit mode (Hubble's AUDIT verdict).
 """
 
 from __future__ import annotations
@@ -47,13 +51,23 @@ EVENT = Layout(
         "sport",
         "dport",
         "len",
-        "pad",
+        "flags",
     ),
 )
 LOST_KEY = Layout("__u32", "=I", ("index",))
 LOST_VALUE = Layout("__u64", "=Q", ("lost",))
 TYPE_DROP = 1
 TYPE_TRACE = 4
+TYPE_POLICY_VERDICT = 5
+FLAG_AUDITED = 1
+# policy-verdict match types (Cilium's POLICY_MATCH_*)
+MATCH_NONE = 0
+MATCH_L3_ONLY = 1
+MATCH_L3_L4 = 2
+MATCH_L4_ONLY = 3
+MATCH_ALL = 4
+MATCH_L3_PROTO = 5
+MATCH_PROTO_ONLY = 6
 TRACE_TO_LXC = 0
 TRACE_TO_STACK = 3
 TRACE_TO_OVERLAY = 4
@@ -80,6 +94,12 @@ class FlowEvent:
     sport: int
     dport: int
     length: int
+    flags: int = 0
+
+    @property
+    def audited(self) -> bool:
+        """A policy verdict whose denial audit mode let through."""
+        return bool(self.flags & FLAG_AUDITED)
 
 
 def decode(raw: bytes) -> FlowEvent:
@@ -101,6 +121,7 @@ def decode(raw: bytes) -> FlowEvent:
         sport=v["sport"],
         dport=v["dport"],
         length=v["len"],
+        flags=v["flags"],
     )
 
 
