@@ -294,6 +294,18 @@ def test_maps_write_read_delete(maps: policy.PolicyMaps, pin_dir: Path) -> None:
     assert not (pin_dir / "pylium_policy_v2_00101").exists()
 
 
+def test_policy_survives_the_loader(lxc_object: Path, pin_dir: Path) -> None:
+    state = MapState({key(INGRESS, A_ID, TCP, 8080): ALLOW})
+    with BpfObject(lxc_object, pin_dir) as first:
+        seed(first)
+        policy.PolicyMaps(first.map_fd(policy.NAME), pin_dir).write(EP_B.endpoint_id, state)
+    # the loader is gone: the pins keep the outer map and, through it, the endpoint's map
+    assert policy.PolicyMaps.from_pins(pin_dir).read(EP_B.endpoint_id) == state
+    with BpfObject(lxc_object, pin_dir) as second:  # a restarted agent's load reuses them
+        assert run(second, ipv4_tcp(str(POD_A), str(POD_B), dport=8080)) == TC_ACT_REDIRECT
+        assert run(second, ipv4_tcp(str(POD_A), str(POD_B), dport=8081)) == TC_ACT_SHOT
+
+
 def test_overlay_ingress_uses_the_tunnel_identity(
     lxc: BpfObject, overlay: BpfObject, maps: policy.PolicyMaps, reader: events.EventReader
 ) -> None:

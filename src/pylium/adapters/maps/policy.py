@@ -35,7 +35,7 @@ from pathlib import Path
 from types import TracebackType
 
 from pylium.adapters.bpf import libbpf
-from pylium.adapters.maps.base import Layout, RawMap
+from pylium.adapters.maps.base import Layout, RawMap, open_pinned
 from pylium.base.errors import DatapathError
 from pylium.core.policy.diff import MapStateDiff, diff
 from pylium.core.policy.mapstate import PORT_BITS, PROTO_BITS, MapEntry, MapState, PolicyKey
@@ -175,6 +175,12 @@ class PolicyMaps:
     def __init__(self, outer_fd: int, pin_dir: Path | None = None) -> None:
         self.outer = RawMap(outer_fd, OUTER_KEY, OUTER_VALUE, name=NAME)
         self.pin_dir = pin_dir
+
+    @classmethod
+    def from_pins(cls, pin_dir: Path) -> PolicyMaps:
+        """The maps a loaded object pinned under ``pin_dir`` (another process, e.g. the CLI,
+        or the agent after a restart before it loads)."""
+        return cls(open_pinned(str(pin_dir / NAME)), pin_dir)
 
     def endpoints(self) -> list[int]:
         """IDs of the endpoints that have a policy map, sorted."""
