@@ -7,7 +7,7 @@ import random
 from collections import Counter
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pylium.base.errors import ConfigError
@@ -147,15 +147,16 @@ def test_balance_and_order_independence(strings: list[str], rnd: random.Random) 
     assert lookup_table(shuffled, cfg) == table
 
 
-DISRUPTION_BOUND = 0.03
+DISRUPTION_BOUND = 0.05
 """Share of M that may move between *surviving* backends when one backend is removed.
 
 The paper (§3.4, §5.3) sizes M > 100·N so that backends' shares differ by about 1 %, and
 shows that removals move a few entries of survivors too: Maglev trades perfect stability
 for balance. Cilium's own test holds 3 backends at M=1021 under 1 % (reproduced above).
 Sampled over random backend sets at M=16381 with N <= 100 the worst seen was 1.8 % (mean
-about 1 %), so 3 % leaves room without hiding a regression to plain modulo hashing, which
-moves about (N-1)/N of all entries.
+about 1 %). Maglev gives no worst-case bound, though: hypothesis found three backends (the
+``@example`` below) where 3.7 % of survivors' entries move, so the bound is 5 %, which still
+catches a regression to plain modulo hashing, which moves about (N-1)/N of all entries.
 """
 
 
@@ -163,6 +164,14 @@ moves about (N-1)/N of all entries.
 @given(
     st.lists(hash_strings, min_size=2, max_size=100, unique=True),
     st.integers(min_value=0),
+)
+@example(
+    [
+        "[0.0.0.0:1/TCP,State:active]",
+        "[33.62.150.104:5046/TCP,State:active]",
+        "[172.17.16.41:2/TCP,State:active]",
+    ],
+    1,
 )
 def test_minimal_disruption_on_removal(strings: list[str], pick: int) -> None:
     cfg = maglev_config(DEFAULT_TABLE_SIZE)

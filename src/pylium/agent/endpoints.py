@@ -29,11 +29,13 @@ from pylium.adapters.bpf.objects import BpfObject
 from pylium.adapters.identities import IdentityAllocator
 from pylium.adapters.maps import config, ipcache
 from pylium.adapters.maps import endpoints as epmap
+from pylium.adapters.maps import policy as policy_maps
 from pylium.adapters.netlink import masquerade, podnet
 from pylium.adapters.netlink import netns as nl
 from pylium.adapters.resources import ResourceClient
 from pylium.adapters.store.api import Store
 from pylium.agent.ipam import IPAM
+from pylium.agent.policy import LocalEndpoint
 from pylium.base.errors import DatapathError, PyliumError
 from pylium.core.identity.labels import Label, LabelFilter, identity_labels
 from pylium.core.identity.numeric import ReservedIdentity
@@ -43,6 +45,7 @@ log = logging.getLogger(__name__)
 
 RECORDS_PREFIX = "endpoints/"
 PROGRAM = "cil_from_container"
+TO_CONTAINER_PROGRAM = "cil_to_container"
 OVERLAY_PROGRAM = "cil_from_overlay"
 TUNNEL_DEVICE = "cilium_vxlan"
 VXLAN_OVERHEAD = 50
@@ -105,6 +108,9 @@ class EndpointManager:
         self.masquerade_keep = tuple(masquerade_keep)
         """Destinations not masqueraded; empty: masquerading off."""
         self._masqueraded: tuple[ipaddress.IPv4Network, ...] | None = None
+        self.cidr_identities: dict[ipaddress.IPv4Network, int] = {}
+        """Prefixes named by policy -> their CIDR identity (set by the policy engine); the
+        ipcache holds them so outside addresses resolve to the right CIDR identity."""
         self._lock = threading.Lock()
 
     # -- node datapath ----------------------------------------------------------------------
@@ -127,6 +133,10 @@ class EndpointManager:
         self.obj = BpfObject(build("bpf_lxc"), self.bpf_root).load()
         self.endpoints_map = epmap.EndpointsMap(self.obj.map_fd(epmap.NAME))
         self.ipcache_map = ipcache.IPCacheMap(self.obj.map_fd(ipcache.NAME))
+        self.policy_maps = policy_maps.PolicyMaps(
+            self.obj.map_fd(policy_maps.NAME), pin_dir=self.bpf_root
+        )
+        self.config_map = config.ConfigMap(self.obj.map_fd(config.NAME))
         if self.tunnel_port:
             # Same pinned maps: the overlay object reuses what bpf_lxc pinned.
             self.overlay = BpfObject(build("bpf_overlay"), self.bpf_root).load()
@@ -153,7 +163,10 @@ class EndpointManager:
             for addr in cn.body.get("spec", {}).get("addresses") or []:
                 if addr.get("type") == "InternalIP":
                     node_ips[cn.name] = ipaddress.IPv4Address(addr["ip"])
-        desired: dict[ipaddress.IPv4Network, ipcache.Entry] = {}
+        desired: dict[ipaddress.IPv4Network, ipcache.Entry] = {
+            prefix: ipcache.Entry(identity=identity)
+            for prefix, identity in self.cidr_identities.items()
+        }
         for name, ip in node_ips.items():
             identity = ReservedIdentity.HOST if name == self.node else ReservedIdentity.REMOTE_NODE
             desired[ipaddress.IPv4Network(f"{ip}/32")] = ipcache.Entry(identity=int(identity))
@@ -188,6 +201,19 @@ class EndpointManager:
         for prefix in current:
             if prefix not in desired and prefix not in local:
                 self.ipcache_map.delete(prefix)
+
+    def local_endpoints(self) -> list[LocalEndpoint]:
+        """The endpoints as the policy engine needs them."""
+        return [
+            LocalEndpoint(
+                endpoint_id=r.endpoint_id,
+                identity=r.identity,
+                labels=frozenset(r.labels),
+                namespace=r.namespace,
+                pod=r.pod,
+            )
+            for r in self.records()
+        ]
 
     def _key(self, container_id: str) -> str:
         return f"{RECORDS_PREFIX}{self.node}/{container_id}"
@@ -233,6 +259,9 @@ class EndpointManager:
             ipaddress.IPv4Network(f"{ip}/32"), ipcache.Entry(identity=record.identity)
         )
         tc.attach(record.host_ifname, self.obj.prog_fd(PROGRAM))
+        # What the kernel routes to the pod (from the host; from other nodes when routing
+        # natively) meets the pod's ingress policy on the veth's egress.
+        tc.attach(record.host_ifname, self.obj.prog_fd(TO_CONTAINER_PROGRAM), ingress=False)
         podnet.endpoint_route(record.host_ifname, ip, record.pod_mac)
 
     def _sync_node_routes(
@@ -303,6 +332,7 @@ class EndpointManager:
                 labels=tuple(str(lb) for lb in labels),
             )
             try:
+                self.policy_maps.delete(endpoint_id)  # a stale map of an earlier holder of the ID
                 self._program(record)
             except PyliumError:
                 self.identities.release(identity)
@@ -345,6 +375,8 @@ class EndpointManager:
         if self.obj is not None:
             self.endpoints_map.delete(ip)
             self.ipcache_map.delete(ipaddress.IPv4Network(f"{ip}/32"))
+            # IDs are reused: the next endpoint with this ID must not inherit this policy.
+            self.policy_maps.delete(record.endpoint_id)
         self.identities.release(record.identity)
         self.ipam.release(ip)
         self.store.delete(self._key(record.container_id))

@@ -31,6 +31,7 @@ from pylium.adapters.store.factory import open_store
 from pylium.agent import cniconf
 from pylium.agent.endpoints import EndpointManager
 from pylium.agent.ipam import IPAM
+from pylium.agent.policy import PolicyManager
 from pylium.base.errors import AllocationError, ConfigError, PyliumError, StoreError
 from pylium.core.identity.labels import Label, LabelFilter, identity_labels
 from pylium.core.ipam.hostscope import Address
@@ -38,6 +39,7 @@ from pylium.core.ipam.multipool import DEFAULT_POOL, select_pool
 from pylium.model.config import VXLAN_PORT, AgentSettings, IPAMMode, RoutingMode, TunnelProtocol
 from pylium.model.resource import Resource
 from pylium.runtime.daemon import read_configmap, setup_logging, stop_on_signals
+from pylium.runtime.policy import policy_config
 from pylium.runtime.unixhttp import HttpError, Request, Router, UnixHttpServer
 
 log = logging.getLogger("pylium.agent")
@@ -106,6 +108,8 @@ class Agent:
             masquerade_keep=masquerade_keep(settings),
         )
         self.datapath_error = ""
+        self.policy = PolicyManager(self.client, policy_config(settings))
+        self._policy_lock = threading.Lock()
 
     def register(self) -> None:
         node, cn_spec = node_resources(self.name, self.ip)
@@ -279,9 +283,19 @@ class Agent:
                 raise HttpError(400, f"EndpointChangeRequest needs {field!r}")
         try:
             record = self.endpoints.create(request.params["id"], body)
+            self.sync_policy()  # the pod starts with its policy in place, not unenforced
         except PyliumError as err:
             raise HttpError(500, str(err)) from err
         return 201, asdict(record)
+
+    def sync_policy(self) -> None:
+        """Policy maps follow the store's policies, identities and pods (and the endpoints);
+        the CIDR identities they need go to the ipcache."""
+        if self.endpoints.obj is None:
+            return
+        with self._policy_lock:
+            if self.policy.sync(self.endpoints.local_endpoints()):
+                self.endpoints.cidr_identities = dict(self.policy.cidr_identities)
 
     def endpoint_delete(self, request: Request) -> tuple[int, Any]:
         """``DELETE /v1/endpoint/{id}``: unknown endpoints are not an error (CNI DEL retries)."""
@@ -294,13 +308,22 @@ class Agent:
         raise HttpError(404, f"endpoint {request.params['id']} not found on node {self.name}")
 
     def endpoint_list(self, request: Request) -> tuple[int, Any]:
-        return 200, [asdict(r) for r in self.endpoints.records()]
+        enforced = self.policy.status()
+        out = []
+        for record in self.endpoints.records():
+            item = asdict(record)
+            status = enforced.get(record.endpoint_id)
+            item["policy"] = asdict(status) if status else None
+            out.append(item)
+        return 200, out
 
     def _start_datapath(self, stop: threading.Event) -> None:
         if not self.ipam.wait_for_cidrs(stop):
             return
         try:
             self.endpoints.start()
+            self.policy.attach(self.endpoints.policy_maps, self.endpoints.config_map)
+            self.sync_policy()
             # Ready: now the runtime may send pods (upstream writes the file only then).
             cniconf.install(self.settings, self.state_dir / "pylium.sock")
         except PyliumError as err:
@@ -352,6 +375,7 @@ class Agent:
                 try:
                     if self.ipam.ready.is_set():
                         self.ipam.sync_cidrs()
+                        self.sync_policy()
                         self.endpoints.sync_remote()
                     if time.monotonic() - last_beat >= HEARTBEAT_TTL / 3:
                         self.heartbeat()

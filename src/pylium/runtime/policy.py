@@ -1,0 +1,98 @@
+"""L4: the cluster's policy state read from the store, for the agent (which turns it into
+policy maps) and the CLI (which explains verdicts with the same code): the policy objects of
+the three kinds as a :class:`~pylium.core.policy.repository.Repository`, the identities with
+their labels, the CIDR identities policy needs, and the pods' named ports."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from pylium.adapters.resources import ResourceClient
+from pylium.core.policy import cidr
+from pylium.core.policy.peers import NamedPorts
+from pylium.core.policy.repository import Repository, load_objects
+from pylium.core.policy.resolve import EnforcementMode, PolicyConfig
+from pylium.model.config import AgentSettings
+from pylium.model.policy import CCNP, CNP, KNP
+from pylium.model.resource import Resource
+from pylium.model.views import Pod, view
+
+POLICY_KINDS = (CNP, CCNP, KNP)
+PROTOCOLS = {"TCP": 6, "UDP": 17, "SCTP": 132}
+
+
+def policy_config(settings: AgentSettings) -> PolicyConfig:
+    return PolicyConfig(
+        mode=EnforcementMode(settings.enable_policy.value),
+        audit=settings.policy_audit_mode,
+        host_firewall=settings.enable_host_firewall,
+        cluster_name=settings.cluster_name,
+    )
+
+
+def identity_labels(resource: Resource) -> frozenset[str]:
+    """A CiliumIdentity's labels as ``source:key=value`` strings."""
+    security = resource.body.get("security-labels") or {}
+    return frozenset(f"{key}={value}" for key, value in security.items())
+
+
+@dataclass
+class PolicySnapshot:
+    """What policy is computed from, at one moment; ``signature`` changes whenever any input
+    changes (resource versions), so an unchanged snapshot needs no recomputation."""
+
+    repository: Repository
+    identities: dict[int, frozenset[str]]
+    prefixes: frozenset[ipaddress.IPv4Network]
+    pods: dict[tuple[str, str], Pod]
+    signature: tuple[object, ...] = field(default=())
+
+    def named_ports(self, namespace: str | None = None, pod: str | None = None) -> NamedPorts:
+        """One pod's named ports (ingress), or every pod's (egress) without arguments."""
+        chosen = (
+            [self.pods[(namespace, pod)]]
+            if namespace is not None and pod is not None and (namespace, pod) in self.pods
+            else []
+            if namespace is not None
+            else list(self.pods.values())
+        )
+        out: dict[str, set[tuple[int, int]]] = {}
+        for p in chosen:
+            for name, port in p.named_ports.items():
+                out.setdefault(name, set()).add((PROTOCOLS.get(port.protocol, 6), port.port))
+        return {name: frozenset(v) for name, v in out.items()}
+
+
+def _versions(resources: list[Resource]) -> tuple[tuple[str, str, str, str], ...]:
+    return tuple(
+        sorted(
+            (r.kind, r.namespace, r.name, str(r.metadata.get("resourceVersion", "")))
+            for r in resources
+        )
+    )
+
+
+def snapshot(client: ResourceClient, cluster: str) -> PolicySnapshot:
+    objects = [r for kind in POLICY_KINDS for r in client.list(kind)[0]]
+    identities_res = client.list("CiliumIdentity")[0]
+    pods_res = client.list("Pod")[0]
+    repository = load_objects((r.body for r in objects), cluster=cluster)
+    return PolicySnapshot(
+        repository=repository,
+        identities={int(r.name): identity_labels(r) for r in identities_res},
+        prefixes=cidr.policy_prefixes(repository.rules(), cluster),
+        pods={(r.namespace, r.name): view(r, Pod) for r in pods_res},
+        signature=(
+            _versions(objects),
+            _versions(identities_res),
+            _versions(pods_res),
+        ),
+    )
+
+
+def cidr_identities(
+    snap: PolicySnapshot, previous: Mapping[ipaddress.IPv4Network, int] = {}
+) -> dict[ipaddress.IPv4Network, int]:
+    return cidr.assign(snap.prefixes, previous)
