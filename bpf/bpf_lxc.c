@@ -4,10 +4,10 @@
  *
  * from-container: parse; resolve the source endpoint (its identity) and the destination's
  * identity from the ipcache; conntrack; the source endpoint's egress policy and, for a local
- * destination, that endpoint's ingress policy (replies skip policy); record a new connection;
- * then deliver to a local endpoint straight into its namespace (bpf_redirect_peer, MACs
- * rewritten as a router would), send pods on other nodes through the VXLAN tunnel with the
- * source identity in the VNI, and hand everything else to the kernel.
+ * destination, that endpoint's ingress policy (replies and related ICMP errors skip policy);
+ * record a new connection; then deliver to a local endpoint straight into its namespace
+ * (bpf_redirect_peer, MACs rewritten as a router would), send pods on other nodes through the
+ * VXLAN tunnel with the source identity in the VNI, and hand everything else to the kernel.
  *
  * to-container: the destination endpoint's ingress policy for the source identity the ipcache
  * gives (traffic delivered by bpf_lxc or bpf_overlay never comes this way: bpf_redirect_peer
@@ -59,7 +59,7 @@ int cil_from_container(struct __sk_buff *skb)
 
 	struct endpoint_info *dst = endpoint_lookup4(f.daddr);
 	bool local = dst && dst->ifindex;
-	if (state != CT_REPLY) {
+	if (!ct_skips_policy(state)) {
 		ret = policy_check(skb, src->lxc_id, DIR_EGRESS, &f, state);
 		if (ret)
 			return drop(skb, ret, DIR_EGRESS, &f);
@@ -125,7 +125,7 @@ int cil_to_container(struct __sk_buff *skb)
 
 	int state = ct_lookup4(&f, CT_INGRESS, skb->len, &notify);
 	notify = notify || monitor_aggregation == MONITOR_AGGREGATION_NONE || state == CT_NEW;
-	if (state != CT_REPLY) {
+	if (!ct_skips_policy(state)) {
 		ret = policy_check(skb, dst->lxc_id, DIR_INGRESS, &f, state);
 		if (ret)
 			return drop(skb, ret, DIR_INGRESS, &f);

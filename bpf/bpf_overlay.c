@@ -45,7 +45,7 @@ int cil_from_overlay(struct __sk_buff *skb)
 
 	int state = ct_lookup4(&f, CT_INGRESS, skb->len, &notify);
 	notify = notify || monitor_aggregation == MONITOR_AGGREGATION_NONE || state == CT_NEW;
-	if (state != CT_REPLY) {
+	if (!ct_skips_policy(state)) {
 		ret = policy_check(skb, ep->lxc_id, DIR_INGRESS, &f, state);
 		if (ret)
 			return drop(skb, ret, DIR_INGRESS, &f);

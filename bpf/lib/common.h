@@ -38,9 +38,41 @@ struct flow_info {
 	__u8 tcp_flags;	    /* the flags byte of the TCP header (FIN 0x01 ... CWR 0x80) */
 	__u8 fragment;	    /* a non-first IPv4 fragment: no L4 header */
 	__u8 icmp_type;	    /* ICMP: the type (policy keys carry it as the port) */
+	/* ICMP errors (destination unreachable, time exceeded, parameter problem): the packet
+	 * they quote, so that conntrack can relate them to its connection. */
+	__u8 inner_proto;   /* 0: no quoted packet understood */
+	__u16 inner_sport, inner_dport; /* host byte order */
+	__u32 inner_saddr, inner_daddr; /* network byte order */
 };
 
+#define ICMP_DEST_UNREACH 3
+#define ICMP_TIME_EXCEEDED 11
+#define ICMP_PARAMETERPROB 12
+
 #include "drop.h"
+
+/* The IPv4 header and ports an ICMP error quotes (at ``inner``), when they are all there. */
+static __always_inline void parse_icmp_quote(void *inner, void *data_end, struct flow_info *f)
+{
+	struct iphdr *ip = inner;
+
+	if ((void *)(ip + 1) > data_end || ip->ihl < 5 || ip->version != 4 ||
+	    (ip->frag_off & bpf_htons(IP_OFFSET)))
+		return;
+	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP &&
+	    ip->protocol != IPPROTO_SCTP && ip->protocol != IPPROTO_ICMP)
+		return;
+	__be16 *ports = (void *)ip + ip->ihl * 4;
+	if ((void *)(ports + 2) > data_end)
+		return;
+	if (ip->protocol != IPPROTO_ICMP) { /* an ICMP quote is tracked without ports */
+		f->inner_sport = bpf_ntohs(ports[0]);
+		f->inner_dport = bpf_ntohs(ports[1]);
+	}
+	f->inner_saddr = ip->saddr;
+	f->inner_daddr = ip->daddr;
+	f->inner_proto = ip->protocol;
+}
 
 /* Parses the IPv4 header at ``ip`` and the ports and TCP flags after it into ``f``: 0, or the
  * drop reason for a malformed packet. */
@@ -80,6 +112,9 @@ static __always_inline int parse_ipv4(struct iphdr *ip, void *data_end, struct f
 		if ((void *)(icmp + 4) > data_end)
 			return DROP_CT_INVALID_HDR;
 		f->icmp_type = icmp[0];
+		if (icmp[0] == ICMP_DEST_UNREACH || icmp[0] == ICMP_TIME_EXCEEDED ||
+		    icmp[0] == ICMP_PARAMETERPROB)
+			parse_icmp_quote(icmp + 8, data_end, f);
 	}
 	return 0;
 }

@@ -19,6 +19,7 @@
 #define CT_NEW 0
 #define CT_ESTABLISHED 1
 #define CT_REPLY 2
+#define CT_RELATED 3 /* an ICMP error about a tracked connection */
 
 /* ct_entry.flags: the bit positions of Cilium's ct_entry bitfield. */
 #define CT_F_RX_CLOSING (1 << 0)
@@ -137,6 +138,33 @@ static __always_inline void ct_reverse4(const struct ipv4_ct_tuple *t, __u8 tupl
 	r->flags = tuple_flags;
 }
 
+/* An ICMP error quoting a packet of a tracked connection, in either direction and whichever
+ * side recorded it, is CT_RELATED (passes like a reply: path MTU discovery and "port
+ * unreachable" keep working under policy); otherwise it is a new ICMP flow of its own. */
+static __always_inline int ct_related4(const struct flow_info *f, __u32 now)
+{
+	struct ipv4_ct_tuple t = {
+		.daddr = f->inner_daddr,
+		.saddr = f->inner_saddr,
+		.dport = bpf_htons(f->inner_dport),
+		.sport = bpf_htons(f->inner_sport),
+		.nexthdr = f->inner_proto,
+		.flags = TUPLE_F_OUT,
+	};
+	struct ipv4_ct_tuple r;
+
+	if (ct_find4(&t, now))
+		return CT_RELATED;
+	t.flags = TUPLE_F_IN;
+	if (ct_find4(&t, now))
+		return CT_RELATED;
+	ct_reverse4(&t, TUPLE_F_OUT, &r);
+	if (ct_find4(&r, now))
+		return CT_RELATED;
+	r.flags = TUPLE_F_IN;
+	return ct_find4(&r, now) ? CT_RELATED : CT_NEW;
+}
+
 /* Looks the packet up: CT_ESTABLISHED (it matches the tuple of a connection's opening packet,
  * recorded on this side), CT_REPLY (it matches a connection's reversed tuple) or CT_NEW. A hit
  * is accounted (packets, bytes, TCP flags per side, lifetime). Entries are keyed by the opening
@@ -158,6 +186,8 @@ static __always_inline int ct_lookup4(const struct flow_info *f, int side, __u32
 	*notify = true;
 	if (f->fragment)
 		return CT_NEW;
+	if (f->inner_proto)
+		return ct_related4(f, now);
 	ct_tuple4(f, side == CT_EGRESS ? TUPLE_F_OUT : TUPLE_F_IN, &t);
 	e = ct_find4(&t, now);
 	if (e) {
@@ -179,8 +209,14 @@ static __always_inline int ct_lookup4(const struct flow_info *f, int side, __u32
 	return reply ? CT_REPLY : CT_ESTABLISHED;
 }
 
+/* Replies and related ICMP errors belong to a connection policy already let through. */
+static __always_inline bool ct_skips_policy(int state)
+{
+	return state == CT_REPLY || state == CT_RELATED;
+}
+
 /* Records a new connection under the opening packet's tuple: 0, or -DROP_CT_CREATE_FAILED.
- * Non-first fragments are not tracked. */
+ * Non-first fragments are not tracked, nor ICMP errors (related or not). */
 static __always_inline int ct_create4(const struct flow_info *f, int side, __u32 len)
 {
 	__u32 now = bpf_ktime_get_ns() / 1000000000ULL;
@@ -192,7 +228,7 @@ static __always_inline int ct_create4(const struct flow_info *f, int side, __u32
 	};
 	long rc;
 
-	if (f->fragment)
+	if (f->fragment || f->inner_proto)
 		return 0;
 	ct_tuple4(f, side == CT_EGRESS ? TUPLE_F_OUT : TUPLE_F_IN, &t);
 	if (f->proto == IPPROTO_TCP)

@@ -17,7 +17,8 @@
  * is built into the entries by the core, so the value needs no precedence.
  *
  * Policy is checked on new and established packets of a connection (a revoked rule stops a
- * flow at its next packet, as upstream) and skipped for replies, which conntrack lets through.
+ * flow at its next packet, as upstream) and skipped for replies and related ICMP errors,
+ * which conntrack lets through.
  */
 #ifndef PYLIUM_POLICY_H
 #define PYLIUM_POLICY_H

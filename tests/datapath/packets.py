@@ -60,3 +60,10 @@ def ipv4_icmp(src: str, dst: str, icmp_type: int = 8, code: int = 0) -> bytes:
     """An ICMP message (echo request by default; identifier 1, sequence 1)."""
     icmp = struct.pack("!BBHHH", icmp_type, code, 0, 1, 1) + b"ping"
     return ipv4(src, dst, 1, icmp[:2] + struct.pack("!H", _csum(icmp)) + icmp[4:])
+
+
+def ipv4_icmp_error(src: str, dst: str, quoted: bytes, icmp_type: int = 3, code: int = 4) -> bytes:
+    """An ICMP error (fragmentation needed by default) quoting ``quoted`` (an IPv4 packet
+    without its Ethernet header; the first 28 bytes are kept, as routers at least do)."""
+    icmp = struct.pack("!BBHI", icmp_type, code, 0, 1400 if code == 4 else 0) + quoted[:28]
+    return ipv4(src, dst, 1, icmp[:2] + struct.pack("!H", _csum(icmp)) + icmp[4:])

@@ -27,7 +27,7 @@ from pylium.core.policy.diff import diff
 from pylium.core.policy.mapstate import MapEntry, MapState, PolicyKey, l4_keys
 from pylium.core.policy.peers import Direction, L4Match
 
-from .packets import ACK, SYN, ethernet, ipv4_icmp, ipv4_tcp, ipv4_udp
+from .packets import ACK, SYN, ethernet, ipv4_icmp, ipv4_icmp_error, ipv4_tcp, ipv4_udp
 from .seed import EP_A, EP_B, POD_A, POD_B, REMOTE, seed
 
 pytestmark = pytest.mark.root
@@ -267,6 +267,31 @@ def test_icmp_type_is_the_port(lxc: BpfObject, maps: policy.PolicyMaps) -> None:
     assert run(lxc, ipv4_icmp(str(POD_A), str(POD_B), icmp_type=13)) == TC_ACT_SHOT
     # the echo reply is a conntrack reply: B's egress (enforced, empty) is not consulted
     assert run(lxc, ipv4_icmp(str(POD_B), str(POD_A), icmp_type=0)) == TC_ACT_REDIRECT
+
+
+def test_icmp_errors_about_a_connection_are_related(
+    lxc: BpfObject, maps: policy.PolicyMaps, reader: events.EventReader
+) -> None:
+    # A may send anything and accepts nothing; B accepts A's UDP/53 and may send nothing.
+    maps.write(EP_A.endpoint_id, MapState(allow_any(EGRESS)))
+    maps.write(EP_B.endpoint_id, MapState({key(INGRESS, A_ID, UDP, 53): ALLOW}))
+    to_world = ipv4_udp(str(POD_A), WORLD, dport=53)
+    assert run(lxc, to_world) == TC_ACT_OK
+    # a router on the way: "fragmentation needed" quoting A's packet, routed to A's veth
+    too_big = ipv4_icmp_error("9.9.9.9", str(POD_A), to_world[14:])
+    assert run(lxc, too_big, TO_CONTAINER) == TC_ACT_OK
+    # quoting a packet of no connection: an ICMP flow of its own, denied by A's ingress
+    stray = ipv4_icmp_error("9.9.9.9", str(POD_A), ipv4_udp(str(POD_A), WORLD, sport=1)[14:])
+    assert run(lxc, stray, TO_CONTAINER) == TC_ACT_SHOT
+    # B's "port unreachable" for A's datagram leaves through B's enforced egress
+    to_b = ipv4_udp(str(POD_A), str(POD_B), dport=53)
+    assert run(lxc, to_b) == TC_ACT_REDIRECT
+    unreachable = ipv4_icmp_error(str(POD_B), str(POD_A), to_b[14:], code=3)
+    assert run(lxc, unreachable) == TC_ACT_REDIRECT
+    traces = of_type(reader.poll(), events.TYPE_TRACE)
+    assert [t.reason for t in traces if t.proto == ICMP] == [events.CT_RELATED] * 2
+    drops = metrics.MetricsMap(lxc.map_fd(metrics.NAME)).totals()
+    assert {k: v.count for k, v in drops.items() if k[0]} == {(133, DIR_INGRESS): 1}
 
 
 def test_maps_write_read_delete(maps: policy.PolicyMaps, pin_dir: Path) -> None:

@@ -10,7 +10,8 @@ C (bpf/lib/events.h)::
 
 ``type`` is Cilium's monitor message type (1 drop, 4 trace, 5 policy verdict). For a drop
 ``reason`` is Cilium's drop reason; for a trace it is the conntrack state (0 new,
-1 established, 2 reply) and ``obs_point`` where the packet went (Cilium's TRACE_TO_* numbers).
+1 established, 2 reply, 3 related: an ICMP error about a tracked connection) and
+``obs_point`` where the packet went (Cilium's TRACE_TO_* numbers).
 For a policy verdict (new connections and denials, in the direction of ``dir``) ``reason`` is
 0 when allowed, else the drop reason that applied (133 no allow matched, 181 a deny matched),
 ``obs_point`` the match type (Cilium's POLICY_MATCH_* numbers) and ``flags`` bit 0 says the
@@ -74,6 +75,7 @@ TRACE_TO_OVERLAY = 4
 CT_NEW = 0
 CT_ESTABLISHED = 1
 CT_REPLY = 2
+CT_RELATED = 3
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
