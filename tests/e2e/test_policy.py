@@ -105,6 +105,28 @@ def test_policy_enforced_in_datapath(cli: Cli, mode: str, tmp_path: Path) -> Non
             )
             return out.stdout.strip()
 
+        def explained(pod: str) -> tuple[bool, str]:
+            out = cli(
+                "policy",
+                "explain",
+                "--from",
+                pod,
+                "--to",
+                "server",
+                "--port",
+                "8080/tcp",
+                check=False,
+            )
+            assert out.returncode in (0, 1), out.stderr
+            return out.returncode == 0, out.stdout
+
+        def agree(pod: str, expected: bool) -> str:
+            """The explainer's verdict is the datapath's: both are checked against traffic."""
+            allowed, text = explained(pod)
+            assert allowed is expected, text
+            assert (connect(pod, timeout=1.0) == "ok") is expected
+            return text
+
         def server_policy() -> dict[str, Any]:
             eps = {e["pod"]: e for e in n2.get("/v1/endpoint")}
             return eps["server"]["policy"] or {}
@@ -121,23 +143,41 @@ def test_policy_enforced_in_datapath(cli: Cli, mode: str, tmp_path: Path) -> Non
         (tmp_path / "allow.yaml").write_text(ALLOW_CLIENT)
         cli("apply", "-f", str(tmp_path / "allow.yaml"))
         wait_for("ingress enforcement", lambda: server_policy().get("ingress"))
-        assert connect("client") == "ok"  # across nodes, allowed by identity and port
-        assert connect("other", timeout=1.0) == "TimeoutError"  # same node, no rule allows it
+        # across nodes, allowed by identity and port; same node, no rule allows it
+        assert "by CiliumNetworkPolicy default/server-ingress[0] ingress[0]" in agree(
+            "client", True
+        )
+        assert "drop reason 133" in agree("other", False)
         assert drops.totals()[(133, 1)].count > before
+        server_ep = next(e for e in n2.get("/v1/endpoint") if e["pod"] == "server")
+        client_identity = json.loads(cli("get", "cep", "client", "-o", "json").stdout)["status"][
+            "identity"
+        ]["id"]
+        entries = cli(
+            "bpf", "policy", "get", str(server_ep["endpoint_id"]), "--node", "n2", "--lab", lab
+        ).stdout
+        assert any(
+            line.split() == ["Allow", "Ingress", str(client_identity), "8080/TCP", "24"]
+            for line in entries.splitlines()
+        ), entries
+        assert "Enabled" in cli("endpoint", "list", "--node", "n2", "--lab", lab).stdout
+        selectors = json.loads(cli("policy", "selectors", "-o", "json").stdout)
+        assert [client_identity] in [
+            s["identities"] for s in selectors if "app=client" in s["selector"]
+        ]
+        assert "server-ingress" in cli("policy", "get").stdout
 
         (tmp_path / "deny.yaml").write_text(DENY_CLIENT)
         cli("apply", "-f", str(tmp_path / "deny.yaml"))
-        wait_for(
-            "the deny rule",
-            lambda: (
-                server_policy().get("entries", 0) > 0 and connect("client", 1.0) == "TimeoutError"
-            ),
-            timeout=30,
+        wait_for("the deny rule", lambda: connect("client", 1.0) == "TimeoutError", timeout=30)
+        assert "by CiliumNetworkPolicy default/server-deny[0] ingressDeny[0]" in agree(
+            "client", False
         )
         assert drops.totals()[(181, 1)].count > 0
 
         cli("delete", "cnp", "server-ingress", "server-deny")
         wait_for("enforcement to end", lambda: server_policy().get("ingress") is False)
-        assert connect("client") == "ok" and connect("other") == "ok"
+        agree("client", True)
+        agree("other", True)
     finally:
         cli("lab", "down", "--name", lab, check=False)

@@ -14,13 +14,16 @@ import typer
 from pylium import __version__
 from pylium.base.errors import PyliumError
 from pylium.cli import (
+    bpf_cmd,
     config_cmd,
     endpoint_cmd,
     identity_cmd,
     install_cmd,
     ipam_cmd,
     lab_cmd,
+    policy_cmd,
     resources_cmd,
+    status_cmd,
 )
 
 app = typer.Typer(
@@ -61,6 +64,9 @@ ipam_cmd.register(app)
 identity_cmd.register(app)
 endpoint_cmd.register(app)
 install_cmd.register(app)
+status_cmd.register(app)
+policy_cmd.register(app)
+bpf_cmd.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -31,9 +31,10 @@ def list_(
         labels = rec["labels"] or [""]
         for i, label in enumerate(labels):
             if i == 0:
-                row = (
-                    f"{rec['endpoint_id']:<10}{'Disabled':<18}{'Disabled':<17}{rec['identity']:<10}"
-                )
+                policy = rec.get("policy") or {}
+                ingress = "Enabled" if policy.get("ingress") else "Disabled"
+                egress = "Enabled" if policy.get("egress") else "Disabled"
+                row = f"{rec['endpoint_id']:<10}{ingress:<18}{egress:<17}{rec['identity']:<10}"
                 typer.echo(f"{row}{label:<50}{rec['ipv4']:<16}ready")
             else:
                 typer.echo(f"{'':<55}{label}")

@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 
 from pylium.adapters.resources import ResourceClient
 from pylium.core.policy import cidr
-from pylium.core.policy.peers import NamedPorts
+from pylium.core.policy.explain import Explanation, explain
+from pylium.core.policy.peers import Direction, NamedPorts, port_proto
 from pylium.core.policy.repository import Repository, load_objects
-from pylium.core.policy.resolve import EnforcementMode, PolicyConfig
+from pylium.core.policy.resolve import EnforcementMode, PolicyConfig, Subject
 from pylium.model.config import AgentSettings
 from pylium.model.policy import CCNP, CNP, KNP
 from pylium.model.resource import Resource
@@ -96,3 +97,86 @@ def cidr_identities(
     snap: PolicySnapshot, previous: Mapping[ipaddress.IPv4Network, int] = {}
 ) -> dict[ipaddress.IPv4Network, int]:
     return cidr.assign(snap.prefixes, previous)
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """One end of a connection being explained: an endpoint (pod) or an outside address."""
+
+    name: str
+    identity: int
+    labels: frozenset[str]
+    namespace: str | None = None
+    pod: str | None = None
+    """Set for endpoints: their own policy applies to the connection too."""
+
+
+@dataclass(frozen=True, slots=True)
+class PathExplanation:
+    """A connection's verdict: the source endpoint's egress, then the destination's ingress
+    (the datapath checks them in that order; the first denial decides)."""
+
+    source: Peer
+    destination: Peer
+    proto: int
+    port: int
+    steps: tuple[tuple[str, Explanation], ...]
+
+    @property
+    def allowed(self) -> bool:
+        return all(e.allowed for _, e in self.steps)
+
+    def render(self) -> str:
+        lines = [
+            f"Traffic: {self.source.name} (identity {self.source.identity}) -> "
+            f"{self.destination.name} (identity {self.destination.identity}), "
+            f"{port_proto(self.proto, self.port, self.port) if self.proto else 'any protocol'}"
+        ]
+        for where, explanation in self.steps:
+            lines.append("")
+            lines.append(f"{where}:")
+            lines.extend("  " + line for line in explanation.render().splitlines())
+        denied = next(((w, e) for w, e in self.steps if not e.allowed), None)
+        lines.append("")
+        if denied is None:
+            lines.append("Final verdict: ALLOWED")
+        else:
+            reason = denied[1].drop_reason
+            lines.append(
+                f"Final verdict: DENIED at {denied[0]}"
+                + (f" (drop reason {int(reason)}: {reason.text})" if reason else "")
+            )
+        return "\n".join(lines)
+
+
+def explain_path(
+    snap: PolicySnapshot,
+    config: PolicyConfig,
+    source: Peer,
+    destination: Peer,
+    proto: int,
+    port: int,
+) -> PathExplanation:
+    steps: list[tuple[str, Explanation]] = []
+    for local, remote, direction in (
+        (source, destination, Direction.EGRESS),
+        (destination, source, Direction.INGRESS),
+    ):
+        if local.namespace is None:
+            continue  # an outside address has no policy of its own
+        resolved = snap.repository.resolve(
+            Subject(local.identity, local.labels),
+            config,
+            ingress_named_ports=snap.named_ports(local.namespace, local.pod),
+            egress_named_ports=snap.named_ports(),
+        )
+        explanation = explain(
+            resolved,
+            remote_identity=remote.identity,
+            remote_labels=remote.labels,
+            proto=proto,
+            port=port,
+            direction=direction,
+        )
+        steps.append((f"{direction} of {local.name}", explanation))
+    return PathExplanation(source, destination, proto, port, tuple(steps))
