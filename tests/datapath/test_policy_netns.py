@@ -1,6 +1,12 @@
-"""Policy on real packets: a node namespace with two pod namespaces on veths, bpf_lxc's
-from-container on both host-side veths' tc ingress and to-container on pod B's tc egress, TCP
-connections made by real sockets (the kernel's handshakes, retransmissions and replies)."""
+"""Policy on real packets, without the agent: node and pod namespaces on veths, the programs
+attached as the agent attaches them, TCP connections made by real sockets (the kernel's
+handshakes, retransmissions and replies).
+
+- one node: from-container on both pods' host veths, to-container on pod B's (host traffic);
+- two nodes joined by a veth, each with a collect-metadata cilium_vxlan carrying the source
+  identity in the VNI and from-overlay on it: the ingress policy judges the identity the
+  tunnel key brings (the real helper, not the test-run stand-in).
+"""
 
 from __future__ import annotations
 
@@ -10,13 +16,14 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from pylium.adapters.bpf.build import build
 from pylium.adapters.bpf.objects import BpfObject
-from pylium.adapters.maps import endpoints, ipcache, policy
+from pylium.adapters.maps import config, endpoints, ipcache, policy
 from pylium.core.policy.mapstate import MapEntry, MapState, PolicyKey
 from pylium.core.policy.peers import Direction
 
@@ -28,6 +35,7 @@ A_ID, B_ID, HOST_ID = 1001, 1002, 1
 A_EP, B_EP = 101, 102
 TCP = 6
 NETNS_DIR = Path("/var/run/netns")
+ALLOW = MapEntry(False)
 
 SERVER = """
 import socket, sys, threading
@@ -52,14 +60,6 @@ except OSError as err:
 """
 
 
-@dataclass
-class Topology:
-    node: str
-    pod_a: str
-    pod_b: str
-    lxc_b: str
-
-
 def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True)
 
@@ -72,67 +72,68 @@ def _link(ns: str, dev: str) -> tuple[int, bytes]:
     return int(info["ifindex"]), bytes.fromhex(info["address"].replace(":", ""))
 
 
-@pytest.fixture
-def topology(lxc: BpfObject) -> Iterator[Topology]:
+@contextmanager
+def namespaces(*kinds: str) -> Iterator[list[str]]:
     tag = uuid.uuid4().hex[:6]
-    node, pod_a, pod_b = f"pyl-pn-{tag}", f"pyl-pa-{tag}", f"pyl-pb-{tag}"
-    for ns in (node, pod_a, pod_b):
+    names = [f"pyl-{kind}-{tag}" for kind in kinds]
+    for ns in names:
         _ip("netns", "add", ns)
+        _ip("-n", ns, "link", "set", "lo", "up")
     try:
-        _ip("-n", node, "link", "set", "lo", "up")
-        _ip("-n", node, "addr", "add", f"{HOST}/32", "dev", "lo")
-        eps = endpoints.EndpointsMap(lxc.map_fd(endpoints.NAME))
-        ipc = ipcache.IPCacheMap(lxc.map_fd(ipcache.NAME))
-        ipc.upsert(ipaddress.IPv4Network(f"{HOST}/32"), ipcache.Entry(identity=HOST_ID))
-        for pod_ns, ip, ident, ep_id, lxc_dev in (
-            (pod_a, POD_A, A_ID, A_EP, "lxca"),
-            (pod_b, POD_B, B_ID, B_EP, "lxcb"),
-        ):
-            _ip("-n", node, "link", "add", lxc_dev, "type", "veth", "peer", "eth0", "netns", pod_ns)
-            _ip("-n", node, "link", "set", lxc_dev, "up")
-            _ip("-n", pod_ns, "link", "set", "lo", "up")
-            _ip("-n", pod_ns, "link", "set", "eth0", "up")
-            _ip("-n", pod_ns, "addr", "add", f"{ip}/32", "dev", "eth0")
-            _ip("-n", pod_ns, "route", "add", ROUTER, "dev", "eth0", "scope", "link")
-            _ip("-n", pod_ns, "route", "add", "default", "via", ROUTER, "dev", "eth0")
-            ifindex, lxc_mac = _link(node, lxc_dev)
-            _, pod_mac = _link(pod_ns, "eth0")
-            _ip("-n", pod_ns, "neigh", "add", ROUTER, "lladdr", lxc_mac.hex(":"), "dev", "eth0",
-                "nud", "permanent")  # fmt: skip
-            # the host reaches the pod through the kernel (to-container's path)
-            _ip("-n", node, "route", "add", f"{ip}/32", "dev", lxc_dev, "src", HOST)
-            _ip("-n", node, "neigh", "add", ip, "lladdr", pod_mac.hex(":"), "dev", lxc_dev,
-                "nud", "permanent")  # fmt: skip
-            eps.upsert(
-                ipaddress.IPv4Address(ip),
-                endpoints.EndpointInfo(ifindex, ep_id, ident, mac=pod_mac, node_mac=lxc_mac),
-            )
-            ipc.upsert(ipaddress.IPv4Network(f"{ip}/32"), ipcache.Entry(identity=ident))
-            lxc.attach("cil_from_container", lxc_dev, netns=NETNS_DIR / node)
-        lxc.attach("cil_to_container", "lxcb", ingress=False, netns=NETNS_DIR / node)
-        yield Topology(node, pod_a, pod_b, "lxcb")
+        yield names
     finally:
-        for ns in (pod_a, pod_b, node):
+        for ns in names:
             subprocess.run(["ip", "netns", "del", ns], check=False)
 
 
-@pytest.fixture
-def server(topology: Topology) -> Iterator[None]:
+def add_pod(
+    obj: BpfObject, node: str, pod: str, ip: str, ident: int, ep_id: int, lxc_dev: str
+) -> None:
+    """A pod as the CNI plugin and agent make it (veth, /32, gateway neighbour, endpoint and
+    ipcache rows), with from-container on its host veth's tc ingress."""
+    _ip("-n", node, "link", "add", lxc_dev, "type", "veth", "peer", "eth0", "netns", pod)
+    _ip("-n", node, "link", "set", lxc_dev, "mtu", "1450", "up")
+    _ip("-n", pod, "link", "set", "eth0", "mtu", "1450", "up")
+    _ip("-n", pod, "addr", "add", f"{ip}/32", "dev", "eth0")
+    _ip("-n", pod, "route", "add", ROUTER, "dev", "eth0", "scope", "link")
+    _ip("-n", pod, "route", "add", "default", "via", ROUTER, "dev", "eth0")
+    ifindex, lxc_mac = _link(node, lxc_dev)
+    _, pod_mac = _link(pod, "eth0")
+    _ip("-n", pod, "neigh", "add", ROUTER, "lladdr", lxc_mac.hex(":"), "dev", "eth0",
+        "nud", "permanent")  # fmt: skip
+    # the node reaches the pod through the kernel (to-container's path)
+    _ip("-n", node, "route", "add", f"{ip}/32", "dev", lxc_dev)
+    _ip("-n", node, "neigh", "add", ip, "lladdr", pod_mac.hex(":"), "dev", lxc_dev,
+        "nud", "permanent")  # fmt: skip
+    endpoints.EndpointsMap(obj.map_fd(endpoints.NAME)).upsert(
+        ipaddress.IPv4Address(ip),
+        endpoints.EndpointInfo(ifindex, ep_id, ident, mac=pod_mac, node_mac=lxc_mac),
+    )
+    ipcache.IPCacheMap(obj.map_fd(ipcache.NAME)).upsert(
+        ipaddress.IPv4Network(f"{ip}/32"), ipcache.Entry(identity=ident)
+    )
+    obj.attach("cil_from_container", lxc_dev, netns=NETNS_DIR / node)
+
+
+@contextmanager
+def server(ns: str) -> Iterator[None]:
     proc = subprocess.Popen(
-        ["ip", "netns", "exec", topology.pod_b, sys.executable, "-c", SERVER],
+        ["ip", "netns", "exec", ns, sys.executable, "-c", SERVER],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-    yield
-    proc.kill()
-    proc.communicate()  # reaps it and closes the pipes
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        yield
+    finally:
+        proc.kill()
+        proc.communicate()  # reaps it and closes the pipes
 
 
-def connect(ns: str, port: int) -> str:
+def connect(ns: str, target: str, port: int) -> str:
     out = subprocess.run(
-        ["ip", "netns", "exec", ns, sys.executable, "-c", CLIENT, POD_B, str(port)],
+        ["ip", "netns", "exec", ns, sys.executable, "-c", CLIENT, target, str(port)],
         capture_output=True,
         text=True,
         check=True,
@@ -141,29 +142,89 @@ def connect(ns: str, port: int) -> str:
     return out.stdout.strip()
 
 
-def test_policy_on_real_connections(lxc: BpfObject, topology: Topology, server: None) -> None:
-    maps = policy.PolicyMaps(lxc.map_fd(policy.NAME))
-    # no policy wired: everything passes
-    assert connect(topology.pod_a, 8081) == "ok"
-    assert connect(topology.node, 8081) == "ok"
-    # B accepts A on 8080 only and may open nothing itself; A may open anything and accepts
-    # nothing: the SYN-ACKs and data back are replies, let through by conntrack
-    maps.write(A_EP, MapState({PolicyKey(Direction.EGRESS, 0): MapEntry(False)}))
-    maps.write(B_EP, MapState({PolicyKey(Direction.INGRESS, A_ID, TCP, 8080, 16): MapEntry(False)}))
-    assert connect(topology.pod_a, 8080) == "ok"
-    assert connect(topology.pod_a, 8081) == "TimeoutError"
-    # the host's connection goes through to-container with identity 1: denied, then allowed
-    assert connect(topology.node, 8080) == "TimeoutError"
-    maps.write(
-        B_EP,
-        MapState(
-            {
-                PolicyKey(Direction.INGRESS, A_ID, TCP, 8080, 16): MapEntry(False),
-                PolicyKey(Direction.INGRESS, HOST_ID): MapEntry(False),
-            }
-        ),
-    )
-    assert connect(topology.node, 8080) == "ok"
-    assert connect(topology.node, 8081) == "ok"
-    maps.delete(B_EP)
-    assert connect(topology.pod_a, 8081) == "ok"
+def ingress(identity: int, port: int | None = None) -> PolicyKey:
+    if port is None:
+        return PolicyKey(Direction.INGRESS, identity)
+    return PolicyKey(Direction.INGRESS, identity, TCP, port, 16)
+
+
+ANY_EGRESS = PolicyKey(Direction.EGRESS, 0)
+
+
+def test_one_node_pods_and_host(lxc: BpfObject) -> None:
+    with namespaces("node", "pa", "pb") as (node, pod_a, pod_b):
+        _ip("-n", node, "addr", "add", f"{HOST}/32", "dev", "lo")
+        ipcache.IPCacheMap(lxc.map_fd(ipcache.NAME)).upsert(
+            ipaddress.IPv4Network(f"{HOST}/32"), ipcache.Entry(identity=HOST_ID)
+        )
+        add_pod(lxc, node, pod_a, POD_A, A_ID, A_EP, "lxca")
+        add_pod(lxc, node, pod_b, POD_B, B_ID, B_EP, "lxcb")
+        _ip("-n", node, "route", "replace", f"{POD_B}/32", "dev", "lxcb", "src", HOST)
+        lxc.attach("cil_to_container", "lxcb", ingress=False, netns=NETNS_DIR / node)
+        maps = policy.PolicyMaps(lxc.map_fd(policy.NAME))
+        with server(pod_b):
+            # no policy wired: everything passes
+            assert connect(pod_a, POD_B, 8081) == "ok"
+            assert connect(node, POD_B, 8081) == "ok"
+            # B accepts A on 8080 only and may open nothing itself; A may open anything and
+            # accepts nothing: the SYN-ACKs and data back are replies, let through by conntrack
+            maps.write(A_EP, MapState({ANY_EGRESS: ALLOW}))
+            maps.write(B_EP, MapState({ingress(A_ID, 8080): ALLOW}))
+            assert connect(pod_a, POD_B, 8080) == "ok"
+            assert connect(pod_a, POD_B, 8081) == "TimeoutError"
+            # the host's connection goes through to-container as identity 1: denied, then allowed
+            assert connect(node, POD_B, 8080) == "TimeoutError"
+            maps.write(B_EP, MapState({ingress(A_ID, 8080): ALLOW, ingress(HOST_ID): ALLOW}))
+            assert connect(node, POD_B, 8080) == "ok"
+            assert connect(node, POD_B, 8081) == "ok"
+            maps.delete(B_EP)
+            assert connect(pod_a, POD_B, 8081) == "ok"
+
+
+def test_two_nodes_through_the_tunnel(pin_dir: Path) -> None:
+    remote_pod, node_ips = "10.0.2.20", ("192.168.77.1", "192.168.77.2")
+    remote_id, remote_ep = 2002, 201
+    loaded: list[BpfObject] = []
+    try:
+        with namespaces("n1", "n2", "p1", "p2") as (n1, n2, p1, p2):
+            _ip("-n", n1, "link", "add", "eth0", "type", "veth", "peer", "eth0", "netns", n2)
+            objs = []
+            for node, node_ip in zip((n1, n2), node_ips, strict=True):
+                _ip("-n", node, "addr", "add", f"{node_ip}/24", "dev", "eth0")
+                _ip("-n", node, "link", "set", "eth0", "up")
+                _ip("-n", node, "link", "add", "cilium_vxlan", "type", "vxlan", "external",
+                    "dstport", "8472")  # fmt: skip
+                _ip("-n", node, "link", "set", "cilium_vxlan", "up")
+                lxc = BpfObject(build("bpf_lxc"), pin_dir / node).load()
+                overlay = BpfObject(build("bpf_overlay"), pin_dir / node).load()
+                loaded += [lxc, overlay]
+                overlay.attach("cil_from_overlay", "cilium_vxlan", netns=NETNS_DIR / node)
+                vxlan, _ = _link(node, "cilium_vxlan")
+                config.ConfigMap(lxc.map_fd(config.NAME)).set(tunnel_ifindex=vxlan)
+                objs.append(lxc)
+            lxc1, lxc2 = objs
+            add_pod(lxc1, n1, p1, POD_A, A_ID, A_EP, "lxc1")
+            add_pod(lxc2, n2, p2, remote_pod, remote_id, remote_ep, "lxc2")
+            for obj, ip, ident, node_ip in (
+                (lxc1, remote_pod, remote_id, node_ips[1]),
+                (lxc2, POD_A, A_ID, node_ips[0]),
+            ):
+                ipcache.IPCacheMap(obj.map_fd(ipcache.NAME)).upsert(
+                    ipaddress.IPv4Network(f"{ip}/32"),
+                    ipcache.Entry(identity=ident, tunnel_endpoint=ipaddress.IPv4Address(node_ip)),
+                )
+            maps1 = policy.PolicyMaps(lxc1.map_fd(policy.NAME))
+            maps2 = policy.PolicyMaps(lxc2.map_fd(policy.NAME))
+            with server(p2):
+                assert connect(p1, remote_pod, 8081) == "ok"
+                # P1 accepts nothing (the answers come back as replies through its node's
+                # from-overlay); P2 accepts P1's identity on 8080, as the VNI carries it
+                maps1.write(A_EP, MapState({ANY_EGRESS: ALLOW}))
+                maps2.write(remote_ep, MapState({ingress(A_ID, 8080): ALLOW}))
+                assert connect(p1, remote_pod, 8080) == "ok"
+                assert connect(p1, remote_pod, 8081) == "TimeoutError"
+                maps2.write(remote_ep, MapState({ingress(A_ID + 1, 8080): ALLOW}))
+                assert connect(p1, remote_pod, 8080) == "TimeoutError"
+    finally:
+        for obj in loaded:
+            obj.close()
