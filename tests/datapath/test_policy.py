@@ -23,6 +23,7 @@ from pylium.adapters.bpf.objects import (
     prog_test_run,
 )
 from pylium.adapters.maps import config, events, ipcache, metrics, policy
+from pylium.base.errors import DatapathError
 from pylium.core.policy.diff import diff
 from pylium.core.policy.mapstate import MapEntry, MapState, PolicyKey, l4_keys
 from pylium.core.policy.peers import Direction, L4Match
@@ -313,6 +314,10 @@ def test_maps_write_read_delete(maps: policy.PolicyMaps, pin_dir: Path) -> None:
     assert change.adds == {} and len(change.removes) == 3
     assert maps.read(EP_A.endpoint_id) == smaller
     assert maps.read(EP_B.endpoint_id) is None
+    too_big = MapState({key(INGRESS, i): ALLOW for i in range(1, policy.MAX_ENTRIES + 2)})
+    with pytest.raises(DatapathError, match="16385 entries, the map holds 16384"):
+        maps.write(EP_A.endpoint_id, too_big)
+    assert maps.read(EP_A.endpoint_id) == smaller  # untouched
     assert maps.delete(EP_A.endpoint_id)
     assert not maps.delete(EP_A.endpoint_id)
     assert maps.endpoints() == []

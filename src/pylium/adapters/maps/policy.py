@@ -208,7 +208,14 @@ class PolicyMaps:
 
     def write(self, endpoint_id: int, state: MapState) -> MapStateDiff:
         """Make the endpoint's map hold ``state``, creating it when missing (filled first,
-        then inserted: the endpoint never sees a half-written policy). Returns the change."""
+        then inserted: the endpoint never sees a half-written policy). Returns the change.
+        A state larger than the map is refused before anything is written."""
+        if len(state) > MAX_ENTRIES:
+            raise DatapathError(
+                pin_name(endpoint_id),
+                "write policy",
+                f"{len(state)} entries, the map holds {MAX_ENTRIES} (bpf-policy-map-max)",
+            )
         existing = self.open(endpoint_id)
         if existing is not None:
             with existing:
