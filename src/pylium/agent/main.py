@@ -307,6 +307,14 @@ class Agent:
                 return 200, asdict(record)
         raise HttpError(404, f"endpoint {request.params['id']} not found on node {self.name}")
 
+    def policy_status(self, request: Request) -> tuple[int, Any]:
+        """``GET /v1/policy``: the store revision the policy maps are in sync with (every
+        policy, identity and pod written up to it is enforced) and per-endpoint enforcement."""
+        return 200, {
+            "revision": self.policy.revision,
+            "endpoints": {str(k): asdict(v) for k, v in self.policy.status().items()},
+        }
+
     def endpoint_list(self, request: Request) -> tuple[int, Any]:
         enforced = self.policy.status()
         out = []
@@ -361,6 +369,7 @@ class Agent:
         router.add("GET", "/v1/endpoint/{id}", self.endpoint_get)
         router.add("DELETE", "/v1/endpoint/{id}", self.endpoint_delete)
         router.add("GET", "/v1/endpoint", self.endpoint_list)
+        router.add("GET", "/v1/policy", self.policy_status)
         router.add("POST", "/v1/identity", self.identity_allocate)
         router.add("DELETE", "/v1/identity/{id}", self.identity_release)
         api = UnixHttpServer(self.state_dir / "pylium.sock", router)
