@@ -345,7 +345,7 @@ def test_pod_run_exec_logs_delete(cli: Cli) -> None:
         # mount, which the agent mounted (cgroup.autoMount).
         web = json.loads((cli.home / "labs" / lab / "lab.json").read_text())["pods"]["default/web"]
         assert fsmount.is_mounted(cgroup_root, fsmount.CGROUP2)
-        pod_cgroup = cgroup_root / "n1" / web["container_id"][:12]
+        pod_cgroup = cgroup_root / f"pylium-lab-{lab}" / "n1" / web["container_id"][:12]
         assert (pod_cgroup / "cgroup.procs").read_text().split() == [web["pid"]]
         cli("lab", "pod", "delete", "web", "--name", lab)
         assert "default/web" not in cli("lab", "pod", "list", "--name", lab).stdout

@@ -58,6 +58,8 @@ class PolicyManager:
         self._enforced: dict[int, EndpointPolicy] = {}
         self._lock = threading.Lock()
         self.maps: policy_maps.PolicyMaps | None = None
+        self.revision = 0
+        """Every policy input written up to this store revision is in the maps."""
 
     def attach(self, maps: policy_maps.PolicyMaps, node_config: config_map.ConfigMap) -> None:
         """The datapath is loaded: from now on policy is written into these maps."""
@@ -77,6 +79,7 @@ class PolicyManager:
         snap = cluster_policy.snapshot(self.client, self.config.cluster_name)
         current = tuple(sorted(endpoints, key=lambda e: e.endpoint_id))
         if snap.signature == self._signature and current == self._endpoints_seen:
+            self.revision = snap.revision
             return False
         self.cidr_identities = cluster_policy.cidr_identities(snap, self.cidr_identities)
         self._update_cache(snap)
@@ -109,6 +112,7 @@ class PolicyManager:
             self._enforced = enforced
         self._signature = snap.signature
         self._endpoints_seen = current
+        self.revision = snap.revision
         return True
 
     def forget(self, endpoint_id: int) -> None:

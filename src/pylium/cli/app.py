@@ -16,6 +16,7 @@ from pylium.base.errors import PyliumError
 from pylium.cli import (
     bpf_cmd,
     config_cmd,
+    connectivity_cmd,
     endpoint_cmd,
     identity_cmd,
     install_cmd,
@@ -67,6 +68,7 @@ install_cmd.register(app)
 status_cmd.register(app)
 policy_cmd.register(app)
 bpf_cmd.register(app)
+connectivity_cmd.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -288,6 +288,17 @@ def _spawn_operator(state: LabState) -> int:
     return pid
 
 
+def spawn_lab_process(name: str, role: str, argv: Sequence[str], *, netns: str) -> int:
+    """A helper process of the lab (test servers...), recorded so that ``down`` ends it."""
+    state = load_state(name)
+    if state is None:
+        raise LabError(f"no lab named {name!r}")
+    pid = procs.spawn(list(argv), log_path=state_dir(name) / f"{role}.log", netns=netns)
+    state.pids[role] = pid
+    _save(state)
+    return pid
+
+
 def restart(name: str, target: str, *, kill: bool = False) -> int:
     """Stop a node's agent or the operator (SIGKILL with ``kill``, as a crash would) and start
     it again with the lab's current config.json; returns the new PID."""
@@ -660,22 +671,26 @@ def add_pod(
 
 
 def pod_cgroup(name: str, node: str, container_id: str) -> Path:
-    """The pod's cgroup in its node's subtree of the lab's cgroup v2 mount."""
+    """The pod's cgroup in its node's subtree. Every cgroup2 mount shows the same hierarchy,
+    so the lab's own mount holds a ``pylium-lab-<name>`` directory to keep labs apart."""
     root = state_dir(name) / "cgroupv2"
     if not fsmount.is_mounted(root, fsmount.CGROUP2):
         raise LabError(f"{root} is not a cgroup2 mount: is the agent on {node} running?")
-    return root / node / container_id[:12]
+    return root / f"pylium-lab-{name}" / node / container_id[:12]
 
 
 def _remove_cgroups(name: str) -> None:
-    """Pods' and nodes' cgroups (their processes are gone by now), then the mount."""
+    """The lab's pods' and nodes' cgroups (their processes are gone by now), then the mount."""
     root = state_dir(name) / "cgroupv2"
     if not fsmount.is_mounted(root, fsmount.CGROUP2):
         return
-    for node in [p for p in root.iterdir() if p.is_dir()]:
-        for pod in [p for p in node.iterdir() if p.is_dir()]:
-            pod.rmdir()
-        node.rmdir()
+    lab_tree = root / f"pylium-lab-{name}"
+    if lab_tree.is_dir():
+        for node in [p for p in lab_tree.iterdir() if p.is_dir()]:
+            for pod in [p for p in node.iterdir() if p.is_dir()]:
+                pod.rmdir()
+            node.rmdir()
+        lab_tree.rmdir()
     fsmount.unmount(root, fsmount.CGROUP2)
 
 

@@ -126,7 +126,8 @@ class LabPlan:
     @property
     def cgroup_root(self) -> Path:
         """The lab's cgroup v2 mount (``cgroup-root``): the agents mount it
-        (``cgroup.autoMount``); each pod runs in ``<root>/<node>/<container>``."""
+        (``cgroup.autoMount``); each pod runs in ``<root>/pylium-lab-<lab>/<node>/<container>``
+        (every cgroup2 mount shows the same hierarchy, hence the lab's own directory)."""
         return self.state_dir / "cgroupv2"
 
     @property

@@ -49,6 +49,8 @@ class PolicySnapshot:
     prefixes: frozenset[ipaddress.IPv4Network]
     pods: dict[tuple[str, str], Pod]
     signature: tuple[object, ...] = field(default=())
+    revision: int = 0
+    """The store revision the snapshot reflects at least (everything written up to it)."""
 
     def named_ports(self, namespace: str | None = None, pod: str | None = None) -> NamedPorts:
         """One pod's named ports (ingress), or every pod's (egress) without arguments."""
@@ -76,9 +78,10 @@ def _versions(resources: list[Resource]) -> tuple[tuple[str, str, str, str], ...
 
 
 def snapshot(client: ResourceClient, cluster: str) -> PolicySnapshot:
-    objects = [r for kind in POLICY_KINDS for r in client.list(kind)[0]]
-    identities_res = client.list("CiliumIdentity")[0]
-    pods_res = client.list("Pod")[0]
+    listings = [client.list(kind) for kind in POLICY_KINDS]
+    objects = [r for items, _ in listings for r in items]
+    identities_res, identities_rev = client.list("CiliumIdentity")
+    pods_res, pods_rev = client.list("Pod")
     repository = load_objects((r.body for r in objects), cluster=cluster)
     return PolicySnapshot(
         repository=repository,
@@ -90,6 +93,7 @@ def snapshot(client: ResourceClient, cluster: str) -> PolicySnapshot:
             _versions(identities_res),
             _versions(pods_res),
         ),
+        revision=min([rev for _, rev in listings] + [identities_rev, pods_rev]),
     )
 
 

@@ -1,0 +1,593 @@
+"""L6: ``pylium connectivity test`` on a lab: upstream's connectivity test, scenario by scenario.
+
+Deployment (namespaces ``cilium-test`` and ``cilium-test-2``, as upstream names its test
+namespace): ``client`` and ``client2`` (``kind=client``; ``client2`` also ``other=client``) and
+``echo-same-node`` (``kind=echo``) on the first node, ``echo-other-node`` on the second (the
+first when the lab has one node), ``client3`` in ``cilium-test-2`` on the second node; echo
+pods serve HTTP on 8080. Outside the cluster, a server on the fabric's address stands for the
+world, and a server on the first node's address for the host.
+
+A scenario applies its policies, waits until every agent's policy maps reflect them (the
+agents report the store revision their maps are in sync with), runs its checks in parallel
+(HTTP from a source to a target, expected to succeed or not) and removes its policies. A failed
+check is explained with ``pylium policy explain``'s engine.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from pylium.adapters import procs
+from pylium.adapters.agentapi import AgentClient
+from pylium.adapters.resources import ResourceClient
+from pylium.adapters.store.factory import open_store
+from pylium.base.errors import LabError, PyliumError
+from pylium.core.identity.numeric import ReservedIdentity
+from pylium.core.policy import cidr
+from pylium.lab import cluster
+from pylium.model import codec
+from pylium.model.resource import Resource
+from pylium.runtime import policy as cluster_policy
+
+NS, NS2 = "cilium-test", "cilium-test-2"
+PORT = 8080
+CONNECT = """
+import socket, sys
+try:
+    c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=float(sys.argv[3]))
+    c.sendall(b"GET / HTTP/1.0\\r\\n\\r\\n"); sys.exit(0 if c.recv(4) == b"HTTP" else 3)
+except OSError:
+    sys.exit(1)
+"""
+SYNC_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class PodSpec:
+    name: str
+    namespace: str
+    labels: dict[str, str]
+    second_node: bool = False
+    echo: bool = False
+
+
+PODS = (
+    PodSpec("client", NS, {"name": "client", "kind": "client"}),
+    PodSpec("client2", NS, {"name": "client2", "kind": "client", "other": "client"}),
+    PodSpec("echo-same-node", NS, {"name": "echo-same-node", "kind": "echo"}, echo=True),
+    PodSpec(
+        "echo-other-node",
+        NS,
+        {"name": "echo-other-node", "kind": "echo"},
+        second_node=True,
+        echo=True,
+    ),
+    PodSpec("client3", NS2, {"name": "client3", "kind": "client"}, second_node=True),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """``source`` and ``target`` name a pod (``ns/name``; ``cilium-test`` when unqualified),
+    ``world`` (the fabric's server) or ``host`` (the first node's server)."""
+
+    source: str
+    target: str
+    expect: bool
+
+    def __str__(self) -> str:
+        return f"{self.source} -> {self.target}: {'allowed' if self.expect else 'denied'}"
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    name: str
+    checks: tuple[Check, ...]
+    policies: str = ""
+    """YAML documents applied for the scenario (validated like ``pylium apply``)."""
+
+
+@dataclass
+class Outcome:
+    scenario: str
+    failures: list[str] = field(default_factory=list)
+    checks: int = 0
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+ECHOES = ("echo-same-node", "echo-other-node")
+CLIENTS = ("client", "client2")
+
+
+def _matrix(
+    allowed: Callable[[str, str], bool], targets: Sequence[str] = ECHOES
+) -> tuple[Check, ...]:
+    return tuple(Check(c, t, allowed(c, t)) for c in (*CLIENTS, f"{NS2}/client3") for t in targets)
+
+
+def _cnp(name: str, spec: str, kind: str = "CiliumNetworkPolicy", namespace: str = NS) -> str:
+    meta = (
+        f"{{name: {name}}}"
+        if kind == "CiliumClusterwideNetworkPolicy"
+        else f"{{name: {name}, namespace: {namespace}}}"
+    )
+    api = "networking.k8s.io/v1" if kind == "NetworkPolicy" else "cilium.io/v2"
+    return f"apiVersion: {api}\nkind: {kind}\nmetadata: {meta}\nspec:\n{spec}\n---\n"
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + line for line in text.strip("\n").splitlines())
+
+
+CLIENT_INGRESS_SPEC = _indent("""
+endpointSelector: {matchLabels: {kind: echo}}
+ingress:
+- fromEndpoints: [{matchLabels: {name: client}}]
+""")
+ECHO_INGRESS_SPEC = _indent(f"""
+endpointSelector: {{matchLabels: {{kind: echo}}}}
+ingress:
+- fromEndpoints: [{{matchLabels: {{kind: client}}}}]
+  toPorts: [{{ports: [{{port: "{PORT}", protocol: TCP}}]}}]
+""")
+
+
+def scenarios(world: str, host: str, fabric: str) -> tuple[Scenario, ...]:
+    """Upstream's scenario names; ``world`` and ``host`` are the outside servers' addresses,
+    ``fabric`` the lab's underlay subnet (both lie in it)."""
+    everyone = _matrix(lambda c, t: True)
+    return (
+        Scenario(
+            "no-policies",
+            (
+                *everyone,
+                Check("client", "world", True),
+                Check("client", "host", True),
+                Check("host", "echo-same-node", True),
+            ),
+        ),
+        Scenario(
+            "allow-all-except-world",
+            (*everyone, Check("client", "world", False), Check("client2", "world", False)),
+            _cnp(
+                "allow-all-except-world",
+                _indent("""
+endpointSelector: {}
+ingress: [{fromEntities: [cluster]}]
+egress: [{toEntities: [cluster]}]
+"""),
+                kind="CiliumClusterwideNetworkPolicy",
+            ),
+        ),
+        Scenario(
+            "client-ingress",
+            _matrix(lambda c, t: c == "client"),
+            _cnp("client-ingress", CLIENT_INGRESS_SPEC),
+        ),
+        Scenario(
+            "client-ingress-knp",
+            _matrix(lambda c, t: c == "client"),
+            _cnp(
+                "client-ingress-knp",
+                _indent("""
+podSelector: {matchLabels: {kind: echo}}
+policyTypes: [Ingress]
+ingress:
+- from: [{podSelector: {matchLabels: {name: client}}}]
+"""),
+                kind="NetworkPolicy",
+            ),
+        ),
+        Scenario(
+            "all-ingress-deny",
+            (*_matrix(lambda c, t: False), Check("host", "echo-same-node", True)),
+            _cnp(
+                "all-ingress-deny",
+                _indent("""
+endpointSelector: {}
+ingress: [{}]
+"""),
+            ),
+        ),
+        Scenario(
+            "all-egress-deny",
+            (*_matrix(lambda c, t: c == f"{NS2}/client3"), Check("client", "world", False)),
+            _cnp(
+                "all-egress-deny",
+                _indent("""
+endpointSelector: {}
+egress: [{}]
+"""),
+            ),
+        ),
+        Scenario(
+            "echo-ingress",
+            _matrix(lambda c, t: c != f"{NS2}/client3"),
+            _cnp("echo-ingress", ECHO_INGRESS_SPEC),
+        ),
+        Scenario(
+            "echo-ingress-from-other-namespace",
+            _matrix(lambda c, t: c == f"{NS2}/client3"),
+            _cnp(
+                "echo-ingress-from-other-namespace",
+                _indent(f"""
+podSelector: {{matchLabels: {{kind: echo}}}}
+policyTypes: [Ingress]
+ingress:
+- from: [{{namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: {NS2}}}}}}}]
+  ports: [{{port: {PORT}, protocol: TCP}}]
+"""),
+                kind="NetworkPolicy",
+            ),
+        ),
+        Scenario(
+            "client-egress",
+            (
+                *_matrix(lambda c, t: True),
+                Check("client", "world", False),
+                Check("client2", "world", True),
+            ),
+            _cnp(
+                "client-egress",
+                _indent(f"""
+endpointSelector: {{matchLabels: {{name: client}}}}
+egress:
+- toEndpoints: [{{matchLabels: {{kind: echo}}}}]
+  toPorts: [{{ports: [{{port: "{PORT}", protocol: TCP}}]}}]
+"""),
+            ),
+        ),
+        Scenario(
+            "client-egress-expression",
+            (*_matrix(lambda c, t: c != "client" or t == "echo-other-node"),),
+            _cnp(
+                "client-egress-expression",
+                _indent("""
+endpointSelector: {matchLabels: {name: client}}
+egress:
+- toEndpoints:
+  - matchExpressions: [{key: name, operator: In, values: [echo-other-node]}]
+"""),
+            ),
+        ),
+        Scenario(
+            "echo-ingress-port-range",
+            _matrix(lambda c, t: True),
+            _cnp(
+                "echo-ingress-port-range",
+                _indent(f"""
+endpointSelector: {{matchLabels: {{kind: echo}}}}
+ingress:
+- toPorts: [{{ports: [{{port: "{PORT - 80}", endPort: {PORT + 19}, protocol: TCP}}]}}]
+"""),
+            ),
+        ),
+        Scenario(
+            "echo-ingress-port-range-miss",
+            _matrix(lambda c, t: False),
+            _cnp(
+                "echo-ingress-port-range-miss",
+                _indent(f"""
+endpointSelector: {{matchLabels: {{kind: echo}}}}
+ingress:
+- toPorts: [{{ports: [{{port: "{PORT + 1}", endPort: {PORT + 100}, protocol: TCP}}]}}]
+"""),
+            ),
+        ),
+        Scenario(
+            "to-entities-world",
+            (*_matrix(lambda c, t: c != "client"), Check("client", "world", True)),
+            _cnp(
+                "to-entities-world",
+                _indent("""
+endpointSelector: {matchLabels: {name: client}}
+egress: [{toEntities: [world]}]
+"""),
+            ),
+        ),
+        Scenario(
+            "from-entities-host",
+            (*_matrix(lambda c, t: False), Check("host", "echo-same-node", True)),
+            _cnp(
+                "from-entities-host",
+                _indent("""
+endpointSelector: {matchLabels: {kind: echo}}
+ingress: [{fromEntities: [host]}]
+"""),
+            ),
+        ),
+        Scenario(
+            "client-egress-to-cidr",
+            (
+                *_matrix(lambda c, t: c != "client"),
+                Check("client", "world", True),
+                Check("client", "host", False),
+            ),
+            _cnp(
+                "client-egress-to-cidr",
+                _indent(f"""
+endpointSelector: {{matchLabels: {{name: client}}}}
+egress: [{{toCIDR: [{world}/32]}}]
+"""),
+            ),
+        ),
+        Scenario(
+            "client-egress-to-cidrset-except",
+            (*_matrix(lambda c, t: c != "client"), Check("client", "world", False)),
+            _cnp(
+                "client-egress-to-cidrset-except",
+                _indent(f"""
+endpointSelector: {{matchLabels: {{name: client}}}}
+egress: [{{toCIDRSet: [{{cidr: {fabric}, except: [{world}/32]}}]}}]
+"""),
+            ),
+        ),
+        Scenario(
+            "client-ingress-from-other-client-deny",
+            _matrix(lambda c, t: c != "client2"),
+            _cnp(
+                "client-ingress-from-other-client-deny",
+                _indent("""
+endpointSelector: {matchLabels: {kind: echo}}
+ingress: [{fromEntities: [all]}]
+ingressDeny: [{fromEndpoints: [{matchLabels: {other: client}}]}]
+"""),
+            ),
+        ),
+        Scenario(
+            "client-egress-to-echo-deny",
+            (
+                *_matrix(lambda c, t: c != "client" or t != "echo-same-node"),
+                Check("client", "world", True),
+            ),
+            _cnp(
+                "client-egress-to-echo-deny",
+                _indent("""
+endpointSelector: {matchLabels: {name: client}}
+egress: [{toEntities: [all]}]
+egressDeny: [{toEndpoints: [{matchLabels: {name: echo-same-node}}]}]
+"""),
+            ),
+        ),
+    )
+
+
+@dataclass
+class Deployment:
+    lab: str
+    nodes: tuple[str, str]
+    addresses: dict[str, str]
+    """``ns/name``, ``world``, ``host`` -> IP."""
+    netns: dict[str, str]
+    """Sources: ``ns/name`` and ``host`` -> network namespace."""
+    fabric: str
+    """The lab's underlay subnet."""
+
+
+def _qualify(name: str) -> str:
+    return name if "/" in name or name in ("world", "host") else f"{NS}/{name}"
+
+
+def deploy(lab: str) -> Deployment:
+    """Create (or reuse) the test namespaces, pods and outside servers."""
+    state = cluster.load_state(lab)
+    if state is None:
+        raise LabError(f"no lab named {lab!r}")
+    names = sorted(state.nodes)
+    first, second = names[0], names[1] if len(names) > 1 else names[0]
+    store = open_store(state.store_url)
+    try:
+        client = ResourceClient(store)
+        client.apply(
+            [
+                Resource(
+                    {
+                        "apiVersion": "v1",
+                        "kind": "Namespace",
+                        "metadata": {"name": ns, "labels": {"kubernetes.io/metadata.name": ns}},
+                    }
+                )
+                for ns in (NS, NS2)
+            ]
+        )
+    finally:
+        store.close()
+    www = cluster.state_dir(lab) / "connectivity-www"
+    www.mkdir(parents=True, exist_ok=True)
+    (www / "index.html").write_text("pylium connectivity test\n")
+    http = [sys.executable, "-m", "http.server", str(PORT), "--directory", str(www)]
+    for pod in PODS:
+        if f"{pod.namespace}/{pod.name}" not in state.pods:
+            cluster.add_pod(
+                lab,
+                second if pod.second_node else first,
+                pod.name,
+                namespace=pod.namespace,
+                labels=pod.labels,
+                command=[*http, "--bind", "0.0.0.0"] if pod.echo else (),
+            )
+    state = cluster.load_state(lab)
+    assert state is not None
+    world = state.subnet.split("/")[0].rsplit(".", 1)[0] + ".1"
+    host = state.nodes[first]["address"].split("/")[0]
+    for role, netns, address in (
+        ("connectivity-world", f"pl-{lab}-fab", world),
+        ("connectivity-host", state.nodes[first]["netns"], host),
+    ):
+        if not procs.alive(state.pids.get(role, 0)):
+            cluster.spawn_lab_process(lab, role, [*http, "--bind", address], netns=netns)
+    addresses = {key: info["ip"] for key, info in state.pods.items()}
+    addresses.update(world=world, host=host)
+    sources = {key: info["netns"] for key, info in state.pods.items()}
+    sources["host"] = state.nodes[first]["netns"]
+    return Deployment(lab, (first, second), addresses, sources, state.subnet)
+
+
+def _nsenter(netns: str) -> list[str]:
+    return ["nsenter", f"--net=/run/netns/{netns}"]
+
+
+def _probe(dep: Deployment, check: Check, timeout: float) -> bool:
+    target = dep.addresses[_qualify(check.target)]
+    args = [target, str(PORT), str(timeout)]
+    done = subprocess.run(
+        [*_nsenter(dep.netns[_qualify(check.source)]), sys.executable, "-S", "-c", CONNECT, *args],
+        capture_output=True,
+        timeout=timeout + 30,
+    )
+    return done.returncode == 0
+
+
+def wait_for_servers(dep: Deployment, deadline: float = 30.0) -> None:
+    """Until every server answers (the echo pods start Python)."""
+    # From the first node's host (it reaches everything but pods on other nodes with the
+    # tunnel) and from a client for the other node's echo.
+    probes = [Check("host", t, True) for t in ("echo-same-node", "world", "host")]
+    probes.append(Check("client", "echo-other-node", True))
+    end = time.monotonic() + deadline
+    pending = probes
+    while pending:
+        pending = [c for c in pending if not _probe(dep, c, 1.0)]
+        if pending and time.monotonic() > end:
+            names = ", ".join(c.target for c in pending)
+            raise LabError(f"connectivity test servers not answering: {names}")
+        if pending:
+            time.sleep(0.3)
+
+
+def _agents_in_sync(lab: str, revision: int) -> None:
+    """Until every agent's policy maps reflect the store at ``revision``."""
+    state = cluster.load_state(lab)
+    assert state is not None
+    end = time.monotonic() + SYNC_TIMEOUT
+    for node in sorted(state.nodes):
+        agent = AgentClient(cluster.agent_socket(node, lab), timeout=10)
+        while True:
+            try:
+                if int(agent.get("/v1/policy").get("revision", 0)) >= revision:
+                    break
+            except PyliumError:
+                pass
+            if time.monotonic() > end:
+                raise LabError(f"agent on {node} did not apply the policies in {SYNC_TIMEOUT}s")
+            time.sleep(0.1)
+
+
+def apply_policies(lab: str, text: str) -> tuple[list[Resource], int]:
+    """Validate and apply; returns the objects and the store revision after the apply."""
+    state = cluster.load_state(lab)
+    assert state is not None
+    resources = codec.parse_documents(text, "connectivity-test") if text else []
+    store = open_store(state.store_url)
+    try:
+        if resources:
+            ResourceClient(store).apply(resources)
+        return resources, store.revision()
+    finally:
+        store.close()
+
+
+def remove_policies(lab: str, resources: Sequence[Resource]) -> int:
+    state = cluster.load_state(lab)
+    assert state is not None
+    store = open_store(state.store_url)
+    try:
+        ResourceClient(store).delete_many([r.key for r in resources])
+        return store.revision()
+    finally:
+        store.close()
+
+
+Explainer = Callable[[Check], str]
+
+
+def peer(
+    client: ResourceClient, snap: cluster_policy.PolicySnapshot, dep: Deployment, name: str
+) -> cluster_policy.Peer:
+    """A check's end as the policy explainer sees it."""
+    key = _qualify(name)
+    if key == "host":
+        return cluster_policy.Peer("host", int(ReservedIdentity.HOST), frozenset({"reserved:host"}))
+    if key == "world":
+        address = ipaddress.IPv4Address(dep.addresses["world"])
+        labels = cidr.labels_for_address(address, snap.prefixes)
+        return cluster_policy.Peer(f"world {address}", int(ReservedIdentity.WORLD), labels)
+    namespace, _, pod = key.partition("/")
+    cep = client.get("CiliumEndpoint", pod, namespace)
+    identity = ((cep.body.get("status") or {}).get("identity") or {}) if cep else {}
+    return cluster_policy.Peer(
+        key,
+        int(identity.get("id", 0)),
+        frozenset(identity.get("labels") or ()),
+        namespace=namespace,
+        pod=pod,
+    )
+
+
+def run(
+    lab: str,
+    *,
+    pattern: str = "",
+    timeout: float = 1.5,
+    explain_with: Callable[[str, Deployment], Explainer] | None = None,
+    progress: Callable[[Outcome], None] | None = None,
+) -> list[Outcome]:
+    dep = deploy(lab)
+    wait_for_servers(dep)
+    explain = explain_with(lab, dep) if explain_with is not None else None
+    chosen = [
+        s
+        for s in scenarios(dep.addresses["world"], dep.addresses["host"], dep.fabric)
+        if not pattern or re.search(pattern, s.name)
+    ]
+    outcomes = []
+    for scenario in chosen:
+        started = time.monotonic()
+        resources, revision = apply_policies(lab, scenario.policies)
+        try:
+            _agents_in_sync(lab, revision)
+            outcome = Outcome(scenario.name, checks=len(scenario.checks))
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                results = list(pool.map(lambda c: _probe(dep, c, timeout), scenario.checks))
+            for check, result in zip(scenario.checks, results, strict=True):
+                if result != check.expect:
+                    detail = f"{check}, but it was {'allowed' if result else 'denied'}"
+                    if explain is not None:
+                        detail += "\n" + explain(check)
+                    outcome.failures.append(detail)
+        finally:
+            if resources:
+                _agents_in_sync(lab, remove_policies(lab, resources))
+        outcome.seconds = time.monotonic() - started
+        outcomes.append(outcome)
+        if progress is not None:
+            progress(outcome)
+    return outcomes
+
+
+def summary(outcomes: Sequence[Outcome]) -> str:
+    ok = sum(1 for o in outcomes if o.ok)
+    return f"{ok}/{len(outcomes)} tests successful ({sum(o.checks for o in outcomes)} checks)"
+
+
+def scenario_names() -> list[str]:
+    return [s.name for s in scenarios("192.0.2.1", "192.0.2.2", "192.0.2.0/24")]
+
+
+def dump_policies(name: str) -> str:
+    """The YAML a scenario applies (for ``--print-policies``)."""
+    for s in scenarios("<world>", "<host>", "<fabric>"):
+        if s.name == name:
+            return s.policies
+    raise LabError(f"no scenario {name!r}")
