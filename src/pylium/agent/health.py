@@ -76,6 +76,7 @@ class HealthDaemon:
         self._probed = datetime.now(UTC)
         """Wall time of the last probe (the report's timestamp, as upstream's)."""
         self._thread: threading.Thread | None = None
+        self._published_lease = 0
 
     @property
     def state(self) -> str:
@@ -116,6 +117,8 @@ class HealthDaemon:
                     due = self.book.due(self._targets, time.monotonic(), self.interval())
                 if due:
                     self.probe(due, full=len(due) == len(self._targets))
+                elif self.lease() != self._published_lease and self.book.results:
+                    self._publish(self.report())  # a new lease: the old key went with the old
                 if self.responder.listening:
                     self.error = ""
             except PyliumError as err:
@@ -160,6 +163,7 @@ class HealthDaemon:
             self.store.put(
                 HEALTH_PREFIX + self.node, json.dumps(report.to_json()).encode(), lease=lease
             )
+            self._published_lease = lease
         except PyliumError as err:  # an expired lease: the next round publishes again
             log.warning("could not publish the health report: %s", err)
 
