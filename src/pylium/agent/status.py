@@ -1,0 +1,278 @@
+"""L5: the agent's ``GET /v1/status`` (upstream: ``GET /v1/healthz``, the ``StatusResponse``
+that ``cilium-dbg status`` prints) and the controllers' bookkeeping behind its
+``Controller Status`` line.
+
+The response keeps upstream's field names (``kvstore``, ``kubernetes``, ``cilium``, ``ipam``,
+``routing``, ``masquerading``, ``controllers``, ``kube-proxy-replacement``, ``host-firewall``,
+``encryption``, ``cni-chaining``, ``cni-file``, ``hubble``, ``identity-range``, ``cluster``);
+each subsystem is ``{state, msg}`` and a failing one carries a ``hint``: what to do next. It is
+built from what the agent already knows (the heartbeat controller's last result stands for the
+store), so answering never blocks on the store.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar
+
+from pylium import __version__
+from pylium.adapters.store.api import Store
+from pylium.agent.endpoints import EndpointManager
+from pylium.agent.health import HealthDaemon
+from pylium.agent.ipam import IPAM
+from pylium.core.health import rfc3339
+from pylium.core.identity.numeric import cluster_range
+from pylium.model.config import AgentSettings, RoutingMode
+from pylium.runtime.unixhttp import Request
+
+T = TypeVar("T")
+
+HEARTBEAT_CONTROLLER = "sync-node-heartbeat"
+HEARTBEAT_STALE = 10.0
+"""Seconds without a heartbeat renewal after which the store counts as failing (the heartbeat
+lease's TTL: by then the cluster sees this agent as gone)."""
+
+
+@dataclass
+class ControllerStatus:
+    """Upstream's ``ControllerStatus.status`` fields (times as epoch seconds, 0 = never)."""
+
+    name: str
+    success_count: int = 0
+    failure_count: int = 0
+    consecutive_failure_count: int = 0
+    last_success: float = 0.0
+    last_failure: float = 0.0
+    last_failure_msg: str = ""
+
+    @property
+    def healthy(self) -> bool:
+        return self.consecutive_failure_count == 0
+
+    def to_json(self) -> dict[str, Any]:
+        def stamp(t: float) -> str:
+            return rfc3339_epoch(t) if t else ""
+
+        return {
+            "name": self.name,
+            "status": {
+                "success-count": self.success_count,
+                "failure-count": self.failure_count,
+                "consecutive-failure-count": self.consecutive_failure_count,
+                "last-success-timestamp": stamp(self.last_success),
+                "last-failure-timestamp": stamp(self.last_failure),
+                "last-failure-msg": self.last_failure_msg,
+            },
+        }
+
+
+def rfc3339_epoch(t: float) -> str:
+    return rfc3339(datetime.fromtimestamp(t, UTC))
+
+
+class Controllers:
+    """Named periodic jobs: :meth:`run` calls one and records its success or failure."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._status: dict[str, ControllerStatus] = {}
+
+    def run(self, name: str, fn: Callable[[], T]) -> T:
+        try:
+            result = fn()
+        except Exception as err:
+            self.failed(name, str(err))
+            raise
+        self.succeeded(name)
+        return result
+
+    def succeeded(self, name: str) -> None:
+        with self._lock:
+            st = self._status.setdefault(name, ControllerStatus(name))
+            st.success_count += 1
+            st.consecutive_failure_count = 0
+            st.last_success = self._clock()
+
+    def failed(self, name: str, message: str) -> None:
+        with self._lock:
+            st = self._status.setdefault(name, ControllerStatus(name))
+            st.failure_count += 1
+            st.consecutive_failure_count += 1
+            st.last_failure = self._clock()
+            st.last_failure_msg = message
+
+    def get(self, name: str) -> ControllerStatus | None:
+        with self._lock:
+            st = self._status.get(name)
+            return None if st is None else ControllerStatus(**vars(st))
+
+    def snapshot(self) -> list[ControllerStatus]:
+        with self._lock:
+            return [ControllerStatus(**vars(s)) for _, s in sorted(self._status.items())]
+
+
+class Agent(Protocol):
+    """What the status needs of :class:`pylium.agent.main.Agent`."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def settings(self) -> AgentSettings: ...
+    @property
+    def controllers(self) -> Controllers: ...
+    @property
+    def store(self) -> Store: ...
+    @property
+    def lease(self) -> int: ...
+    @property
+    def ipam(self) -> IPAM: ...
+    @property
+    def datapath_error(self) -> str: ...
+    @property
+    def endpoints(self) -> EndpointManager: ...
+    @property
+    def started(self) -> float: ...
+
+
+def describe_store(store: object) -> str:
+    """``local: /path/store.sqlite`` or ``etcd: http://...`` for the KVStore line."""
+    path = getattr(store, "path", None)
+    if path is not None:
+        return f"local: {path}"
+    endpoints = getattr(store, "endpoints", None)
+    if endpoints:
+        return f"etcd: {len(endpoints)} endpoint(s) {', '.join(endpoints)}"
+    return type(store).__name__
+
+
+def _sub(state: str, msg: str = "", hint: str = "") -> dict[str, str]:
+    out = {"state": state, "msg": msg}
+    if hint:
+        out["hint"] = hint
+    return out
+
+
+def status_response(agent: Agent, health: HealthDaemon) -> dict[str, Any]:
+    """The StatusResponse of this agent, now."""
+    s = agent.settings
+    controllers = agent.controllers.snapshot()
+    beat = agent.controllers.get(HEARTBEAT_CONTROLLER)
+    store_desc = describe_store(agent.store)
+    store_errors = [
+        c for c in controllers if not c.healthy and c.last_failure_msg.startswith("store")
+    ]
+    stale = beat is not None and time.time() - beat.last_success > HEARTBEAT_STALE
+    if (beat is not None and not beat.healthy) or stale or store_errors:
+        why = (
+            beat.last_failure_msg
+            if beat is not None and not beat.healthy
+            else store_errors[0].last_failure_msg
+            if store_errors
+            else "no heartbeat renewal"
+        )
+        since = (
+            f" (heartbeat last renewed {int(time.time() - beat.last_success)}s ago)"
+            if beat is not None and beat.last_success
+            else ""
+        )
+        kvstore = _sub(
+            "Failure",
+            f"{store_desc}: {why}{since}",
+            "the agent cannot reach the store: check that it is up and reachable from the "
+            "node (pylium lab status; etcd.log for an etcd lab); the datapath keeps "
+            "forwarding meanwhile",
+        )
+    else:
+        kvstore = _sub("Ok", f"{store_desc}, heartbeat lease {agent.lease:x}")
+
+    usage = agent.ipam.usage()
+    if agent.ipam.ready.is_set():
+        ipam = _sub("Ok", usage.status_line())
+    else:
+        ipam = _sub(
+            "Failure",
+            f"no pod CIDR yet ({s.ipam.value})",
+            f"the operator assigns it: check `pylium status` (Operator) and "
+            f"`pylium get ciliumnode {agent.name} -o yaml` (status.ipam.operator-status)",
+        )
+    if agent.datapath_error:
+        cilium = _sub(
+            "Failure",
+            agent.datapath_error,
+            "the datapath did not start: read the node's agent.log, fix, then "
+            f"`pylium lab restart {agent.name}`",
+        )
+    elif agent.endpoints.obj is None:
+        cilium = _sub("Warning", f"{__version__}: datapath starting (waiting for the pod CIDR)")
+    else:
+        cilium = _sub("Ok", __version__)
+    tunnel = s.routing_mode is RoutingMode.TUNNEL
+    identities = cluster_range(s.cluster_id)
+    report = health.report() if health.enabled else None
+    if not health.enabled:
+        health_state = _sub("Disabled", "enable-health-checking=false")
+    elif health.error:
+        health_state = _sub(
+            "Failure",
+            health.error,
+            f"port {health.port} must be free on {health.address} in the node's namespace",
+        )
+    else:
+        health_state = _sub("Ok")
+    cni_path = s.write_cni_conf_when_ready
+    return {
+        "kvstore": kvstore,
+        "kubernetes": _sub("Disabled", "no Kubernetes API server: resources come from the kvstore"),
+        "kube-proxy-replacement": {"mode": "False"},
+        "host-firewall": {"mode": "Enabled" if s.enable_host_firewall else "Disabled"},
+        "srv6": {"enabled": False},
+        "cni-chaining": {"mode": s.cni_chaining_mode.value},
+        "cni-file": {
+            "path": cni_path,
+            "msg": f"successfully wrote CNI configuration file to {cni_path}"
+            if cni_path and agent.endpoints.obj is not None
+            else "",
+        },
+        "cilium": cilium,
+        "cilium-health": health_state,
+        "ipam": {**ipam, "mode": s.ipam.value, "ipv4": [str(c) for c in usage.cidrs]},
+        "routing": {
+            "inter-host-routing-mode": "Tunnel" if tunnel else "Native",
+            "tunnel-protocol": s.tunnel_protocol.value if tunnel else "",
+            "intra-host-routing-mode": "Legacy",
+        },
+        "attach-mode": "Legacy TC",
+        "datapath-mode": "veth",
+        "masquerading": {
+            "enabled": s.enable_ipv4_masquerade,
+            "mode": "IPTables (nftables)",
+            "enabledProtocols": {"ipv4": s.enable_ipv4_masquerade, "ipv6": False},
+        },
+        "controllers": [c.to_json() for c in controllers],
+        "proxy": None,
+        "identity-range": {
+            "min-identity": identities.start,
+            "max-identity": identities.stop - 1,
+        },
+        "hubble": _sub("Disabled", "not implemented yet"),
+        "encryption": {"mode": "Disabled"},
+        "cluster": {
+            "self": agent.name,
+            "ciliumHealth": health_state,
+            "health": report.to_json() if report is not None else None,
+        },
+        "node": agent.name,
+        "uptime-seconds": round(time.time() - agent.started, 1),
+    }
+
+
+def handler(agent: Agent, health: HealthDaemon) -> Callable[[Request], tuple[int, Any]]:
+    def get(request: Request) -> tuple[int, Any]:
+        return 200, status_response(agent, health)
+
+    return get
