@@ -1,0 +1,164 @@
+/* Socket-level load balancing (socket-LB), as upstream's bpf_sock.c: cgroup v2 hooks that
+ * translate a service frontend into one of its backends once per connection, at connect()
+ * (TCP, connected UDP) or per datagram at sendmsg() (unconnected UDP), so no packet of the
+ * connection needs NAT afterwards. The reverse hooks make the socket show the frontend:
+ * recvmsg() (the source address of a UDP datagram) and getpeername().
+ *
+ *   cil_sock4_connect      cgroup/connect4
+ *   cil_sock4_sendmsg      cgroup/sendmsg4
+ *   cil_sock4_recvmsg      cgroup/recvmsg4
+ *   cil_sock4_getpeername  cgroup/getpeername4
+ *
+ * They run for every process in the cgroup subtree they are attached to, whatever its network
+ * namespace (the agent attaches them at its node's subtree). Selection: a slot 1..count of the
+ * service (the active backends); TCP picks at random (bpf_get_prandom_u32), UDP by the socket
+ * cookie, so that a socket's datagrams keep their backend (upstream's sock_select_slot). A
+ * service without backends refuses: connect()/sendmsg() fail with EHOSTUNREACH (upstream sets
+ * it with bpf_set_retval; without it a refusal would read EPERM). ExternalIPs and HostPort
+ * frontends are left to the per-packet path (upstream translates them here only for the
+ * node's own addresses). Each translation records (socket cookie, backend) -> frontend in
+ * pylium_lb4_reverse_sk (cilium_lb4_reverse_sk), which the reverse hooks read.
+ */
+#include "lib/common.h"
+#include "lib/lb.h"
+
+#define SYS_REJECT 0
+#define SYS_PROCEED 1
+
+#define EHOSTUNREACH 113
+#define ENOMEM 12
+
+#define SOCK_REV_MAP_MAX 262144 /* bpf-sock-rev-map-max */
+
+struct ipv4_revnat_tuple {
+	__u64 cookie;	/* socket cookie */
+	__be32 address; /* backend */
+	__be16 port;
+	__u16 pad;
+};
+
+struct ipv4_revnat_entry {
+	__be32 address; /* frontend */
+	__be16 port;
+	__u16 rev_nat_index;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct ipv4_revnat_tuple);
+	__type(value, struct ipv4_revnat_entry);
+	__uint(max_entries, SOCK_REV_MAP_MAX);
+} pylium_lb4_reverse_sk SEC(".maps");
+
+static __always_inline __u32 sock_select_slot(struct bpf_sock_addr *ctx)
+{
+	return ctx->protocol == IPPROTO_TCP ? bpf_get_prandom_u32() :
+					      (__u32)bpf_get_socket_cookie(ctx);
+}
+
+/* Frontend -> backend in ctx: 0 (translated, or not a service), or a negative errno. */
+static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx)
+{
+	struct lb4_key key = {
+		.address = ctx->user_ip4,
+		.dport = (__be16)ctx->user_port,
+		.proto = (__u8)ctx->protocol,
+	};
+	struct lb4_service *svc;
+	struct lb4_backend *backend;
+	__u32 backend_id = 0;
+
+	if (key.proto != IPPROTO_TCP && key.proto != IPPROTO_UDP)
+		return 0;
+	svc = lb4_lookup_service(&key);
+	if (!svc)
+		return 0;
+	if (lb4_svc_flags(svc) & (SVC_FLAG_EXTERNAL_IPS | SVC_FLAG_HOSTPORT))
+		return 0;
+	if (!svc->count)
+		return -EHOSTUNREACH;
+	__u16 slot = (__u16)(sock_select_slot(ctx) % svc->count) + 1;
+	backend = lb4_slot_backend(&key, slot, &backend_id);
+	if (!backend)
+		return -EHOSTUNREACH;
+
+	struct ipv4_revnat_tuple rkey = {
+		.cookie = bpf_get_socket_cookie(ctx),
+		.address = backend->address,
+		.port = backend->port,
+	};
+	struct ipv4_revnat_entry rval = {
+		.address = key.address,
+		.port = key.dport,
+		.rev_nat_index = svc->rev_nat_index,
+	};
+	struct ipv4_revnat_entry *old = bpf_map_lookup_elem(&pylium_lb4_reverse_sk, &rkey);
+	if (!old || old->address != rval.address || old->port != rval.port ||
+	    old->rev_nat_index != rval.rev_nat_index) {
+		if (bpf_map_update_elem(&pylium_lb4_reverse_sk, &rkey, &rval, BPF_ANY) < 0)
+			return -ENOMEM;
+	}
+	ctx->user_ip4 = backend->address;
+	ctx->user_port = backend->port;
+	return 0;
+}
+
+/* Backend -> frontend in ctx, when this socket was translated to that backend. */
+static __always_inline void sock4_xlate_rev(struct bpf_sock_addr *ctx)
+{
+	struct ipv4_revnat_tuple rkey = {
+		.cookie = bpf_get_socket_cookie(ctx),
+		.address = ctx->user_ip4,
+		.port = (__be16)ctx->user_port,
+	};
+	struct ipv4_revnat_entry *rval = bpf_map_lookup_elem(&pylium_lb4_reverse_sk, &rkey);
+
+	if (!rval)
+		return;
+	/* The service may be gone or renumbered since: then the backend address stays. */
+	struct lb4_reverse_nat *rev = bpf_map_lookup_elem(&pylium_lb4_reverse_nat,
+							  &rval->rev_nat_index);
+	if (!rev || rev->address != rval->address || rev->port != rval->port) {
+		bpf_map_delete_elem(&pylium_lb4_reverse_sk, &rkey);
+		return;
+	}
+	ctx->user_ip4 = rval->address;
+	ctx->user_port = rval->port;
+}
+
+static __always_inline int sock4_verdict(int err)
+{
+	if (err == -EHOSTUNREACH || err == -ENOMEM) {
+		bpf_set_retval(err);
+		return SYS_REJECT;
+	}
+	return SYS_PROCEED;
+}
+
+SEC("cgroup/connect4")
+int cil_sock4_connect(struct bpf_sock_addr *ctx)
+{
+	return sock4_verdict(sock4_xlate_fwd(ctx));
+}
+
+SEC("cgroup/sendmsg4")
+int cil_sock4_sendmsg(struct bpf_sock_addr *ctx)
+{
+	return sock4_verdict(sock4_xlate_fwd(ctx));
+}
+
+SEC("cgroup/recvmsg4")
+int cil_sock4_recvmsg(struct bpf_sock_addr *ctx)
+{
+	sock4_xlate_rev(ctx);
+	return SYS_PROCEED;
+}
+
+SEC("cgroup/getpeername4")
+int cil_sock4_getpeername(struct bpf_sock_addr *ctx)
+{
+	sock4_xlate_rev(ctx);
+	return SYS_PROCEED;
+}
+
+char _license[] SEC("license") = "GPL";

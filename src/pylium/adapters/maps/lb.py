@@ -1,0 +1,246 @@
+"""L3: the load-balancer maps (Cilium's ``cilium_lb4_*`` shapes), from and to core rows.
+
+C (bpf/lib/lb.h, bpf/bpf_sock.c)::
+
+    struct lb4_key { __be32 address; __be16 dport; __u16 backend_slot; __u8 proto;
+                     __u8 scope; __u8 pad[2]; };
+    struct lb4_service { __u32 backend_id; __u16 count; __u16 rev_nat_index; __u8 flags;
+                         __u8 flags2; __u16 qcount; };
+    struct lb4_backend { __be32 address; __be16 port; __u8 proto; __u8 flags;
+                         __u16 cluster_id; __u8 zone; __u8 pad; };
+    struct lb4_reverse_nat { __be32 address; __be16 port; } __packed;
+    struct ipv4_revnat_tuple { __u64 cookie; __be32 address; __be16 port; __u16 pad; };
+    struct ipv4_revnat_entry { __be32 address; __be16 port; __u16 rev_nat_index; };
+
+| map | key -> value |
+|---|---|
+| ``pylium_lb4_services_v2`` | ``lb4_key`` -> ``lb4_service`` (slot 0: master; 1..: backend IDs) |
+| ``pylium_lb4_backends_v3`` | ``__u32`` backend ID -> ``lb4_backend`` |
+| ``pylium_lb4_reverse_nat`` | ``__u16`` rev-NAT ID -> ``lb4_reverse_nat`` |
+| ``pylium_lb4_reverse_sk`` | ``ipv4_revnat_tuple`` -> ``ipv4_revnat_entry`` (written by bpf_sock) |
+
+Ports are in network byte order in every struct; the service flags word (u16) is split into
+``flags`` (low byte) and ``flags2`` (high byte). :class:`LBMaps` applies the core's ordered
+plan (:func:`pylium.core.lb.translate.plan`) and reads every row back as core :class:`Rows`
+(after an agent restart, and for ``pylium bpf lb list``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pylium.adapters.maps.base import Layout, RawMap, open_pinned
+from pylium.base.errors import DatapathError
+from pylium.core.lb.addr import BackendState, L3n4Addr, Protocol, Scope
+from pylium.core.lb.translate import BackendValue, MapKind, Op, Rows, ServiceKey, ServiceValue
+
+SERVICES = "pylium_lb4_services_v2"
+BACKENDS = "pylium_lb4_backends_v3"
+REV_NAT = "pylium_lb4_reverse_nat"
+REVERSE_SK = "pylium_lb4_reverse_sk"
+NAMES = (SERVICES, BACKENDS, REV_NAT, REVERSE_SK)
+
+SERVICE_KEY = Layout(
+    "lb4_key", "=4s2sHBB2s", ("address", "dport", "backend_slot", "proto", "scope", "pad")
+)
+SERVICE_VALUE = Layout(
+    "lb4_service",
+    "=IHHBBH",
+    ("backend_id", "count", "rev_nat_index", "flags", "flags2", "qcount"),
+)
+BACKEND_KEY = Layout("__u32", "=I", ("backend_id",))
+BACKEND_VALUE = Layout(
+    "lb4_backend",
+    "=4s2sBBHBB",
+    ("address", "port", "proto", "flags", "cluster_id", "zone", "pad"),
+)
+REV_NAT_KEY = Layout("__u16", "=H", ("rev_nat_index",))
+REV_NAT_VALUE = Layout("lb4_reverse_nat", "=4s2s", ("address", "port"))
+REVERSE_SK_KEY = Layout("ipv4_revnat_tuple", "=Q4s2sH", ("cookie", "address", "port", "pad"))
+REVERSE_SK_VALUE = Layout("ipv4_revnat_entry", "=4s2sH", ("address", "port", "rev_nat_index"))
+
+_PROTOCOLS = {p.number: p for p in Protocol}
+_STATES = {
+    0: BackendState.ACTIVE,
+    1: BackendState.TERMINATING,
+    2: BackendState.QUARANTINED,
+    3: BackendState.MAINTENANCE,
+}
+
+
+def _ip4(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bytes:
+    if address.version != 4:
+        raise DatapathError(str(address), "encode", "IPv6 load balancing is not implemented")
+    return address.packed
+
+
+def _port(port: int) -> bytes:
+    return port.to_bytes(2, "big")
+
+
+def encode_service_key(key: ServiceKey) -> bytes:
+    return SERVICE_KEY.struct.pack(
+        _ip4(key.address),
+        _port(key.port),
+        key.slot,
+        key.protocol.number,
+        int(key.scope),
+        b"\0\0",
+    )
+
+
+def decode_service_key(raw: bytes) -> ServiceKey:
+    address, port, slot, proto, scope, _ = SERVICE_KEY.struct.unpack(raw)
+    return ServiceKey(
+        ipaddress.IPv4Address(address),
+        int.from_bytes(port, "big"),
+        _PROTOCOLS[proto],
+        Scope(scope),
+        slot,
+    )
+
+
+def encode_service_value(value: ServiceValue) -> bytes:
+    return SERVICE_VALUE.struct.pack(
+        value.backend_id,
+        value.count,
+        value.rev_nat_index,
+        value.flags & 0xFF,
+        value.flags >> 8 & 0xFF,
+        value.qcount,
+    )
+
+
+def decode_service_value(raw: bytes) -> ServiceValue:
+    backend_id, count, rev, flags, flags2, qcount = SERVICE_VALUE.struct.unpack(raw)
+    return ServiceValue(
+        backend_id=backend_id,
+        count=count,
+        qcount=qcount,
+        rev_nat_index=rev,
+        flags=flags | flags2 << 8,
+    )
+
+
+def encode_backend(value: BackendValue) -> bytes:
+    a = value.address
+    return BACKEND_VALUE.struct.pack(
+        _ip4(a.address), _port(a.port), a.protocol.number, value.flags, 0, 0, 0
+    )
+
+
+def decode_backend(raw: bytes) -> BackendValue:
+    address, port, proto, flags, _, _, _ = BACKEND_VALUE.struct.unpack(raw)
+    return BackendValue(
+        address=L3n4Addr(
+            ipaddress.IPv4Address(address), int.from_bytes(port, "big"), _PROTOCOLS[proto]
+        ),
+        state=_STATES.get(flags, BackendState.MAINTENANCE),
+    )
+
+
+def encode_rev_nat(addr: L3n4Addr) -> bytes:
+    return REV_NAT_VALUE.struct.pack(_ip4(addr.address), _port(addr.port))
+
+
+@dataclass(frozen=True, slots=True)
+class SockRevNat:
+    """One ``pylium_lb4_reverse_sk`` entry: a socket translated to a backend."""
+
+    cookie: int
+    backend: tuple[ipaddress.IPv4Address, int]
+    frontend: tuple[ipaddress.IPv4Address, int]
+    rev_nat_index: int
+
+
+class LBMaps:
+    """The four maps by fd (a loaded bpf_sock's, or their pins)."""
+
+    def __init__(self, fds: dict[str, int]) -> None:
+        self.services = RawMap(fds[SERVICES], SERVICE_KEY, SERVICE_VALUE, name=SERVICES)
+        self.backends = RawMap(fds[BACKENDS], BACKEND_KEY, BACKEND_VALUE, name=BACKENDS)
+        self.rev_nat = RawMap(fds[REV_NAT], REV_NAT_KEY, REV_NAT_VALUE, name=REV_NAT)
+        self.reverse_sk = RawMap(fds[REVERSE_SK], REVERSE_SK_KEY, REVERSE_SK_VALUE, name=REVERSE_SK)
+
+    @classmethod
+    def from_pins(cls, pin_dir: Path) -> LBMaps:
+        return cls({name: open_pinned(str(pin_dir / name)) for name in NAMES})
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def apply(self, ops: Iterable[Op]) -> None:
+        """Apply core ops in the order given (``plan``'s upserts, then its deletes)."""
+        for op in ops:
+            if op.kind is MapKind.SERVICE:
+                key = encode_service_key(op.key)
+                if op.value is None:
+                    self.services.delete(key)
+                else:
+                    self.services.update(key, encode_service_value(op.value))
+            elif op.kind is MapKind.BACKEND:
+                key = struct.pack("=I", op.key)
+                if op.value is None:
+                    self.backends.delete(key)
+                else:
+                    self.backends.update(key, encode_backend(op.value))
+            elif op.kind is MapKind.REV_NAT:
+                key = struct.pack("=H", op.key)
+                if op.value is None:
+                    self.rev_nat.delete(key)
+                else:
+                    self.rev_nat.update(key, encode_rev_nat(op.value))
+            else:
+                raise DatapathError(op.kind.value, "apply", "map not implemented")
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def read(self) -> Rows:
+        """Every service, backend and reverse-NAT row the kernel holds."""
+        services = {}
+        for raw in list(self.services.iter_keys()):
+            values = self.services.lookup(raw)
+            if values:
+                services[decode_service_key(raw)] = decode_service_value(values[0])
+        backends = {}
+        for raw in list(self.backends.iter_keys()):
+            values = self.backends.lookup(raw)
+            if values:
+                backends[struct.unpack("=I", raw)[0]] = decode_backend(values[0])
+        rev_nat = {}
+        for raw in list(self.rev_nat.iter_keys()):
+            values = self.rev_nat.lookup(raw)
+            if values:
+                address, port = REV_NAT_VALUE.struct.unpack(values[0])
+                rev = struct.unpack("=H", raw)[0]
+                # The protocol is not in the row; the master entries name it.
+                rev_nat[rev] = (ipaddress.IPv4Address(address), int.from_bytes(port, "big"))
+        rows_rev: dict[int, L3n4Addr] = {}
+        for key, value in services.items():
+            if key.slot == 0 and value.rev_nat_index in rev_nat:
+                ip, port = rev_nat[value.rev_nat_index]
+                rows_rev[value.rev_nat_index] = L3n4Addr(ip, port, key.protocol)
+        for rev, (ip, port) in rev_nat.items():
+            rows_rev.setdefault(rev, L3n4Addr(ip, port))
+        return Rows(services=services, backends=backends, rev_nat=rows_rev)
+
+    def sock_rev_nat(self) -> list[SockRevNat]:
+        out = []
+        for raw in list(self.reverse_sk.iter_keys()):
+            values = self.reverse_sk.lookup(raw)
+            if not values:
+                continue
+            cookie, b_addr, b_port, _ = REVERSE_SK_KEY.struct.unpack(raw)
+            f_addr, f_port, rev = REVERSE_SK_VALUE.struct.unpack(values[0])
+            out.append(
+                SockRevNat(
+                    cookie,
+                    (ipaddress.IPv4Address(b_addr), int.from_bytes(b_port, "big")),
+                    (ipaddress.IPv4Address(f_addr), int.from_bytes(f_port, "big")),
+                    rev,
+                )
+            )
+        return out
