@@ -41,6 +41,7 @@ from pylium.model.resource import Resource
 from pylium.runtime.daemon import read_configmap, setup_logging, stop_on_signals
 from pylium.runtime.policy import policy_config
 from pylium.runtime.unixhttp import HttpError, Request, Router, UnixHttpServer
+from pylium.runtime.wakeup import Wakeup
 
 log = logging.getLogger("pylium.agent")
 
@@ -379,8 +380,13 @@ class Agent:
         )
         ipam_thread.start()
         last_beat = 0.0
+        # Policies, identities, pods, nodes: react to a change at once, not at the next tick.
+        wake = Wakeup(self.store, self.client.root + "/").start()
         try:
-            while not stop.wait(1.0):
+            while not stop.is_set():
+                wake.wait(1.0)
+                if stop.is_set():
+                    break
                 try:
                     if self.ipam.ready.is_set():
                         self.ipam.sync_cidrs()
@@ -392,6 +398,7 @@ class Agent:
                 except PyliumError as err:
                     log.warning("agent loop: %s", err)
         finally:
+            wake.stop()
             api.stop()
             self.endpoints.stop()
             cniconf.uninstall(self.settings)
