@@ -24,6 +24,7 @@ from pylium.cli import (
     lab_cmd,
     policy_cmd,
     resources_cmd,
+    service_cmd,
     status_cmd,
 )
 
@@ -68,6 +69,7 @@ install_cmd.register(app)
 status_cmd.register(app)
 policy_cmd.register(app)
 bpf_cmd.register(app)
+service_cmd.register(app)
 connectivity_cmd.register(app)
 
 

@@ -1,5 +1,5 @@
-"""L7: ``pylium bpf policy get|ipcache list``: a node's pinned BPF maps read directly (what the
-datapath uses, even while the agent is down), in the shape of ``cilium-dbg bpf ...``."""
+"""L7: ``pylium bpf policy get|ipcache list|lb list``: a node's pinned BPF maps read directly
+(what the datapath uses, even while the agent is down), in the shape of ``cilium-dbg bpf ...``."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ from typing import Annotated
 
 import typer
 
-from pylium.adapters.maps import ipcache
+from pylium.adapters.maps import ipcache, lb
 from pylium.adapters.maps import policy as policy_maps
 from pylium.adapters.maps.base import open_pinned
 from pylium.cli.common import fail, print_table
+from pylium.core.lb.addr import Scope
+from pylium.core.lb.translate import Rows, ServiceFlag, ServiceKey, flag_type
 from pylium.core.policy.peers import port_proto
 from pylium.lab import cluster
 
@@ -21,6 +23,8 @@ policy_app = typer.Typer(help="Endpoint policy maps.")
 ipcache_app = typer.Typer(help="The IP cache (prefix -> identity, tunnel endpoint).")
 bpf_app.add_typer(policy_app, name="policy")
 bpf_app.add_typer(ipcache_app, name="ipcache")
+lb_app = typer.Typer(help="Load-balancer maps (services, backends).")
+bpf_app.add_typer(lb_app, name="lb")
 
 NodeOption = Annotated[str, typer.Option("--node", help="The node whose maps to read.")]
 LabOption = Annotated[str | None, typer.Option("--lab", help="Default: the current lab.")]
@@ -94,6 +98,63 @@ def ipcache_list(node: NodeOption, lab: LabOption = None) -> None:
         tunnel = f" tunnelendpoint={entry.tunnel_endpoint}" if entry.tunnel_endpoint else ""
         rows.append([str(prefix), f"identity={entry.identity} encryptkey={entry.key}{tunnel}"])
     print_table(["IP PREFIX/ADDRESS", "IDENTITY"], rows)
+
+
+def lb_pins(node: str, lab: str | None) -> Path:
+    """The node's pin directory, checked to hold the load-balancer maps."""
+    path = _pins(node, lab)
+    if not (path / lb.SERVICES).exists():
+        fail([f"node {node} has no load-balancer maps at {path} (agent too old or starting)"])
+    return path
+
+
+def _flags_text(flags: int) -> str:
+    """``ServiceFlags.String()``-like: the type, then the scopes and properties set."""
+    words = [str(flag_type(flags))]
+    for flag, word in (
+        (ServiceFlag.EXT_LOCAL_SCOPE, "Local"),
+        (ServiceFlag.INT_LOCAL_SCOPE, "InternalLocal"),
+        (ServiceFlag.TWO_SCOPES, "two-scopes"),
+        (ServiceFlag.SESSION_AFFINITY, "sessionAffinity"),
+        (ServiceFlag.FWD_MODE_DSR, "dsr"),
+    ):
+        if flags & flag:
+            words.append(word)
+    if not flags & ServiceFlag.ROUTABLE:
+        words.append("non-routable")
+    return ", ".join(words)
+
+
+def lb_list_lines(rows: Rows) -> list[tuple[str, str]]:
+    """(SERVICE ADDRESS, BACKEND ADDRESS (REVNAT_ID) (SLOT)) per services-map entry, as
+    ``cilium-dbg bpf lb list``: the master entry shows ``0.0.0.0:0`` and the flags."""
+
+    def order(k: ServiceKey) -> tuple[tuple[int, int, int, str, int], int]:
+        return (k.frontend.sort_key(), k.slot)
+
+    out = []
+    for key in sorted(rows.services, key=order):
+        value = rows.services[key]
+        scope = "/i" if key.scope is Scope.INTERNAL else ""
+        service = f"{key.address}:{key.port}/{key.protocol}{scope} ({key.slot})"
+        if key.slot == 0:
+            backend = f"0.0.0.0:0 ({value.rev_nat_index}) (0) [{_flags_text(value.flags)}]"
+        else:
+            be = rows.backends.get(value.backend_id)
+            shown = str(be.address) if be else f"backend {value.backend_id} missing"
+            backend = f"{shown} ({value.rev_nat_index}) ({key.slot})"
+        out.append((service, backend))
+    return out
+
+
+@lb_app.command("list")
+def lb_list(node: NodeOption, lab: LabOption = None) -> None:
+    """Every services-map entry with its backend, reverse-NAT ID and slot."""
+    rows = lb.LBMaps.from_pins(lb_pins(node, lab)).read()
+    print_table(
+        ["SERVICE ADDRESS", "BACKEND ADDRESS (REVNAT_ID) (SLOT)"],
+        [list(line) for line in lb_list_lines(rows)],
+    )
 
 
 def register(app: typer.Typer) -> None:

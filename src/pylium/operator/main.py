@@ -2,8 +2,10 @@
 
 The operator campaigns for the ``operator/leader`` lease; while it leads, it runs the IPAM
 controller of its mode (cluster-pool node CIDRs or multi-pool chunks), woken by every
-CiliumNode change and at least every few seconds, and the identity garbage collector every
-``identity-gc-interval``.
+CiliumNode change and at least every few seconds, the identity garbage collector every
+``identity-gc-interval``, and the service controller (ClusterIP and NodePort allocation,
+EndpointSlices from Services' selectors and Pods: :mod:`pylium.operator.services`), woken by
+every Service and Pod change.
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ from pylium.adapters.resources import ResourceClient
 from pylium.adapters.store.api import Store
 from pylium.adapters.store.factory import open_store
 from pylium.base.errors import PyliumError
+from pylium.core.lb.allocate import DEFAULT_SERVICE_CIDR
 from pylium.model.config import IPAMMode, OperatorSettings
 from pylium.operator import ipam_mode
 from pylium.operator.identity_gc import IdentityGC
 from pylium.operator.multipool import MultiPoolController
 from pylium.operator.nodecidr import NodeCIDRController
+from pylium.operator.services import ServiceController
 from pylium.runtime.daemon import read_configmap, setup_logging, stop_on_signals
 from pylium.runtime.leader import LeaderElector
 
@@ -37,17 +41,19 @@ LEADER_TTL = 5
 RESYNC_SECONDS = 2.0
 
 
-def _watch_nodes(store: Store, stop: threading.Event, wake: threading.Event) -> None:
-    """Set ``wake`` on every CiliumNode change; re-watches after errors. A daemon thread: it
+def _watch_nodes(
+    store: Store, stop: threading.Event, wake: threading.Event, kind: str = "CiliumNode"
+) -> None:
+    """Set ``wake`` on every change of ``kind``; re-watches after errors. A daemon thread: it
     ends with the process."""
     client = ResourceClient(store)
     while not stop.is_set():
         try:
-            watch = client.watch("CiliumNode", start_revision=store.revision() + 1)
+            watch = client.watch(kind, start_revision=store.revision() + 1)
             for _ in watch:
                 wake.set()
         except PyliumError as err:
-            log.warning("CiliumNode watch failed: %s", err)
+            log.warning("%s watch failed: %s", kind, err)
             stop.wait(1.0)
 
 
@@ -60,6 +66,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--force-ipam-mode-change",
         action="store_true",
         help="accept an IPAM mode different from the one nodes hold allocations from",
+    )
+    parser.add_argument(
+        "--service-cluster-ip-range",
+        default=DEFAULT_SERVICE_CIDR,
+        help="where ClusterIPs come from (kube-apiserver's flag; default %(default)s)",
     )
     parser.add_argument("--debug", action="store_true")
     return parser.parse_args(argv)
@@ -81,8 +92,11 @@ def main(argv: list[str] | None = None) -> None:
     thread = threading.Thread(target=elector.run, args=(stop,), name="leader-election")
     thread.start()
     wake = threading.Event()
-    watcher = threading.Thread(target=_watch_nodes, args=(store, stop, wake), daemon=True)
-    watcher.start()
+    for kind in ("CiliumNode", "Service", "Pod"):
+        threading.Thread(
+            target=_watch_nodes, args=(store, stop, wake, kind), daemon=True, name=f"watch-{kind}"
+        ).start()
+    services = ServiceController(store, service_cidr=args.service_cluster_ip_range)
     controller: NodeCIDRController | MultiPoolController = (
         MultiPoolController(store)
         if settings.ipam is IPAMMode.MULTI_POOL
@@ -111,6 +125,10 @@ def main(argv: list[str] | None = None) -> None:
                         last_gc = time.monotonic()
                 except PyliumError as err:
                     log.warning("operator reconcile failed: %s", err)
+                try:
+                    services.reconcile()
+                except PyliumError as err:
+                    log.warning("service controller failed: %s", err)
             wake.wait(RESYNC_SECONDS)
             wake.clear()
     finally:

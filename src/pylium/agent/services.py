@@ -1,0 +1,211 @@
+"""L5: the agent's services engine: from the store's Services and EndpointSlices to this node's
+load-balancer maps, and socket-LB on the node's cgroup subtree.
+
+On start the ``bpf_sock`` object is loaded with its maps pinned beside ``bpf_lxc``'s, and, when
+socket-LB is on (``bpf-lb-sock``, implied by ``kube-proxy-replacement``), its four hooks are
+attached to the node's cgroup: ``<cgroup-root>/<cgroup-subtree>`` (the lab gives each node
+``pylium-lab-<lab>/<node>``, where its pods' cgroups live; on a real node the subtree is
+empty: the cgroup root, as upstream). Attachments outlive the agent; a restart replaces them
+(:mod:`pylium.adapters.bpf.cgroup`). With socket-LB off the hooks are detached.
+
+Every sync (the agent loop, about once a second) reads Services, EndpointSlices and this
+node's labels; when they changed, the pure core (:mod:`pylium.core.lb`) gives the frontends
+this node exposes (``service.cilium.io/node``/``node-selector``), each one's backends (traffic
+policies, states) and the rows of the maps; the plan between the previous rows and the new
+ones is written in its safe order (backends before the slots naming them, masters last;
+deletes the other way), so unchanged entries are never touched. IDs are kept stable: after a
+restart they are read back from the maps. ClusterIPs, NodePorts and EndpointSlices themselves
+come from the operator (:mod:`pylium.operator.services`); a Service with no ClusterIP yet is
+skipped until it has one.
+
+Not yet: Maglev tables and session-affinity maps (rows of those kinds are not written; the
+datapath selects at random), the per-packet (tc) translation for traffic socket-LB cannot
+see, NodePort/LoadBalancer from outside the node, IPv6.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+from pylium.adapters.bpf import cgroup
+from pylium.adapters.bpf.build import build
+from pylium.adapters.bpf.objects import BpfObject
+from pylium.adapters.maps import lb as lbmaps
+from pylium.adapters.resources import ResourceClient
+from pylium.base.errors import PyliumError, ValidationError
+from pylium.core.lb import ids
+from pylium.core.lb.addr import IPAddress, L3n4Addr, ServiceName
+from pylium.core.lb.k8s import EndpointSlice, Service, parse_endpoint_slice, parse_service
+from pylium.core.lb.listing import format_service_list
+from pylium.core.lb.services import backends, frontends, node_exposes, select
+from pylium.core.lb.translate import LBSettings, MapKind, Rows, plan, translate
+
+log = logging.getLogger(__name__)
+
+HOOKS = {
+    "cil_sock4_connect": cgroup.AttachType.CGROUP_INET4_CONNECT,
+    "cil_sock4_sendmsg": cgroup.AttachType.CGROUP_UDP4_SENDMSG,
+    "cil_sock4_recvmsg": cgroup.AttachType.CGROUP_UDP4_RECVMSG,
+    "cil_sock4_getpeername": cgroup.AttachType.CGROUP_INET4_GETPEERNAME,
+}
+_WRITTEN = {MapKind.SERVICE, MapKind.BACKEND, MapKind.REV_NAT}
+"""Map kinds the datapath has today; Maglev and affinity rows wait for their maps."""
+
+
+class ServiceManager:
+    def __init__(
+        self,
+        client: ResourceClient,
+        *,
+        node: str,
+        node_addresses: tuple[IPAddress, ...],
+        bpf_root: Path,
+        cgroup_path: Path,
+        socket_lb: bool,
+        kube_proxy_replacement: bool,
+        settings: LBSettings | None = None,
+    ) -> None:
+        self.client = client
+        self.node = node
+        self.node_addresses = node_addresses
+        self.bpf_root = bpf_root
+        self.cgroup_path = cgroup_path
+        self.socket_lb = socket_lb
+        self.kube_proxy_replacement = kube_proxy_replacement
+        self.settings = settings or LBSettings()
+        self.obj: BpfObject | None = None
+        self.maps: lbmaps.LBMaps | None = None
+        self.rows = Rows()
+        self.service_ids = ids.service_ids()
+        self.backend_ids = ids.backend_ids()
+        self.revision = 0
+        """Every Service and EndpointSlice written up to this store revision is in the maps."""
+        self._signature: object = None
+        self._lock = threading.Lock()
+        self.problems: dict[str, str] = {}
+        """Services skipped, with why (unparsable objects)."""
+
+    # -- datapath ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Load bpf_sock (pinned maps), take IDs back from what the maps hold, attach."""
+        self.obj = BpfObject(build("bpf_sock"), self.bpf_root).load()
+        self.maps = lbmaps.LBMaps({name: self.obj.map_fd(name) for name in lbmaps.NAMES})
+        self._restore(self.maps.read())
+        if self.socket_lb:
+            self.cgroup_path.mkdir(parents=True, exist_ok=True)
+            for prog, typ in HOOKS.items():
+                cgroup.attach(self.obj.prog_fd(prog), self.cgroup_path, typ)
+            log.info("socket-LB attached", extra={"cgroup": str(self.cgroup_path)})
+        elif self.cgroup_path.is_dir():
+            for prog, typ in HOOKS.items():
+                cgroup.detach(self.cgroup_path, typ, prog[:15])
+        self._signature = None
+
+    def _restore(self, rows: Rows) -> None:
+        """IDs as the maps hold them, so conntrack and reverse entries keep their meaning."""
+        for key, value in rows.services.items():
+            if key.slot == 0:
+                try:
+                    self.service_ids.restore(str(key.frontend), value.rev_nat_index)
+                except PyliumError as err:
+                    log.warning("service ID not restored: %s", err)
+        for bid, be in rows.backends.items():
+            try:
+                self.backend_ids.restore(str(be.address), bid)
+            except PyliumError as err:
+                log.warning("backend ID not restored: %s", err)
+        self.rows = rows
+
+    def stop(self) -> None:
+        if self.obj is not None:
+            self.obj.close()  # hooks stay attached, maps stay pinned
+        self.obj = None
+
+    # -- sync -------------------------------------------------------------------------------
+
+    def sync(self) -> bool:
+        """Bring the maps to what the store says; returns whether anything was recomputed."""
+        if self.maps is None:
+            return False
+        with self._lock:
+            services, rev1 = self.client.list("Service")
+            slices, rev2 = self.client.list("EndpointSlice")
+            node = self.client.get("Node", self.node)
+            labels = dict(node.labels) if node is not None else {}
+            signature = (
+                tuple((s.key, s.metadata.get("resourceVersion")) for s in services),
+                tuple((s.key, s.metadata.get("resourceVersion")) for s in slices),
+                tuple(sorted(labels.items())),
+            )
+            if signature == self._signature:
+                self.revision = max(rev1, rev2)
+                return False
+            new = self._compute(services, slices, labels)
+            upserts, deletes = plan(self.rows, new)
+            ops = [op for op in (*upserts, *deletes) if op.kind in _WRITTEN]
+            self.maps.apply(ops)
+            if ops:
+                log.info(
+                    "service maps updated",
+                    extra={
+                        "upserts": sum(1 for op in ops if op.value is not None),
+                        "deletes": sum(1 for op in ops if op.value is None),
+                        "frontends": sum(1 for k in new.services if k.slot == 0),
+                    },
+                )
+            self.rows = new
+            self._signature = signature
+            self.revision = max(rev1, rev2)
+            return True
+
+    def _compute(self, services: list[Any], slices: list[Any], labels: dict[str, str]) -> Rows:
+        parsed: dict[ServiceName, Service] = {}
+        problems: dict[str, str] = {}
+        for r in services:
+            try:
+                svc = parse_service(r.body, source=f"Service {r.namespace}/{r.name}")
+            except ValidationError as err:
+                problems[f"{r.namespace}/{r.name}"] = str(err)
+                continue
+            if node_exposes(svc.annotations, labels):
+                parsed[svc.name] = svc
+        eps: dict[ServiceName, list[EndpointSlice]] = {}
+        for r in slices:
+            try:
+                es = parse_endpoint_slice(r.body, source=f"EndpointSlice {r.namespace}/{r.name}")
+            except ValidationError as err:
+                problems[f"EndpointSlice {r.namespace}/{r.name}"] = str(err)
+                continue
+            eps.setdefault(es.service, []).append(es)
+        selections = []
+        for name, svc in parsed.items():
+            candidates = backends(svc, eps.get(name, []))
+            for fe in frontends(
+                svc,
+                node_addresses=self.node_addresses,
+                kube_proxy_replacement=self.kube_proxy_replacement,
+            ):
+                selections.append(select(svc, fe, candidates, node_name=self.node))
+        self.problems = problems
+        return translate(
+            selections,
+            parsed,
+            self.settings,
+            service_ids=self.service_ids,
+            backend_ids=self.backend_ids,
+        )
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def service_list(self) -> str:
+        """``cilium-dbg service list`` of the rows written."""
+        return format_service_list(self.rows)
+
+    def frontends(self) -> list[L3n4Addr]:
+        return sorted(
+            (k.frontend for k in self.rows.services if k.slot == 0), key=lambda a: a.sort_key()
+        )
