@@ -32,6 +32,7 @@ from pylium.agent import cniconf
 from pylium.agent.endpoints import EndpointManager
 from pylium.agent.ipam import IPAM
 from pylium.agent.policy import PolicyManager
+from pylium.agent.services import ServiceManager
 from pylium.base.errors import AllocationError, ConfigError, PyliumError, StoreError
 from pylium.core.identity.labels import Label, LabelFilter, identity_labels
 from pylium.core.ipam.hostscope import Address
@@ -81,6 +82,7 @@ class Agent:
         settings: AgentSettings,
         state_dir: Path,
         bpf_pin_dir: Path,
+        cgroup_path: Path | None = None,
     ) -> None:
         self.name = name
         self.ip = ip
@@ -110,6 +112,16 @@ class Agent:
         )
         self.datapath_error = ""
         self.policy = PolicyManager(self.client, policy_config(settings))
+        self.services = ServiceManager(
+            self.client,
+            node=name,
+            node_addresses=(ip,),
+            bpf_root=bpf_pin_dir,
+            cgroup_path=cgroup_path or Path(settings.cgroup_root),
+            socket_lb=settings.socket_lb,
+            kube_proxy_replacement=settings.kube_proxy_replacement,
+        )
+        self.services_error = ""
         self._policy_lock = threading.Lock()
 
     def register(self) -> None:
@@ -333,11 +345,45 @@ class Agent:
             self.endpoints.start()
             self.policy.attach(self.endpoints.policy_maps, self.endpoints.config_map)
             self.sync_policy()
+            self._start_services(stop)
             # Ready: now the runtime may send pods (upstream writes the file only then).
             cniconf.install(self.settings, self.state_dir / "pylium.sock")
         except PyliumError as err:
             self.datapath_error = str(err)
             log.error("datapath failed to start: %s", err)
+
+    def _start_services(self, stop: threading.Event) -> None:
+        """bpf_sock and the service maps; a failure here leaves pod networking up."""
+        try:
+            self.services.start()
+        except PyliumError as err:
+            self.services_error = str(err)
+            log.error("services datapath failed to start: %s", err)
+            return
+        threading.Thread(
+            target=self._sync_services, args=(stop,), name="services", daemon=True
+        ).start()
+
+    def _sync_services(self, stop: threading.Event) -> None:
+        while True:
+            try:
+                self.services.sync()
+            except PyliumError as err:
+                log.warning("service sync: %s", err)
+            if stop.wait(0.5):
+                return
+
+    def service_list(self, request: Request) -> tuple[int, Any]:
+        """``GET /v1/service``: the frontends in the maps, as ``cilium-dbg service list``
+        prints them (``text``), and the store revision they are in sync with."""
+        if self.services.maps is None:
+            raise HttpError(503, f"services not ready: {self.services_error or 'starting'}")
+        return 200, {
+            "revision": self.services.revision,
+            "text": self.services.service_list(),
+            "frontends": [str(f) for f in self.services.frontends()],
+            "problems": self.services.problems,
+        }
 
     def healthz(self, request: Request) -> tuple[int, Any]:
         return 200, {
@@ -372,6 +418,7 @@ class Agent:
         router.add("GET", "/v1/endpoint", self.endpoint_list)
         router.add("GET", "/v1/policy", self.policy_status)
         router.add("POST", "/v1/identity", self.identity_allocate)
+        router.add("GET", "/v1/service", self.service_list)
         router.add("DELETE", "/v1/identity/{id}", self.identity_release)
         api = UnixHttpServer(self.state_dir / "pylium.sock", router)
         api.start()
@@ -448,6 +495,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--write-cni-conf-when-ready", help="overrides the ConfigMap key of the same name"
     )
     parser.add_argument("--cni-bin-path", help="overrides the ConfigMap key of the same name")
+    parser.add_argument(
+        "--cgroup-subtree",
+        default="",
+        help="the cgroup under cgroup-root holding this node's pods, where socket-LB attaches "
+        "(default: cgroup-root itself; the lab gives pylium-lab-<lab>/<node>)",
+    )
     parser.add_argument("--debug", action="store_true")
     return parser.parse_args(argv)
 
@@ -494,6 +547,7 @@ def main(argv: list[str] | None = None) -> None:
             settings=settings,
             state_dir=args.state_dir,
             bpf_pin_dir=pin_dir,
+            cgroup_path=Path(settings.cgroup_root) / args.cgroup_subtree,
         ).run(stop)
     except PyliumError as err:
         log.error("agent failed: %s", err)

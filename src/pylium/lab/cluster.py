@@ -270,6 +270,8 @@ def _spawn_agent(state: LabState, node: str) -> int:
     argv += ["--state-dir", str(node_dir), "--bpf-pin-dir", str(bpf_dir(state.name) / node)]
     argv += ["--write-cni-conf-when-ready", str(cni_conf_path(state, node))]
     argv += ["--cni-bin-path", str(node_dir / "cni" / "bin")]
+    # Socket-LB attaches where this node's pods live (pod_cgroup), not at the shared root.
+    argv += ["--cgroup-subtree", f"pylium-lab-{state.name}/{node}"]
     pid = procs.spawn(argv, log_path=node_dir / "agent.log", netns=info["netns"])
     state.pids[f"agent-{node}"] = pid
     _save(state)

@@ -1,0 +1,164 @@
+"""ClusterIP services end to end on a two-node lab with kube-proxy replacement: the operator
+allocates the ClusterIP and derives the EndpointSlice from the Service's selector and the
+pods, every agent writes its load-balancer maps, and socket-LB on the node's cgroup subtree
+sends a client pod's connections to both backend pods (one per node, python http.server);
+after a backend pod is deleted only the other one answers; no iptables or nftables rule was
+made for the service."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import Cli
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+BACKEND = """
+import http.server, sys
+name = sys.argv[1]
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = name.encode()
+        self.send_response(200); self.send_header("Content-Length", str(len(body)))
+        self.end_headers(); self.wfile.write(body)
+    def log_message(self, *args): pass
+http.server.ThreadingHTTPServer(("0.0.0.0", 8080), H).serve_forever()
+"""
+
+CLIENT = """
+import http.client, json, sys
+vip, rounds = sys.argv[1], int(sys.argv[2])
+names, peers, errors = [], [], []
+for _ in range(rounds):
+    try:
+        c = http.client.HTTPConnection(vip, 80, timeout=5); c.connect()
+        peers.append(c.sock.getpeername()[0]); c.request("GET", "/")
+        names.append(c.getresponse().read().decode()); c.close()
+    except OSError as err:
+        errors.append(str(err))
+print(json.dumps({"names": names, "peers": peers, "errors": errors}))
+"""
+
+SERVICE = """
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: default
+spec:
+  selector:
+    app: web
+  ports:
+  - name: http
+    port: 80
+    targetPort: 8080
+"""
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.3)
+
+
+def run_client(netns: str, cgroup: Path, vip: str, rounds: int) -> dict[str, Any]:
+    result = subprocess.run(
+        ["nsenter", f"--net=/run/netns/{netns}", sys.executable, "-c", CLIENT, vip, str(rounds)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=lambda: (cgroup / "cgroup.procs").write_text(str(os.getpid())),
+        check=True,
+    )
+    out: dict[str, Any] = json.loads(result.stdout)
+    return out
+
+
+def backends_listed(cli: Cli, node: str, lab: str) -> list[str]:
+    result = cli("service", "list", "--node", node, "--lab", lab, "-o", "json", check=False)
+    if result.returncode != 0:
+        return []
+    return [b for svc in json.loads(result.stdout) for b in svc["backends"]]
+
+
+def test_clusterip_through_socket_lb(cli: Cli, tmp_path: Path) -> None:
+    lab = f"s{os.getpid() % 10000}"
+    cli("lab", "up", "--nodes", "2", "--name", lab, "--set", "kubeProxyReplacement=true")
+    try:
+        py = sys.executable
+        for pod, node in (("web1", "n1"), ("web2", "n2")):
+            cli("lab", "pod", "run", pod, "--node", node, "--labels", "app=web", "--name", lab,
+                "--", py, "-c", BACKEND, pod)  # fmt: skip
+        cli("lab", "pod", "run", "client", "--node", "n1", "--labels", "app=client", "--name", lab)
+        state = json.loads((cli.home / "labs" / lab / "lab.json").read_text())
+        client_ns = state["pods"]["default/client"]["netns"]
+        cgroup = cli.home / "labs" / lab / "cgroupv2" / f"pylium-lab-{lab}" / "n1" / "client"
+        cgroup.mkdir(parents=True, exist_ok=True)
+
+        manifest = tmp_path / "svc.yaml"
+        manifest.write_text(SERVICE)
+        cli("apply", "-f", str(manifest))
+
+        def cluster_ip() -> str:
+            svc = json.loads(cli("get", "svc", "web", "-o", "json").stdout)
+            return str(svc["spec"].get("clusterIP") or "")
+
+        vip = wait_for("the operator's ClusterIP", cluster_ip)
+        assert vip.startswith("10.9")  # from 10.96.0.0/12
+        slices = json.loads(cli("get", "endpointslice", "-o", "json").stdout)["items"]
+        assert sorted(e["addresses"][0] for s in slices for e in s["endpoints"]) == sorted(
+            state["pods"][f"default/{p}"]["ip"] for p in ("web1", "web2")
+        )
+        for node in ("n1", "n2"):
+            wait_for(f"{node}'s maps", lambda n=node: len(backends_listed(cli, n, lab)) == 2)
+        listing = cli("service", "list", "--node", "n1", "--lab", lab).stdout
+        assert listing.splitlines()[0].split() == ["ID", "Frontend", "Service", "Type", "Backend"]
+        assert f"{vip}:80/TCP" in listing and "ClusterIP" in listing
+        lb_list = cli("bpf", "lb", "list", "--node", "n1", "--lab", lab).stdout
+        assert f"{vip}:80/TCP (0)" in lb_list and "[ClusterIP, non-routable]" in lb_list
+
+        wait_for("backends answering", lambda: run_client(client_ns, cgroup, vip, 1)["names"])
+        out = run_client(client_ns, cgroup, vip, 30)
+        assert not out["errors"], out
+        assert set(out["names"]) == {"web1", "web2"}  # both nodes' backends
+        assert set(out["peers"]) == {vip}  # getpeername shows the ClusterIP
+
+        # Scale down: only the remaining backend is chosen.
+        cli("lab", "pod", "delete", "web2", "--name", lab)
+        for node in ("n1", "n2"):
+            wait_for(f"{node} drops web2", lambda n=node: len(backends_listed(cli, n, lab)) == 1)
+        out = run_client(client_ns, cgroup, vip, 15)
+        assert not out["errors"], out
+        assert set(out["names"]) == {"web1"}
+
+        # No iptables/nftables rule for the service: only pylium's masquerade table.
+        for node in ("n1", "n2"):
+            ruleset = subprocess.run(
+                ["ip", "netns", "exec", state["nodes"][node]["netns"], "nft", "list", "tables"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.split("\n")
+            assert [t for t in ruleset if t.strip()] in ([], ["table ip pylium"]), ruleset
+            rules = subprocess.run(
+                ["ip", "netns", "exec", state["nodes"][node]["netns"], "nft", "list", "ruleset"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            assert vip not in rules
+    finally:
+        cli("lab", "down", "--name", lab, "--force", check=False)
