@@ -20,10 +20,11 @@ core builds them.
 
 An endpoint without a map has no policy wired and its traffic passes; once a map is inserted,
 a packet matching no entry is dropped. So :meth:`PolicyMaps.write` fills a new map *before*
-inserting it, and updates an existing one in an order that never lets through, even briefly,
-what neither the old nor the new entries allow: new denies first, then removals, then new
-allows. Each endpoint's map is also pinned as ``pylium_policy_v2_<EPID, 5 digits>`` beside
-the object's maps, for ``bpftool map dump pinned``.
+inserting it, and updates an existing one in :func:`update_order`, which never lets through,
+even briefly, what neither the old nor the new entries allow, nor (for core-built states)
+drops what both allow. Each endpoint's map is also pinned as
+``pylium_policy_v2_<EPID, 5 digits>`` beside the object's maps, for ``bpftool map dump
+pinned``.
 """
 
 from __future__ import annotations
@@ -107,6 +108,24 @@ def decode_value(raw: bytes) -> MapEntry:
     return MapEntry(deny=bool(flags & FLAG_DENY))
 
 
+def update_order(change: MapStateDiff, old: MapState) -> list[tuple[PolicyKey, MapEntry | None]]:
+    """The writes of ``change`` to a map holding ``old`` (an entry to upsert, None to delete),
+    ordered so that no intermediate map lets through what neither the old nor the new state
+    allows: new and changed denies, then new and changed allows, then the removed allows, then
+    the removed denies (a deny goes only once nothing it shadowed is left). For states the core
+    builds (deny-preferred), a packet both states allow is not dropped in between either.
+    ``tests/unit/test_policy_map_update.py`` checks both on every intermediate state.
+    """
+    adds = sorted(change.adds.items())
+    # a key the map does not hold as far as we know is deleted last, as a deny would be
+    removed = [(k, old.entries[k].deny if k in old.entries else True) for k in change.removes]
+    out: list[tuple[PolicyKey, MapEntry | None]] = [(k, e) for k, e in adds if e.deny]
+    out += [(k, e) for k, e in adds if not e.deny]
+    out += [(k, None) for k, deny in removed if not deny]
+    out += [(k, None) for k, deny in removed if deny]
+    return out
+
+
 class EndpointPolicyMap:
     """One endpoint's policy map, by an fd this object owns (``close`` or ``with``)."""
 
@@ -133,21 +152,20 @@ class EndpointPolicyMap:
                 entries[decode_key(raw_key)] = decode_value(values[0])
         return MapState(entries)
 
-    def apply(self, change: MapStateDiff) -> None:
-        """New denies, then removals, then new allows (see the module's docstring)."""
-        for key, entry in sorted(change.adds.items()):
-            if entry.deny:
-                self.upsert(key, entry)
-        for key in change.removes:
-            self.delete(key)
-        for key, entry in sorted(change.adds.items()):
-            if not entry.deny:
+    def apply(self, change: MapStateDiff, old: MapState | None = None) -> None:
+        """Write ``change`` in :func:`update_order`; ``old`` is what the map holds (read from
+        it when not given)."""
+        for key, entry in update_order(change, self.read() if old is None else old):
+            if entry is None:
+                self.delete(key)
+            else:
                 self.upsert(key, entry)
 
     def sync(self, state: MapState) -> MapStateDiff:
         """Make the map hold exactly ``state``; returns what was changed."""
-        change = diff(self.read(), state)
-        self.apply(change)
+        current = self.read()
+        change = diff(current, state)
+        self.apply(change, current)
         return change
 
     def close(self) -> None:
@@ -222,7 +240,7 @@ class PolicyMaps:
                 return existing.sync(state)
         with self._create(endpoint_id) as new:
             change = diff(MapState({}), state)
-            new.apply(change)
+            new.apply(change, MapState({}))
             self._pin(new)
             rc = libbpf.lib().bpf_map_update_elem(
                 self.outer.fd,
@@ -233,13 +251,14 @@ class PolicyMaps:
             libbpf.check(rc, NAME, f"insert endpoint {endpoint_id}'s map")
         return change
 
-    def apply(self, endpoint_id: int, change: MapStateDiff) -> None:
-        """Apply a core diff to the endpoint's existing map."""
+    def apply(self, endpoint_id: int, change: MapStateDiff, old: MapState | None = None) -> None:
+        """Apply a core diff to the endpoint's existing map, in :func:`update_order`. ``old``
+        (the state the diff was computed from) saves reading the map back to order removals."""
         m = self.open(endpoint_id)
         if m is None:
             raise DatapathError(NAME, "apply policy diff", f"endpoint {endpoint_id} has no map")
         with m:
-            m.apply(change)
+            m.apply(change, old)
 
     def delete(self, endpoint_id: int) -> bool:
         """Remove the endpoint's map (its traffic then passes unchecked): whether it had one."""
