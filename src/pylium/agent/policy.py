@@ -54,6 +54,7 @@ class PolicyManager:
         self.cache = SelectorCache()
         self.cidr_identities: dict[ipaddress.IPv4Network, int] = {}
         self._signature: tuple[object, ...] | None = None
+        self._snapshot: cluster_policy.PolicySnapshot | None = None
         self._endpoints_seen: tuple[LocalEndpoint, ...] = ()
         self._enforced: dict[int, EndpointPolicy] = {}
         self._lock = threading.Lock()
@@ -76,7 +77,8 @@ class PolicyManager:
         anything was recomputed."""
         if self.maps is None:
             return False
-        snap = cluster_policy.snapshot(self.client, self.config.cluster_name)
+        snap = cluster_policy.snapshot(self.client, self.config.cluster_name, self._snapshot)
+        self._snapshot = snap
         current = tuple(sorted(endpoints, key=lambda e: e.endpoint_id))
         if snap.signature == self._signature and current == self._endpoints_seen:
             self.revision = snap.revision

@@ -17,7 +17,7 @@ from pylium.core.policy.repository import Repository, load_objects
 from pylium.core.policy.resolve import EnforcementMode, PolicyConfig, Subject
 from pylium.model.config import AgentSettings
 from pylium.model.policy import CCNP, CNP, KNP
-from pylium.model.resource import Resource
+from pylium.model.resource import Resource, ResourceKey
 from pylium.model.views import Pod, view
 
 POLICY_KINDS = (CNP, CCNP, KNP)
@@ -51,6 +51,8 @@ class PolicySnapshot:
     signature: tuple[object, ...] = field(default=())
     revision: int = 0
     """The store revision the snapshot reflects at least (everything written up to it)."""
+    policy_versions: tuple[tuple[str, str, str, str], ...] = ()
+    """(kind, namespace, name, resourceVersion) of the policy objects in the repository."""
 
     def named_ports(self, namespace: str | None = None, pod: str | None = None) -> NamedPorts:
         """One pod's named ports (ingress), or every pod's (egress) without arguments."""
@@ -77,17 +79,43 @@ def _versions(resources: list[Resource]) -> tuple[tuple[str, str, str, str], ...
     )
 
 
-def snapshot(client: ResourceClient, cluster: str) -> PolicySnapshot:
+def _update(
+    repository: Repository,
+    objects: list[Resource],
+    before: tuple[tuple[str, ...], ...],
+    cluster: str,
+) -> Repository:
+    """Bring ``repository`` (which held the objects at versions ``before``) to ``objects``:
+    only new, changed and deleted objects are parsed or dropped."""
+    old = {(kind, ns, name): rv for kind, ns, name, rv in before}
+    now = {(r.kind, r.namespace, r.name): r for r in objects}
+    for key, resource in now.items():
+        if old.get(key) != str(resource.metadata.get("resourceVersion", "")):
+            repository.apply_object(resource.body, cluster=cluster)
+    for kind, ns, name in set(old) - set(now):
+        repository.delete(ResourceKey(kind, ns, name))
+    return repository
+
+
+def snapshot(
+    client: ResourceClient, cluster: str, previous: PolicySnapshot | None = None
+) -> PolicySnapshot:
+    """The policy inputs now; with ``previous`` (whose repository is then updated in place,
+    so the caller must not use it any more) only changed policy objects are parsed again."""
     listings = [client.list(kind) for kind in POLICY_KINDS]
     objects = [r for items, _ in listings for r in items]
     identities_res, identities_rev = client.list("CiliumIdentity")
     pods_res, pods_rev = client.list("Pod")
-    repository = load_objects((r.body for r in objects), cluster=cluster)
+    if previous is not None:
+        repository = _update(previous.repository, objects, previous.policy_versions, cluster)
+    else:
+        repository = load_objects((r.body for r in objects), cluster=cluster)
     return PolicySnapshot(
         repository=repository,
         identities={int(r.name): identity_labels(r) for r in identities_res},
         prefixes=cidr.policy_prefixes(repository.rules(), cluster),
         pods={(r.namespace, r.name): view(r, Pod) for r in pods_res},
+        policy_versions=_versions(objects),
         signature=(
             _versions(objects),
             _versions(identities_res),
