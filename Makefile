@@ -39,6 +39,8 @@ bench: setup
 	$(PY) benchmarks/ipam_identity.py
 	$(PY) benchmarks/datapath_throughput.py
 	$(PY) benchmarks/cni_churn.py
+	$(PY) benchmarks/policy_resolution.py
+	$(PY) benchmarks/policy_enforcement.py
 
 crds: setup
 	$(BIN)/pylium crds export deploy/crds
