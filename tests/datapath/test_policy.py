@@ -314,6 +314,12 @@ def test_maps_write_read_delete(maps: policy.PolicyMaps, pin_dir: Path) -> None:
     assert change.adds == {} and len(change.removes) == 3
     assert maps.read(EP_A.endpoint_id) == smaller
     assert maps.read(EP_B.endpoint_id) is None
+    # with the state last written given, only the difference is written (no read-back)
+    bigger = MapState({**smaller.entries, key(EGRESS, 9, UDP, 53): DENY})
+    change = maps.write(EP_A.endpoint_id, bigger, old=smaller)
+    assert set(change.adds) == {key(EGRESS, 9, UDP, 53)} and change.removes == ()
+    assert maps.read(EP_A.endpoint_id) == bigger
+    maps.write(EP_A.endpoint_id, smaller, old=bigger)
     too_big = MapState({key(INGRESS, i): ALLOW for i in range(1, policy.MAX_ENTRIES + 2)})
     with pytest.raises(DatapathError, match="16385 entries, the map holds 16384"):
         maps.write(EP_A.endpoint_id, too_big)

@@ -224,10 +224,12 @@ class PolicyMaps:
         with m:
             return m.read()
 
-    def write(self, endpoint_id: int, state: MapState) -> MapStateDiff:
+    def write(self, endpoint_id: int, state: MapState, old: MapState | None = None) -> MapStateDiff:
         """Make the endpoint's map hold ``state``, creating it when missing (filled first,
         then inserted: the endpoint never sees a half-written policy). Returns the change.
-        A state larger than the map is refused before anything is written."""
+        ``old``, what this caller last wrote there, saves reading an existing map back (about
+        18 ms per 1,000 entries); without it the map's own contents are diffed. A state
+        larger than the map is refused before anything is written."""
         if len(state) > MAX_ENTRIES:
             raise DatapathError(
                 pin_name(endpoint_id),
@@ -237,7 +239,11 @@ class PolicyMaps:
         existing = self.open(endpoint_id)
         if existing is not None:
             with existing:
-                return existing.sync(state)
+                if old is None:
+                    return existing.sync(state)
+                change = diff(old, state)
+                existing.apply(change, old)
+                return change
         with self._create(endpoint_id) as new:
             change = diff(MapState({}), state)
             new.apply(change, MapState({}))
