@@ -41,6 +41,7 @@ bench: setup
 	$(PY) benchmarks/cni_churn.py
 	$(PY) benchmarks/policy_resolution.py
 	$(PY) benchmarks/policy_enforcement.py
+	$(PY) benchmarks/policy_rr.py
 
 crds: setup
 	$(BIN)/pylium crds export deploy/crds
