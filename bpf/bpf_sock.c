@@ -13,6 +13,8 @@
  * namespace (the agent attaches them at its node's subtree). Selection: a slot 1..count of the
  * service (the active backends); TCP picks at random (bpf_get_prandom_u32), UDP by the socket
  * cookie, so that a socket's datagrams keep their backend (upstream's sock_select_slot). A
+ * service with a Maglev table (lib/lb.h) takes the table's entry for that same number
+ * instead (a socket has no source port yet at connect(), so no 5-tuple to hash). A
  * service without backends refuses: connect()/sendmsg() fail with EHOSTUNREACH (upstream sets
  * it with bpf_set_retval; without it a refusal would read EPERM). ExternalIPs and HostPort
  * frontends are left to the per-packet path (upstream translates them here only for the
@@ -77,8 +79,14 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx)
 		return 0;
 	if (!svc->count)
 		return -EHOSTUNREACH;
-	__u16 slot = (__u16)(sock_select_slot(ctx) % svc->count) + 1;
-	backend = lb4_slot_backend(&key, slot, &backend_id);
+	__u32 hash = sock_select_slot(ctx);
+	backend_id = lb4_maglev_backend_id(svc->rev_nat_index, hash);
+	if (backend_id) {
+		backend = bpf_map_lookup_elem(&pylium_lb4_backends_v3, &backend_id);
+	} else {
+		__u16 slot = (__u16)(hash % svc->count) + 1;
+		backend = lb4_slot_backend(&key, slot, &backend_id);
+	}
 	if (!backend)
 		return -EHOSTUNREACH;
 

@@ -13,6 +13,13 @@
  * pylium_lb4_reverse_nat (cilium_lb4_reverse_nat): rev_nat_index -> frontend address and
  * port, for the per-packet path's reverse translation.
  *
+ * pylium_lb4_maglev (cilium_lb4_maglev): rev_nat_index -> an inner array of one element, the
+ * service's Maglev lookup table of maglev_table_size backend IDs (M, a load-time constant;
+ * the loader sizes the inner map to match). The agent writes a table only for frontends that
+ * use Maglev (bpf-lb-algorithm=maglev for frontends reachable from outside the node, or
+ * service.cilium.io/lb-algorithm), so "has a table" is the per-service algorithm here; a
+ * frontend without one selects at random among its slots.
+ *
  * The user-space writer (adapters/maps/lb.py, ordered by core/lb/translate.plan) writes
  * backends before the slots naming them and masters last, so a lookup here never meets a
  * slot without its backend; a miss anywhere is treated as "no service" or "no backend".
@@ -105,6 +112,44 @@ struct {
 	__uint(max_entries, LB_MAP_MAX);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } pylium_lb4_reverse_nat SEC(".maps");
+
+/* bpf-lb-maglev-table-size: entries per Maglev table (one of upstream's primes). */
+volatile const __u32 maglev_table_size = 16381;
+
+struct lb_maglev_inner {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(__u32) * 16381); /* resized by the loader to 4 * M */
+	__uint(max_entries, 1);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
+	__type(key, __u16); /* rev_nat_index */
+	__type(value, __u32);
+	__uint(max_entries, LB_MAP_MAX);
+	__array(values, struct lb_maglev_inner);
+} pylium_lb4_maglev SEC(".maps");
+
+/* The backend ID the service's Maglev table gives for ``hash``; 0: the service has no table
+ * (it selects at random). */
+static __always_inline __u32 lb4_maglev_backend_id(__u16 rev_nat_index, __u32 hash)
+{
+	__u32 zero = 0, index;
+	__u32 *table;
+	void *inner;
+
+	inner = bpf_map_lookup_elem(&pylium_lb4_maglev, &rev_nat_index);
+	if (!inner)
+		return 0;
+	table = bpf_map_lookup_elem(inner, &zero);
+	if (!table)
+		return 0;
+	index = hash % maglev_table_size;
+	if (index >= maglev_table_size) /* bounds the access for the verifier */
+		return 0;
+	return table[index];
+}
 
 static __always_inline __u16 lb4_svc_flags(const struct lb4_service *svc)
 {

@@ -28,6 +28,7 @@ from pylium.adapters.maps import lb
 from pylium.adapters.netlink import netns as nl
 from pylium.core.lb import ids
 from pylium.core.lb.k8s import parse_endpoint_slice, parse_service
+from pylium.core.lb.maglev import maglev_config
 from pylium.core.lb.services import backends, frontends, select
 from pylium.core.lb.translate import LBSettings, Rows, plan, translate
 
@@ -78,11 +79,13 @@ print(json.dumps(out))
 """
 
 
-def service(ports: list[dict[str, Any]]) -> dict[str, Any]:
+def service(
+    ports: list[dict[str, Any]], annotations: dict[str, str] | None = None
+) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {"name": "echo", "namespace": "default"},
+        "metadata": {"name": "echo", "namespace": "default", "annotations": annotations or {}},
         "spec": {"clusterIP": VIP, "ports": ports},
     }
 
@@ -105,8 +108,15 @@ def endpoint_slice(ips: list[str], port: int, protocol: str, name: str) -> dict[
 class Services:
     """The core pipeline into the maps, keeping the previous rows for diffs."""
 
-    def __init__(self, maps: lb.LBMaps) -> None:
+    def __init__(
+        self,
+        maps: lb.LBMaps,
+        settings: LBSettings | None = None,
+        annotations: dict[str, str] | None = None,
+    ) -> None:
         self.maps = maps
+        self.settings = settings or LBSettings()
+        self.annotations = annotations
         self.rows = Rows()
         self.service_ids = ids.service_ids()
         self.backend_ids = ids.backend_ids()
@@ -117,7 +127,8 @@ class Services:
                 [
                     {"name": "tcp", "port": 80, "protocol": "TCP"},
                     {"name": "udp", "port": 53, "protocol": "UDP"},
-                ]
+                ],
+                self.annotations,
             )
         )
         slices = [
@@ -129,7 +140,7 @@ class Services:
         new = translate(
             sels,
             {svc.name: svc},
-            LBSettings(),
+            self.settings,
             service_ids=self.service_ids,
             backend_ids=self.backend_ids,
         )
@@ -271,3 +282,36 @@ def test_outside_the_cgroup_nothing_is_translated(
     Services(maps_of(sock)).program(["127.0.0.2"])
     out = client(netns, None)
     assert out["error"] == 101  # ENETUNREACH: the VIP went to routing untranslated
+
+
+def test_maglev_table_decides_when_the_service_has_one(
+    pin_dir: Path, cgroup_dir: Path, netns: str, servers: None
+) -> None:
+    """service.cilium.io/lb-algorithm: maglev gives the ClusterIP a table (M = 251 here, the
+    inner map sized at load); the hook takes its backend from the table, not the slots."""
+    obj = BpfObject(build("bpf_sock"), pin_dir, **lb.sock_load_options(251)).load()
+    try:
+        for prog, typ in HOOKS.items():
+            cgroup.attach(obj.prog_fd(prog), cgroup_dir, typ)
+        maps = maps_of(obj)
+        settings = LBSettings(algorithm_annotation=True, maglev=maglev_config(251))
+        services = Services(maps, settings, {"service.cilium.io/lb-algorithm": "maglev"})
+        rows = services.program(["127.0.0.2", "127.0.0.3"])
+        assert len(rows.maglev) == 2 and all(len(t) == 251 for t in rows.maglev.values())
+        assert maps.read().maglev == rows.maglev
+        out = client(netns, cgroup_dir, rounds=20)
+        assert {line.split()[0] for line in out["tcp"]} == {"127.0.0.2", "127.0.0.3"}
+
+        # Point the TCP frontend's whole table at one backend: only it answers, though both
+        # are still in the slots.
+        rev = next(v.rev_nat_index for k, v in rows.services.items() if k.port == 80)
+        only = next(b for b, v in rows.backends.items() if str(v.address) == "127.0.0.3:8080/TCP")
+        maps.write_maglev(rev, (only,) * 251)
+        out = client(netns, cgroup_dir, rounds=10)
+        assert {line.split()[0] for line in out["tcp"]} == {"127.0.0.3"}
+        maps.apply([*plan(services.rows, Rows())[1]])  # delete all: tables go too
+        assert maps.read().maglev == {}
+    finally:
+        for prog, typ in HOOKS.items():
+            cgroup.detach(cgroup_dir, typ, prog[:15])
+        obj.close()

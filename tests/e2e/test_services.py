@@ -3,7 +3,8 @@ allocates the ClusterIP and derives the EndpointSlice from the Service's selecto
 pods, every agent writes its load-balancer maps, and socket-LB on the node's cgroup subtree
 sends a client pod's connections to both backend pods (one per node, python http.server);
 after a backend pod is deleted only the other one answers; no iptables or nftables rule was
-made for the service."""
+made for the service. Once with random selection, once with Maglev (bpf-lb-algorithm=maglev,
+the per-service annotation honoured, tables of 251 entries the same on both nodes)."""
 
 from __future__ import annotations
 
@@ -87,6 +88,12 @@ def run_client(netns: str, cgroup: Path, vip: str, rounds: int) -> dict[str, Any
     return out
 
 
+def pattern(table: list[str]) -> list[int]:
+    """A table with each backend ID replaced by the order it first appears in."""
+    first: dict[str, int] = {}
+    return [first.setdefault(x, len(first)) for x in table]
+
+
 def backends_listed(cli: Cli, node: str, lab: str) -> list[str]:
     result = cli("service", "list", "--node", node, "--lab", lab, "-o", "json", check=False)
     if result.returncode != 0:
@@ -94,9 +101,21 @@ def backends_listed(cli: Cli, node: str, lab: str) -> list[str]:
     return [b for svc in json.loads(result.stdout) for b in svc["backends"]]
 
 
-def test_clusterip_through_socket_lb(cli: Cli, tmp_path: Path) -> None:
-    lab = f"s{os.getpid() % 10000}"
-    cli("lab", "up", "--nodes", "2", "--name", lab, "--set", "kubeProxyReplacement=true")
+MAGLEV = (
+    "--set",
+    "loadBalancer.algorithm=maglev",
+    "--set",
+    "bpf.lbAlgorithmAnnotation=true",
+    "--set",
+    "maglev.tableSize=251",
+)
+
+
+@pytest.mark.parametrize("algorithm", ["random", "maglev"])
+def test_clusterip_through_socket_lb(cli: Cli, tmp_path: Path, algorithm: str) -> None:
+    lab = f"s{algorithm[0]}{os.getpid() % 10000}"
+    extra = MAGLEV if algorithm == "maglev" else ()
+    cli("lab", "up", "--nodes", "2", "--name", lab, "--set", "kubeProxyReplacement=true", *extra)
     try:
         py = sys.executable
         for pod, node in (("web1", "n1"), ("web2", "n2")):
@@ -109,7 +128,9 @@ def test_clusterip_through_socket_lb(cli: Cli, tmp_path: Path) -> None:
         cgroup.mkdir(parents=True, exist_ok=True)
 
         manifest = tmp_path / "svc.yaml"
-        manifest.write_text(SERVICE)
+        annotation = "  annotations:\n    service.cilium.io/lb-algorithm: maglev\n"
+        text = SERVICE.replace("  namespace: default\n", "  namespace: default\n" + annotation)
+        manifest.write_text(text if algorithm == "maglev" else SERVICE)
         cli("apply", "-f", str(manifest))
 
         def cluster_ip() -> str:
@@ -129,6 +150,21 @@ def test_clusterip_through_socket_lb(cli: Cli, tmp_path: Path) -> None:
         assert f"{vip}:80/TCP" in listing and "ClusterIP" in listing
         lb_list = cli("bpf", "lb", "list", "--node", "n1", "--lab", lab).stdout
         assert f"{vip}:80/TCP (0)" in lb_list and "[ClusterIP, non-routable]" in lb_list
+        tables = [
+            [
+                line.split(None, 1)[1].strip("[]").split()
+                for line in cli(
+                    "bpf", "lb", "maglev", "list", "--node", n, "--lab", lab
+                ).stdout.splitlines()[1:]
+            ]
+            for n in ("n1", "n2")
+        ]
+        if algorithm == "maglev":
+            assert [len(t) for t in tables[0]] == [251] and len(set(tables[0][0])) == 2
+            # the same table on both nodes (backend IDs are node-local: compare the patterns)
+            assert pattern(tables[0][0]) == pattern(tables[1][0])
+        else:
+            assert tables == [[], []]
 
         wait_for("backends answering", lambda: run_client(client_ns, cgroup, vip, 1)["names"])
         out = run_client(client_ns, cgroup, vip, 30)

@@ -18,9 +18,15 @@ restart they are read back from the maps. ClusterIPs, NodePorts and EndpointSlic
 come from the operator (:mod:`pylium.operator.services`); a Service with no ClusterIP yet is
 skipped until it has one.
 
-Not yet: Maglev tables and session-affinity maps (rows of those kinds are not written; the
-datapath selects at random), the per-packet (tc) translation for traffic socket-LB cannot
-see, NodePort/LoadBalancer from outside the node, IPv6.
+Backend selection follows ``bpf-lb-algorithm`` and, with ``bpf-lb-algorithm-annotation``,
+``service.cilium.io/lb-algorithm``: frontends that use Maglev (upstream's rule: those
+reachable from outside the node, or annotated) get a table of ``bpf-lb-maglev-table-size``
+entries, identical on every node; the others select at random. A pinned Maglev map made for
+another table size (or empty) is dropped at start and rebuilt.
+
+Not yet: session-affinity maps (affinity rows are not written), the per-packet (tc)
+translation for traffic socket-LB cannot see, NodePort/LoadBalancer from outside the node,
+IPv6.
 """
 
 from __future__ import annotations
@@ -40,8 +46,11 @@ from pylium.core.lb import ids
 from pylium.core.lb.addr import IPAddress, L3n4Addr, ServiceName
 from pylium.core.lb.k8s import EndpointSlice, Service, parse_endpoint_slice, parse_service
 from pylium.core.lb.listing import format_service_list
+from pylium.core.lb.maglev import DEFAULT_TABLE_SIZE, maglev_config
 from pylium.core.lb.services import backends, frontends, node_exposes, select
-from pylium.core.lb.translate import LBSettings, MapKind, Rows, plan, translate
+from pylium.core.lb.translate import LBAlgorithm, LBSettings, MapKind, Rows, plan, translate
+from pylium.model.config import AgentSettings
+from pylium.model.config import LBAlgorithm as ConfigAlgorithm
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +60,20 @@ HOOKS = {
     "cil_sock4_recvmsg": cgroup.AttachType.CGROUP_UDP4_RECVMSG,
     "cil_sock4_getpeername": cgroup.AttachType.CGROUP_INET4_GETPEERNAME,
 }
-_WRITTEN = {MapKind.SERVICE, MapKind.BACKEND, MapKind.REV_NAT}
-"""Map kinds the datapath has today; Maglev and affinity rows wait for their maps."""
+_WRITTEN = {MapKind.SERVICE, MapKind.BACKEND, MapKind.REV_NAT, MapKind.MAGLEV}
+"""Map kinds the datapath has today; affinity rows wait for their maps."""
+
+
+def lb_settings(settings: AgentSettings) -> LBSettings:
+    """The translation settings from the agent's ``bpf-lb-*`` keys."""
+    return LBSettings(
+        algorithm=LBAlgorithm.MAGLEV
+        if settings.bpf_lb_algorithm is ConfigAlgorithm.MAGLEV
+        else LBAlgorithm.RANDOM,
+        maglev=maglev_config(settings.bpf_lb_maglev_table_size, settings.bpf_lb_maglev_hash_seed),
+        algorithm_annotation=settings.bpf_lb_algorithm_annotation,
+        external_cluster_ip=settings.bpf_lb_external_clusterip,
+    )
 
 
 class ServiceManager:
@@ -68,6 +89,7 @@ class ServiceManager:
         kube_proxy_replacement: bool,
         settings: LBSettings | None = None,
     ) -> None:
+        """``settings.maglev`` gives the Maglev table size the object is loaded with."""
         self.client = client
         self.node = node
         self.node_addresses = node_addresses
@@ -75,7 +97,10 @@ class ServiceManager:
         self.cgroup_path = cgroup_path
         self.socket_lb = socket_lb
         self.kube_proxy_replacement = kube_proxy_replacement
-        self.settings = settings or LBSettings()
+        self.settings = settings or LBSettings(maglev=maglev_config())
+        self.table_size = (
+            self.settings.maglev.table_size if self.settings.maglev else DEFAULT_TABLE_SIZE
+        )
         self.obj: BpfObject | None = None
         self.maps: lbmaps.LBMaps | None = None
         self.rows = Rows()
@@ -92,7 +117,10 @@ class ServiceManager:
 
     def start(self) -> None:
         """Load bpf_sock (pinned maps), take IDs back from what the maps hold, attach."""
-        self.obj = BpfObject(build("bpf_sock"), self.bpf_root).load()
+        self._drop_stale_maglev()
+        self.obj = BpfObject(
+            build("bpf_sock"), self.bpf_root, **lbmaps.sock_load_options(self.table_size)
+        ).load()
         self.maps = lbmaps.LBMaps({name: self.obj.map_fd(name) for name in lbmaps.NAMES})
         self._restore(self.maps.read())
         if self.socket_lb:
@@ -104,6 +132,21 @@ class ServiceManager:
             for prog, typ in HOOKS.items():
                 cgroup.detach(self.cgroup_path, typ, prog[:15])
         self._signature = None
+
+    def _drop_stale_maglev(self) -> None:
+        """A pinned Maglev map keeps the inner size it was made with: keep it only when it
+        holds tables of this size (an empty one cannot tell, and costs nothing to rebuild)."""
+        pin = self.bpf_root / lbmaps.MAGLEV
+        if not pin.exists():
+            return
+        try:
+            maps = lbmaps.LBMaps.from_pins(self.bpf_root)
+            tables = maps.read_maglev()
+        except PyliumError:
+            tables = {}
+        if not tables or any(len(t) != self.table_size for t in tables.values()):
+            pin.unlink()
+            log.info("Maglev map rebuilt", extra={"table_size": self.table_size})
 
     def _restore(self, rows: Rows) -> None:
         """IDs as the maps hold them, so conntrack and reverse entries keep their meaning."""

@@ -25,6 +25,8 @@ bpf_app.add_typer(policy_app, name="policy")
 bpf_app.add_typer(ipcache_app, name="ipcache")
 lb_app = typer.Typer(help="Load-balancer maps (services, backends).")
 bpf_app.add_typer(lb_app, name="lb")
+maglev_app = typer.Typer(help="Maglev lookup tables.")
+lb_app.add_typer(maglev_app, name="maglev")
 
 NodeOption = Annotated[str, typer.Option("--node", help="The node whose maps to read.")]
 LabOption = Annotated[str | None, typer.Option("--lab", help="Default: the current lab.")]
@@ -154,6 +156,17 @@ def lb_list(node: NodeOption, lab: LabOption = None) -> None:
     print_table(
         ["SERVICE ADDRESS", "BACKEND ADDRESS (REVNAT_ID) (SLOT)"],
         [list(line) for line in lb_list_lines(rows)],
+    )
+
+
+@maglev_app.command("list")
+def maglev_list(node: NodeOption, lab: LabOption = None) -> None:
+    """SVC ID and the service's whole lookup table of backend IDs, as ``cilium-dbg bpf lb
+    maglev list``."""
+    tables = lb.LBMaps.from_pins(lb_pins(node, lab)).read_maglev()
+    print_table(
+        ["SVC ID", "LUT"],
+        [[str(rev), "[" + " ".join(map(str, t)) + "]"] for rev, t in sorted(tables.items())],
     )
 
 

@@ -25,7 +25,8 @@ class BpfObject:
 
     Maps are pinned by name under ``pin_dir`` (an existing compatible pin is reused, contents
     included). ``constants`` set ``volatile const`` globals of the object's ``.rodata`` before
-    the load, so one compiled object serves every configuration.
+    the load, so one compiled object serves every configuration; ``inner_value_sizes`` resize
+    the inner-map template of maps of maps (a Maglev table of M entries).
     """
 
     def __init__(
@@ -34,10 +35,12 @@ class BpfObject:
         pin_dir: Path | None = None,
         *,
         constants: Mapping[str, int] | None = None,
+        inner_value_sizes: Mapping[str, int] | None = None,
     ) -> None:
         self.path = path
         self.pin_dir = pin_dir
         self.constants = dict(constants or {})
+        self.inner_value_sizes = dict(inner_value_sizes or {})
         self._obj: int | None = None
 
     def load(self) -> BpfObject:
@@ -49,6 +52,7 @@ class BpfObject:
         try:
             self._set_pin_paths(obj)
             self._set_constants(obj)
+            self._set_inner_sizes(obj)
             libbpf.check(lib.bpf_object__load(obj), str(self.path), "load")
         except DatapathError:
             self.close()
@@ -92,6 +96,15 @@ class BpfObject:
                     where, "set constant", f"{name}={value} does not fit {width} bytes"
                 ) from err
             ctypes.memmove(data + offset, raw, width)
+
+    def _set_inner_sizes(self, obj: int) -> None:
+        lib = libbpf.lib()
+        for name, size in self.inner_value_sizes.items():
+            outer = lib.bpf_object__find_map_by_name(obj, name.encode())
+            inner = lib.bpf_map__inner_map(outer) if outer else None
+            if not inner:
+                raise DatapathError(name, "resize inner map", f"no map of maps {name}")
+            libbpf.check(lib.bpf_map__set_value_size(inner, size), name, "resize inner map")
 
     def loaded_constants(self) -> dict[str, int]:
         """The load-time constants as the kernel holds them (read from the .rodata map)."""

@@ -18,6 +18,13 @@ C (bpf/lib/lb.h, bpf/bpf_sock.c)::
 | ``pylium_lb4_backends_v3`` | ``__u32`` backend ID -> ``lb4_backend`` |
 | ``pylium_lb4_reverse_nat`` | ``__u16`` rev-NAT ID -> ``lb4_reverse_nat`` |
 | ``pylium_lb4_reverse_sk`` | ``ipv4_revnat_tuple`` -> ``ipv4_revnat_entry`` (written by bpf_sock) |
+| ``pylium_lb4_maglev`` | ``__u16`` rev-NAT ID -> inner array (1 entry): ``__u32[M]`` backend IDs |
+
+A Maglev table is written into a new inner map, which is then inserted (or swapped in) under
+the service's ID, so the datapath never reads a half-written table. M is the object's
+``maglev_table_size`` (load it with :func:`sock_load_options`); a pinned outer map keeps the
+inner size it was created with, so changing ``bpf-lb-maglev-table-size`` needs its pin
+removed (the agent does that when the sizes differ).
 
 Ports are in network byte order in every struct; the service flags word (u16) is split into
 ``flags`` (low byte) and ``flags2`` (high byte). :class:`LBMaps` applies the core's ordered
@@ -27,12 +34,15 @@ plan (:func:`pylium.core.lb.translate.plan`) and reads every row back as core :c
 
 from __future__ import annotations
 
+import ctypes
 import ipaddress
+import os
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from pylium.adapters.bpf import libbpf
 from pylium.adapters.maps.base import Layout, RawMap, open_pinned
 from pylium.base.errors import DatapathError
 from pylium.core.lb.addr import BackendState, L3n4Addr, Protocol, Scope
@@ -42,7 +52,11 @@ SERVICES = "pylium_lb4_services_v2"
 BACKENDS = "pylium_lb4_backends_v3"
 REV_NAT = "pylium_lb4_reverse_nat"
 REVERSE_SK = "pylium_lb4_reverse_sk"
-NAMES = (SERVICES, BACKENDS, REV_NAT, REVERSE_SK)
+MAGLEV = "pylium_lb4_maglev"
+NAMES = (SERVICES, BACKENDS, REV_NAT, REVERSE_SK, MAGLEV)
+MAGLEV_CONSTANT = "maglev_table_size"
+BPF_MAP_TYPE_ARRAY = 2
+_MAP_INFO_SIZE = 96
 
 SERVICE_KEY = Layout(
     "lb4_key", "=4s2sHBB2s", ("address", "dport", "backend_slot", "proto", "scope", "pad")
@@ -147,6 +161,24 @@ def encode_rev_nat(addr: L3n4Addr) -> bytes:
     return REV_NAT_VALUE.struct.pack(_ip4(addr.address), _port(addr.port))
 
 
+def sock_load_options(table_size: int) -> dict[str, dict[str, int]]:
+    """BpfObject keyword arguments for bpf_sock with Maglev tables of ``table_size``."""
+    return {
+        "constants": {MAGLEV_CONSTANT: table_size},
+        "inner_value_sizes": {MAGLEV: 4 * table_size},
+    }
+
+
+def map_value_size(fd: int) -> int:
+    """``bpf_map_info.value_size`` of the map behind ``fd``."""
+    info = ctypes.create_string_buffer(_MAP_INFO_SIZE)
+    size = ctypes.c_uint32(_MAP_INFO_SIZE)
+    libbpf.check(
+        libbpf.lib().bpf_obj_get_info_by_fd(fd, info, ctypes.byref(size)), f"map fd {fd}", "info"
+    )
+    return int(struct.unpack_from("=I", info.raw, 12)[0])
+
+
 @dataclass(frozen=True, slots=True)
 class SockRevNat:
     """One ``pylium_lb4_reverse_sk`` entry: a socket translated to a backend."""
@@ -165,6 +197,9 @@ class LBMaps:
         self.backends = RawMap(fds[BACKENDS], BACKEND_KEY, BACKEND_VALUE, name=BACKENDS)
         self.rev_nat = RawMap(fds[REV_NAT], REV_NAT_KEY, REV_NAT_VALUE, name=REV_NAT)
         self.reverse_sk = RawMap(fds[REVERSE_SK], REVERSE_SK_KEY, REVERSE_SK_VALUE, name=REVERSE_SK)
+        self.maglev = RawMap(
+            fds[MAGLEV], REV_NAT_KEY, Layout("__u32", "=I", ("map_id",)), name=MAGLEV
+        )
 
     @classmethod
     def from_pins(cls, pin_dir: Path) -> LBMaps:
@@ -193,8 +228,51 @@ class LBMaps:
                     self.rev_nat.delete(key)
                 else:
                     self.rev_nat.update(key, encode_rev_nat(op.value))
+            elif op.kind is MapKind.MAGLEV:
+                if op.value is None:
+                    self.maglev.delete(struct.pack("=H", op.key))
+                else:
+                    self.write_maglev(op.key, op.value)
             else:
                 raise DatapathError(op.kind.value, "apply", "map not implemented")
+
+    def write_maglev(self, rev_nat_index: int, table: tuple[int, ...]) -> None:
+        """Fill a new inner map with ``table``, then put it under the service's ID."""
+        opts = libbpf.MapCreateOpts(sz=ctypes.sizeof(libbpf.MapCreateOpts))
+        fd = libbpf.lib().bpf_map_create(
+            BPF_MAP_TYPE_ARRAY, b"lb4_maglev_in", 4, 4 * len(table), 1, ctypes.byref(opts)
+        )
+        libbpf.check(fd, MAGLEV, f"create table for service {rev_nat_index}")
+        try:
+            value = struct.pack(f"={len(table)}I", *table)
+            rc = libbpf.lib().bpf_map_update_elem(fd, struct.pack("=I", 0), value, 0)
+            libbpf.check(rc, MAGLEV, f"fill table for service {rev_nat_index}")
+            rc = libbpf.lib().bpf_map_update_elem(
+                self.maglev.fd, struct.pack("=H", rev_nat_index), struct.pack("=I", fd), 0
+            )
+            libbpf.check(rc, MAGLEV, f"insert table for service {rev_nat_index}")
+        finally:
+            os.close(fd)
+
+    def read_maglev(self) -> dict[int, tuple[int, ...]]:
+        """Every service's Maglev table."""
+        out = {}
+        for raw in list(self.maglev.iter_keys()):
+            values = self.maglev.lookup(raw)
+            if not values:
+                continue
+            fd = libbpf.lib().bpf_map_get_fd_by_id(struct.unpack("=I", values[0])[0])
+            if fd < 0:
+                continue  # replaced meanwhile
+            try:
+                size = map_value_size(fd)
+                buf = ctypes.create_string_buffer(size)
+                rc = libbpf.lib().bpf_map_lookup_elem(fd, struct.pack("=I", 0), buf)
+                libbpf.check(rc, MAGLEV, "read table")
+                out[struct.unpack("=H", raw)[0]] = struct.unpack(f"={size // 4}I", buf.raw)
+            finally:
+                os.close(fd)
+        return out
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -225,7 +303,9 @@ class LBMaps:
                 rows_rev[value.rev_nat_index] = L3n4Addr(ip, port, key.protocol)
         for rev, (ip, port) in rev_nat.items():
             rows_rev.setdefault(rev, L3n4Addr(ip, port))
-        return Rows(services=services, backends=backends, rev_nat=rows_rev)
+        return Rows(
+            services=services, backends=backends, rev_nat=rows_rev, maglev=self.read_maglev()
+        )
 
     def sock_rev_nat(self) -> list[SockRevNat]:
         out = []
