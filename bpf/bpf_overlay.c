@@ -1,12 +1,18 @@
 /* from-overlay: tc ingress on cilium_vxlan (collect-metadata mode), packets decapsulated from
- * other nodes. The VNI is the sender's security identity. A packet for a local endpoint is
+ * other nodes. The VNI is the sender's security identity; a sending node's own traffic
+ * arrives as HOST (1) and is judged as REMOTE_NODE (6), as upstream does: the other node is
+ * not this node's host. A packet for a local endpoint is
  * tracked (a new connection is recorded as accepted into the pod, TUPLE_F_IN, so that the
  * pod's replies pass its egress policy), checked against the endpoint's ingress policy unless
- * it is a reply, and delivered straight into the endpoint's namespace; anything else goes to
- * the kernel. */
+ * it is a reply, and delivered straight into the endpoint's namespace. A packet for this
+ * node's own addresses (ipcache identity HOST: the router IP, where pods answer the other
+ * nodes' hosts) goes to the stack as addressed to this host (the inner Ethernet destination
+ * is the sending pod's gateway on its node, so the frame arrived as PACKET_OTHERHOST);
+ * anything else goes to the kernel as it came. */
 #include "lib/common.h"
 #include "lib/config.h"
 #include "lib/endpoints.h"
+#include "lib/ipcache.h"
 #include "lib/conntrack.h"
 #include "lib/events.h"
 #include "lib/policy.h"
@@ -26,6 +32,8 @@ int cil_from_overlay(struct __sk_buff *skb)
 	if (bpf_skb_get_tunnel_key(skb, &key, sizeof(key), 0) < 0)
 		return drop(skb, DROP_TUNNEL_KEY, DIR_INGRESS, &f);
 	f.src_identity = key.tunnel_id;
+	if (f.src_identity == IDENTITY_HOST)
+		f.src_identity = IDENTITY_REMOTE_NODE;
 	if ((void *)(eth + 1) > data_end)
 		return drop(skb, DROP_INVALID_PACKET, DIR_INGRESS, &f);
 	if (eth->h_proto != bpf_htons(ETH_P_IP))
@@ -38,6 +46,11 @@ int cil_from_overlay(struct __sk_buff *skb)
 	if (ep)
 		f.dst_identity = ep->sec_id;
 	if (!ep || !ep->ifindex) {
+		struct remote_endpoint_info *info = ipcache_lookup4(f.daddr);
+		if (info && info->sec_identity == IDENTITY_HOST) {
+			f.dst_identity = IDENTITY_HOST;
+			bpf_skb_change_type(skb, PACKET_HOST);
+		}
 		forward(skb, TRACE_TO_STACK, 0, DIR_INGRESS, &f,
 			monitor_aggregation == MONITOR_AGGREGATION_NONE);
 		return TC_ACT_OK;

@@ -11,12 +11,14 @@
 #include <linux/tcp.h>
 #include <linux/udp.h>
 #include <linux/pkt_cls.h>
+#include <linux/if_packet.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
 /* Reserved identities (Cilium's numbers). */
 #define IDENTITY_HOST 1
 #define IDENTITY_WORLD 2
+#define IDENTITY_REMOTE_NODE 6
 #define IDENTITY_ANY 0 /* policy keys: any remote identity */
 
 /* Traffic direction in metrics and events (Cilium's metrics map: 1 ingress, 2 egress). */

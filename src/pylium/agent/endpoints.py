@@ -47,6 +47,8 @@ RECORDS_PREFIX = "endpoints/"
 PROGRAM = "cil_from_container"
 TO_CONTAINER_PROGRAM = "cil_to_container"
 OVERLAY_PROGRAM = "cil_from_overlay"
+FROM_HOST_PROGRAM = "cil_from_host"
+HOST_DEVICE = "cilium_host"
 TUNNEL_DEVICE = "cilium_vxlan"
 VXLAN_OVERHEAD = 50
 """Outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8."""
@@ -99,6 +101,7 @@ class EndpointManager:
         self.label_filter = label_filter
         self.obj: BpfObject | None = None
         self.overlay: BpfObject | None = None
+        self.host: BpfObject | None = None
         self.tunnel_port = tunnel_port
         self.mtu = mtu
         """Pods' MTU: the configured one, else the underlay's minus the tunnel's overhead."""
@@ -143,26 +146,38 @@ class EndpointManager:
             ifindex = podnet.ensure_vxlan(TUNNEL_DEVICE, self.tunnel_port, self.mtu)
             tc.attach(TUNNEL_DEVICE, self.overlay.prog_fd(OVERLAY_PROGRAM))
             config.ConfigMap(self.obj.map_fd(config.NAME)).set(tunnel_ifindex=ifindex)
+            # The host reaches other nodes' pods through cilium_host (routes in sync_remote).
+            self.host = BpfObject(build("bpf_host"), self.bpf_root).load()
+            tc.attach(HOST_DEVICE, self.host.prog_fd(FROM_HOST_PROGRAM), ingress=False)
         self._restore()
         log.info("datapath ready", extra={"bpf_root": str(self.bpf_root), "router": str(router)})
 
     def stop(self) -> None:
-        for obj in (self.obj, self.overlay):
+        for obj in (self.obj, self.overlay, self.host):
             if obj is not None:
                 obj.close()  # programs stay attached; pinned maps stay
-        self.obj = self.overlay = None
+        self.obj = self.overlay = self.host = None
 
     def sync_remote(self) -> None:
         """The ipcache entries for other nodes' endpoints (with their node as tunnel endpoint)
-        and for node addresses (host, remote-node), reconciled against the map."""
+        and for node addresses (host, remote-node), reconciled against the map. Each node's
+        CiliumInternalIP (its router IP) is host here and remote-node elsewhere, with its node
+        as tunnel endpoint in tunnel mode, where other nodes' pod CIDRs are routed through
+        cilium_host (the host reaches remote pods through the tunnel, as upstream)."""
         if self.obj is None:
             return
         node_ips: dict[str, ipaddress.IPv4Address] = {}
+        internal_ips: dict[str, ipaddress.IPv4Address] = {}
         cilium_nodes, _ = self.client.list("CiliumNode")
         for cn in cilium_nodes:
             for addr in cn.body.get("spec", {}).get("addresses") or []:
                 if addr.get("type") == "InternalIP":
                     node_ips[cn.name] = ipaddress.IPv4Address(addr["ip"])
+                elif addr.get("type") == "CiliumInternalIP":
+                    internal_ips[cn.name] = ipaddress.IPv4Address(addr["ip"])
+        router = self.ipam.router_ip
+        if isinstance(router, ipaddress.IPv4Address):
+            internal_ips[self.node] = router
         desired: dict[ipaddress.IPv4Network, ipcache.Entry] = {
             prefix: ipcache.Entry(identity=identity)
             for prefix, identity in self.cidr_identities.items()
@@ -170,6 +185,16 @@ class EndpointManager:
         for name, ip in node_ips.items():
             identity = ReservedIdentity.HOST if name == self.node else ReservedIdentity.REMOTE_NODE
             desired[ipaddress.IPv4Network(f"{ip}/32")] = ipcache.Entry(identity=int(identity))
+        for name, ip in internal_ips.items():
+            if name == self.node:
+                desired[ipaddress.IPv4Network(f"{ip}/32")] = ipcache.Entry(
+                    identity=int(ReservedIdentity.HOST)
+                )
+            elif name in node_ips:
+                desired[ipaddress.IPv4Network(f"{ip}/32")] = ipcache.Entry(
+                    identity=int(ReservedIdentity.REMOTE_NODE),
+                    tunnel_endpoint=node_ips[name] if self.tunnel_port else None,
+                )
         for cep in self.client.list("CiliumEndpoint")[0]:
             status = cep.body.get("status") or {}
             node = (status.get("networking") or {}).get("node")
@@ -183,6 +208,8 @@ class EndpointManager:
                     )
         if self.direct_routes:
             self._sync_node_routes(cilium_nodes, node_ips)
+        elif self.tunnel_port and isinstance(router, ipaddress.IPv4Address):
+            self._sync_tunnel_routes(cilium_nodes, node_ips, router)
         if self.masquerade_keep:
             pod_cidrs = tuple(
                 c
@@ -284,6 +311,27 @@ class EndpointManager:
         for cidr in self._installed_routes - set(desired):
             podnet.delete_route(cidr)
         self._installed_routes = set(desired)
+
+    def _sync_tunnel_routes(
+        self,
+        cilium_nodes: list[Resource],
+        node_ips: dict[str, ipaddress.IPv4Address],
+        router: ipaddress.IPv4Address,
+    ) -> None:
+        """Tunnel mode: every other node's pod CIDRs ``via <router IP> dev cilium_host src
+        <router IP>`` with the pods' MTU; cil_from_host takes them into the tunnel."""
+        desired = {
+            ipaddress.IPv4Network(cidr)
+            for cn in cilium_nodes
+            if cn.name != self.node and cn.name in node_ips
+            for cidr in (cn.body.get("spec", {}).get("ipam") or {}).get("podCIDRs") or []
+            if ipaddress.ip_network(cidr).version == 4
+        }
+        for cidr in desired - self._installed_routes:
+            podnet.host_route(cidr, router, HOST_DEVICE, self.mtu)
+        for cidr in self._installed_routes - desired:
+            podnet.delete_route(cidr)
+        self._installed_routes = desired
 
     # -- the API's operations ---------------------------------------------------------------
 

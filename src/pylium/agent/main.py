@@ -32,7 +32,7 @@ from pylium.agent import cniconf
 from pylium.agent.endpoints import EndpointManager
 from pylium.agent.ipam import IPAM
 from pylium.agent.policy import PolicyManager
-from pylium.agent.services import ServiceManager, lb_settings
+from pylium.agent.services import ServiceManager
 from pylium.base.errors import AllocationError, ConfigError, PyliumError, StoreError
 from pylium.core.identity.labels import Label, LabelFilter, identity_labels
 from pylium.core.ipam.hostscope import Address
@@ -50,8 +50,11 @@ HEARTBEAT_PREFIX = "nodes/heartbeat/"
 HEARTBEAT_TTL = 10
 
 
-def node_resources(name: str, ip: ipaddress.IPv4Address) -> tuple[Resource, dict[str, Any]]:
-    """The Node this agent registers, and the CiliumNode spec fields it owns."""
+def node_resources(
+    name: str, ip: ipaddress.IPv4Address, router: Address | None = None
+) -> tuple[Resource, dict[str, Any]]:
+    """The Node this agent registers, and the CiliumNode spec fields it owns: its addresses,
+    the router IP (cilium_host's) as ``CiliumInternalIP`` once IPAM has it, as upstream."""
     node = Resource(
         {
             "apiVersion": "v1",
@@ -69,7 +72,10 @@ def node_resources(name: str, ip: ipaddress.IPv4Address) -> tuple[Resource, dict
             },
         }
     )
-    return node, {"addresses": [{"type": "InternalIP", "ip": str(ip)}]}
+    addresses = [{"type": "InternalIP", "ip": str(ip)}]
+    if router is not None:
+        addresses.append({"type": "CiliumInternalIP", "ip": str(router)})
+    return node, {"addresses": addresses}
 
 
 class Agent:
@@ -120,13 +126,12 @@ class Agent:
             cgroup_path=cgroup_path or Path(settings.cgroup_root),
             socket_lb=settings.socket_lb,
             kube_proxy_replacement=settings.kube_proxy_replacement,
-            settings=lb_settings(settings),
         )
         self.services_error = ""
         self._policy_lock = threading.Lock()
 
     def register(self) -> None:
-        node, cn_spec = node_resources(self.name, self.ip)
+        node, cn_spec = node_resources(self.name, self.ip, self.ipam.router_ip)
 
         def merge_node(body: dict[str, Any] | None) -> dict[str, Any]:
             if body is None:
@@ -144,7 +149,13 @@ class Agent:
                 "metadata": {"name": self.name},
                 "spec": {},
             }
-            body.setdefault("spec", {}).update(cn_spec)  # keep what the operator wrote
+            spec = body.setdefault("spec", {})
+            kept = []
+            if self.ipam.router_ip is None:  # a restart before IPAM: keep the published one
+                kept = [
+                    a for a in spec.get("addresses") or [] if a.get("type") == "CiliumInternalIP"
+                ]
+            spec.update(cn_spec, addresses=cn_spec["addresses"] + kept)  # keep the operator's
             return body
 
         self.client.mutate("CiliumNode", self.name, fn=merge)
@@ -344,6 +355,7 @@ class Agent:
             return
         try:
             self.endpoints.start()
+            self.register()  # now with the router IP (CiliumInternalIP)
             self.policy.attach(self.endpoints.policy_maps, self.endpoints.config_map)
             self.sync_policy()
             self._start_services(stop)

@@ -34,7 +34,8 @@ def _explainer(lab: str, dep: connectivity.Deployment) -> connectivity.Explainer
             client = ResourceClient(store)
             snap = cluster_policy.snapshot(client, config.cluster_name)
             peers = [
-                connectivity.peer(client, snap, dep, name) for name in (check.source, check.target)
+                connectivity.peer(client, snap, dep, check.source, towards=check.target),
+                connectivity.peer(client, snap, dep, check.target),
             ]
         finally:
             store.close()

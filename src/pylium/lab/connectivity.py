@@ -143,10 +143,13 @@ ingress:
 """)
 
 
-def scenarios(world: str, host: str, fabric: str) -> tuple[Scenario, ...]:
+def scenarios(world: str, host: str, fabric: str, two_nodes: bool = True) -> tuple[Scenario, ...]:
     """Upstream's scenario names; ``world`` and ``host`` are the outside servers' addresses,
-    ``fabric`` the lab's underlay subnet (both lie in it)."""
+    ``fabric`` the lab's underlay subnet (both lie in it). With ``two_nodes``, the first
+    node's host is remote-node to ``echo-other-node`` (not its host: allow-localhost and
+    ``fromEntities: [host]`` do not cover it)."""
     everyone = _matrix(lambda c, t: True)
+    other_is_host = not two_nodes
     return (
         Scenario(
             "no-policies",
@@ -155,6 +158,7 @@ def scenarios(world: str, host: str, fabric: str) -> tuple[Scenario, ...]:
                 Check("client", "world", True),
                 Check("client", "host", True),
                 Check("host", "echo-same-node", True),
+                Check("host", "echo-other-node", True),
             ),
         ),
         Scenario(
@@ -191,7 +195,11 @@ ingress:
         ),
         Scenario(
             "all-ingress-deny",
-            (*_matrix(lambda c, t: False), Check("host", "echo-same-node", True)),
+            (
+                *_matrix(lambda c, t: False),
+                Check("host", "echo-same-node", True),
+                Check("host", "echo-other-node", other_is_host),
+            ),
             _cnp(
                 "all-ingress-deny",
                 _indent("""
@@ -298,7 +306,11 @@ egress: [{toEntities: [world]}]
         ),
         Scenario(
             "from-entities-host",
-            (*_matrix(lambda c, t: False), Check("host", "echo-same-node", True)),
+            (
+                *_matrix(lambda c, t: False),
+                Check("host", "echo-same-node", True),
+                Check("host", "echo-other-node", other_is_host),
+            ),
             _cnp(
                 "from-entities-host",
                 _indent("""
@@ -377,6 +389,10 @@ class Deployment:
 
 def _qualify(name: str) -> str:
     return name if "/" in name or name in ("world", "host") else f"{NS}/{name}"
+
+
+def _on_second_node(name: str) -> bool:
+    return any(p.second_node for p in PODS if f"{p.namespace}/{p.name}" == _qualify(name) and name)
 
 
 def deploy(lab: str) -> Deployment:
@@ -513,10 +529,21 @@ Explainer = Callable[[Check], str]
 
 
 def peer(
-    client: ResourceClient, snap: cluster_policy.PolicySnapshot, dep: Deployment, name: str
+    client: ResourceClient,
+    snap: cluster_policy.PolicySnapshot,
+    dep: Deployment,
+    name: str,
+    towards: str = "",
 ) -> cluster_policy.Peer:
-    """A check's end as the policy explainer sees it."""
+    """A check's end as the policy explainer sees it (the host is remote-node ``towards`` a pod
+    on the other node)."""
     key = _qualify(name)
+    if key == "host" and dep.nodes[0] != dep.nodes[1] and _on_second_node(towards):
+        return cluster_policy.Peer(
+            "host (remote-node)",
+            int(ReservedIdentity.REMOTE_NODE),
+            frozenset({"reserved:remote-node"}),
+        )
     if key == "host":
         return cluster_policy.Peer("host", int(ReservedIdentity.HOST), frozenset({"reserved:host"}))
     if key == "world":
@@ -548,7 +575,9 @@ def run(
     explain = explain_with(lab, dep) if explain_with is not None else None
     chosen = [
         s
-        for s in scenarios(dep.addresses["world"], dep.addresses["host"], dep.fabric)
+        for s in scenarios(
+            dep.addresses["world"], dep.addresses["host"], dep.fabric, dep.nodes[0] != dep.nodes[1]
+        )
         if not pattern or re.search(pattern, s.name)
     ]
     outcomes = []

@@ -157,6 +157,30 @@ def replace_route(dst: ipaddress.IPv4Network, gateway: ipaddress.IPv4Address) ->
         raise DatapathError(str(dst), "route via " + str(gateway), str(err)) from err
 
 
+def host_route(
+    dst: ipaddress.IPv4Network, router: ipaddress.IPv4Address, device: str, mtu: int
+) -> None:
+    """Tunnel mode: ``dst via <router> dev <device> src <router> mtu <mtu>`` (upstream's route
+    to another node's pod CIDR through cilium_host). The router IP is local, so the kernel
+    treats the route as on-link; the device is NOARP (as upstream's cilium_host), so that no
+    ARP for the pod's address is needed before the program on the device's egress takes the
+    packet into the tunnel."""
+    try:
+        with IPRoute() as ipr:
+            index = ipr.link_lookup(ifname=device)[0]
+            ipr.link("set", index=index, arp=False)
+            ipr.route(
+                "replace",
+                dst=str(dst),
+                gateway=str(router),
+                oif=index,
+                prefsrc=str(router),
+                metrics={"mtu": mtu},
+            )
+    except (NetlinkError, IndexError) as err:
+        raise DatapathError(str(dst), f"route via {router} dev {device}", str(err)) from err
+
+
 def delete_route(dst: ipaddress.IPv4Network) -> None:
     with contextlib.suppress(NetlinkError), IPRoute() as ipr:
         ipr.route("del", dst=str(dst))
