@@ -1,0 +1,1 @@
+"""L2: Hubble flows, filters and the flow ring (pure)."""
