@@ -26,7 +26,6 @@ from pylium.core.hubble.flow import (
 from pylium.core.hubble.render import compact
 from pylium.core.hubble.ring import FlowRing, Query, check_capacity
 
-
 CLIENT_IP = ipaddress.IPv4Address("10.0.0.3")
 SERVER_IP = ipaddress.IPv4Address("10.0.0.2")
 
