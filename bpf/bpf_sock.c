@@ -14,7 +14,9 @@
  * service (the active backends); TCP picks at random (bpf_get_prandom_u32), UDP by the socket
  * cookie, so that a socket's datagrams keep their backend (upstream's sock_select_slot). A
  * service with a Maglev table (lib/lb.h) takes the table's entry for that same number
- * instead (a socket has no source port yet at connect(), so no 5-tuple to hash). A
+ * instead (a socket has no source port yet at connect(), so no 5-tuple to hash). A service
+ * with ClientIP session affinity sends every socket of a network namespace (the client pod)
+ * to the backend it chose last, within the timeout, as upstream's socket-LB does. A
  * service without backends refuses: connect()/sendmsg() fail with EHOSTUNREACH (upstream sets
  * it with bpf_set_retval; without it a refusal would read EPERM). ExternalIPs and HostPort
  * frontends are left to the per-packet path (upstream translates them here only for the
@@ -79,16 +81,33 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx)
 		return 0;
 	if (!svc->count)
 		return -EHOSTUNREACH;
-	__u32 hash = sock_select_slot(ctx);
-	backend_id = lb4_maglev_backend_id(svc->rev_nat_index, hash);
-	if (backend_id) {
-		backend = bpf_map_lookup_elem(&pylium_lb4_backends_v3, &backend_id);
-	} else {
-		__u16 slot = (__u16)(hash % svc->count) + 1;
-		backend = lb4_slot_backend(&key, slot, &backend_id);
+	bool affinity = lb4_svc_flags(svc) & SVC_FLAG_AFFINITY;
+	struct lb4_affinity_key akey = {
+		.client_id.client_cookie = affinity ? bpf_get_netns_cookie(ctx) : 0,
+		.rev_nat_id = svc->rev_nat_index,
+		.netns = 1,
+	};
+	backend = NULL;
+	if (affinity) {
+		backend_id = lb4_affinity_backend_id(&akey,
+						     svc->backend_id & LB_AFFINITY_TIMEOUT_MASK);
+		if (backend_id)
+			backend = bpf_map_lookup_elem(&pylium_lb4_backends_v3, &backend_id);
 	}
-	if (!backend)
-		return -EHOSTUNREACH;
+	if (!backend) {
+		__u32 hash = sock_select_slot(ctx);
+		backend_id = lb4_maglev_backend_id(svc->rev_nat_index, hash);
+		if (backend_id) {
+			backend = bpf_map_lookup_elem(&pylium_lb4_backends_v3, &backend_id);
+		} else {
+			__u16 slot = (__u16)(hash % svc->count) + 1;
+			backend = lb4_slot_backend(&key, slot, &backend_id);
+		}
+		if (!backend)
+			return -EHOSTUNREACH;
+		if (affinity)
+			lb4_affinity_update(&akey, backend_id);
+	}
 
 	struct ipv4_revnat_tuple rkey = {
 		.cookie = bpf_get_socket_cookie(ctx),

@@ -20,6 +20,14 @@
  * service.cilium.io/lb-algorithm), so "has a table" is the per-service algorithm here; a
  * frontend without one selects at random among its slots.
  *
+ * Session affinity (sessionAffinity: ClientIP): pylium_lb4_affinity (cilium_lb4_affinity, LRU)
+ * remembers per client and service the backend last chosen and when; socket-LB identifies the
+ * client by its network namespace cookie (netns = 1), the per-packet path would use the client
+ * IP. An entry older than the service's timeout (the master's backend_id, low 24 bits) is
+ * dropped, and so is one whose backend is no longer an active backend of the service:
+ * pylium_lb_affinity_match (cilium_lb_affinity_match) lists the (backend, service) pairs that
+ * may be kept, written by the agent.
+ *
  * The user-space writer (adapters/maps/lb.py, ordered by core/lb/translate.plan) writes
  * backends before the slots naming them and masters last, so a lookup here never meets a
  * slot without its backend; a miss anywhere is treated as "no service" or "no backend".
@@ -112,6 +120,82 @@ struct {
 	__uint(max_entries, LB_MAP_MAX);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } pylium_lb4_reverse_nat SEC(".maps");
+
+#define LB_AFFINITY_TIMEOUT_MASK 0xFFFFFF
+
+union lb4_affinity_client_id {
+	__u32 client_ip;
+	__u64 client_cookie; /* network namespace cookie */
+};
+
+struct lb4_affinity_key {
+	union lb4_affinity_client_id client_id;
+	__u16 rev_nat_id;
+	__u8 netns;
+	__u8 pad1;
+	__u32 pad2;
+} __attribute__((packed));
+
+struct lb_affinity_val {
+	__u64 last_used; /* seconds, monotonic */
+	__u32 backend_id;
+	__u32 pad;
+} __attribute__((packed));
+
+struct lb_affinity_match {
+	__u32 backend_id;
+	__u16 rev_nat_id;
+	__u16 pad;
+} __attribute__((packed));
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct lb4_affinity_key);
+	__type(value, struct lb_affinity_val);
+	__uint(max_entries, LB_MAP_MAX);
+} pylium_lb4_affinity SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct lb_affinity_match);
+	__type(value, __u8);
+	__uint(max_entries, LB_MAP_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} pylium_lb_affinity_match SEC(".maps");
+
+/* The backend ``key``'s client was last sent to, when still within the timeout and still an
+ * active backend of the service; 0 otherwise (a stale entry is removed). */
+static __always_inline __u32 lb4_affinity_backend_id(const struct lb4_affinity_key *key,
+						     __u32 timeout)
+{
+	__u64 now = bpf_ktime_get_ns() / 1000000000ULL;
+	struct lb_affinity_val *val = bpf_map_lookup_elem(&pylium_lb4_affinity, key);
+
+	if (!val)
+		return 0;
+	struct lb_affinity_match match = {
+		.backend_id = val->backend_id,
+		.rev_nat_id = key->rev_nat_id,
+	};
+	if (val->last_used + timeout <= now ||
+	    !bpf_map_lookup_elem(&pylium_lb_affinity_match, &match)) {
+		bpf_map_delete_elem(&pylium_lb4_affinity, key);
+		return 0;
+	}
+	val->last_used = now;
+	return val->backend_id;
+}
+
+static __always_inline void lb4_affinity_update(const struct lb4_affinity_key *key,
+						__u32 backend_id)
+{
+	struct lb_affinity_val val = {
+		.last_used = bpf_ktime_get_ns() / 1000000000ULL,
+		.backend_id = backend_id,
+	};
+
+	bpf_map_update_elem(&pylium_lb4_affinity, key, &val, BPF_ANY);
+}
 
 /* bpf-lb-maglev-table-size: entries per Maglev table (one of upstream's primes). */
 volatile const __u32 maglev_table_size = 16381;

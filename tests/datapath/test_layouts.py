@@ -52,6 +52,9 @@ def test_every_map_struct_is_covered() -> None:
         "lb4_reverse_nat",
         "ipv4_revnat_tuple",
         "ipv4_revnat_entry",
+        "lb4_affinity_key",
+        "lb_affinity_val",
+        "lb_affinity_match",
     }
 
 

@@ -80,13 +80,13 @@ print(json.dumps(out))
 
 
 def service(
-    ports: list[dict[str, Any]], annotations: dict[str, str] | None = None
+    ports: list[dict[str, Any]], annotations: dict[str, str] | None = None, **spec: Any
 ) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": "echo", "namespace": "default", "annotations": annotations or {}},
-        "spec": {"clusterIP": VIP, "ports": ports},
+        "spec": {"clusterIP": VIP, "ports": ports, **spec},
     }
 
 
@@ -113,10 +113,12 @@ class Services:
         maps: lb.LBMaps,
         settings: LBSettings | None = None,
         annotations: dict[str, str] | None = None,
+        **spec: Any,
     ) -> None:
         self.maps = maps
         self.settings = settings or LBSettings()
         self.annotations = annotations
+        self.spec = spec
         self.rows = Rows()
         self.service_ids = ids.service_ids()
         self.backend_ids = ids.backend_ids()
@@ -129,6 +131,7 @@ class Services:
                     {"name": "udp", "port": 53, "protocol": "UDP"},
                 ],
                 self.annotations,
+                **self.spec,
             )
         )
         slices = [
@@ -315,3 +318,30 @@ def test_maglev_table_decides_when_the_service_has_one(
         for prog, typ in HOOKS.items():
             cgroup.detach(cgroup_dir, typ, prog[:15])
         obj.close()
+
+
+def test_session_affinity_keeps_a_namespace_on_its_backend(
+    sock: BpfObject, cgroup_dir: Path, netns: str, servers: None
+) -> None:
+    """sessionAffinity: ClientIP: every connection from the namespace goes to the backend its
+    first one got; when that backend leaves, the choice moves to a remaining one."""
+    maps = maps_of(sock)
+    services = Services(
+        maps,
+        sessionAffinity="ClientIP",
+        sessionAffinityConfig={"clientIP": {"timeoutSeconds": 60}},
+    )
+    rows = services.program(["127.0.0.2", "127.0.0.3"])
+    assert len(rows.affinity) == 4 and maps.read().affinity == rows.affinity
+    out = client(netns, cgroup_dir, rounds=20)
+    chosen = {line.split()[0] for line in out["tcp"]}
+    assert len(chosen) == 1, out["tcp"]
+    assert len(set(out["udp"])) == 1
+    entries = maps.affinities()
+    assert {e.netns for e in entries} == {True} and len({e.client for e in entries}) == 1
+
+    (first,) = chosen
+    other = "127.0.0.3" if first == "127.0.0.2" else "127.0.0.2"
+    services.program([other])
+    out = client(netns, cgroup_dir, rounds=5)
+    assert {line.split()[0] for line in out["tcp"]} == {other}

@@ -24,9 +24,12 @@ reachable from outside the node, or annotated) get a table of ``bpf-lb-maglev-ta
 entries, identical on every node; the others select at random. A pinned Maglev map made for
 another table size (or empty) is dropped at start and rebuilt.
 
-Not yet: session-affinity maps (affinity rows are not written), the per-packet (tc)
-translation for traffic socket-LB cannot see, NodePort/LoadBalancer from outside the node,
-IPv6.
+Session affinity (``sessionAffinity: ClientIP``, its timeout): the agent keeps the affinity
+match map (the active backends of such services); bpf_sock keeps each client namespace's
+choice.
+
+Not yet: the per-packet (tc) translation for traffic socket-LB cannot see,
+NodePort/LoadBalancer from outside the node, IPv6.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from pylium.core.lb.k8s import EndpointSlice, Service, parse_endpoint_slice, par
 from pylium.core.lb.listing import format_service_list
 from pylium.core.lb.maglev import DEFAULT_TABLE_SIZE, maglev_config
 from pylium.core.lb.services import backends, frontends, node_exposes, select
-from pylium.core.lb.translate import LBAlgorithm, LBSettings, MapKind, Rows, plan, translate
+from pylium.core.lb.translate import LBAlgorithm, LBSettings, Rows, plan, translate
 from pylium.model.config import AgentSettings
 from pylium.model.config import LBAlgorithm as ConfigAlgorithm
 
@@ -60,8 +63,6 @@ HOOKS = {
     "cil_sock4_recvmsg": cgroup.AttachType.CGROUP_UDP4_RECVMSG,
     "cil_sock4_getpeername": cgroup.AttachType.CGROUP_INET4_GETPEERNAME,
 }
-_WRITTEN = {MapKind.SERVICE, MapKind.BACKEND, MapKind.REV_NAT, MapKind.MAGLEV}
-"""Map kinds the datapath has today; affinity rows wait for their maps."""
 
 
 def lb_settings(settings: AgentSettings) -> LBSettings:
@@ -189,7 +190,7 @@ class ServiceManager:
                 return False
             new = self._compute(services, slices, labels)
             upserts, deletes = plan(self.rows, new)
-            ops = [op for op in (*upserts, *deletes) if op.kind in _WRITTEN]
+            ops = [*upserts, *deletes]
             self.maps.apply(ops)
             if ops:
                 log.info(

@@ -11,6 +11,10 @@ C (bpf/lib/lb.h, bpf/bpf_sock.c)::
     struct lb4_reverse_nat { __be32 address; __be16 port; } __packed;
     struct ipv4_revnat_tuple { __u64 cookie; __be32 address; __be16 port; __u16 pad; };
     struct ipv4_revnat_entry { __be32 address; __be16 port; __u16 rev_nat_index; };
+    struct lb4_affinity_key { union { __u32 client_ip; __u64 client_cookie; } client_id;
+                              __u16 rev_nat_id; __u8 netns; __u8 pad1; __u32 pad2; } __packed;
+    struct lb_affinity_val { __u64 last_used; __u32 backend_id; __u32 pad; } __packed;
+    struct lb_affinity_match { __u32 backend_id; __u16 rev_nat_id; __u16 pad; } __packed;
 
 | map | key -> value |
 |---|---|
@@ -19,6 +23,8 @@ C (bpf/lib/lb.h, bpf/bpf_sock.c)::
 | ``pylium_lb4_reverse_nat`` | ``__u16`` rev-NAT ID -> ``lb4_reverse_nat`` |
 | ``pylium_lb4_reverse_sk`` | ``ipv4_revnat_tuple`` -> ``ipv4_revnat_entry`` (written by bpf_sock) |
 | ``pylium_lb4_maglev`` | ``__u16`` rev-NAT ID -> inner array (1 entry): ``__u32[M]`` backend IDs |
+| ``pylium_lb4_affinity`` | ``lb4_affinity_key`` -> ``lb_affinity_val`` (written by bpf_sock) |
+| ``pylium_lb_affinity_match`` | ``lb_affinity_match`` -> ``__u8`` (active backends, by the agent) |
 
 A Maglev table is written into a new inner map, which is then inserted (or swapped in) under
 the service's ID, so the datapath never reads a half-written table. M is the object's
@@ -53,7 +59,9 @@ BACKENDS = "pylium_lb4_backends_v3"
 REV_NAT = "pylium_lb4_reverse_nat"
 REVERSE_SK = "pylium_lb4_reverse_sk"
 MAGLEV = "pylium_lb4_maglev"
-NAMES = (SERVICES, BACKENDS, REV_NAT, REVERSE_SK, MAGLEV)
+AFFINITY = "pylium_lb4_affinity"
+AFFINITY_MATCH = "pylium_lb_affinity_match"
+NAMES = (SERVICES, BACKENDS, REV_NAT, REVERSE_SK, MAGLEV, AFFINITY, AFFINITY_MATCH)
 MAGLEV_CONSTANT = "maglev_table_size"
 BPF_MAP_TYPE_ARRAY = 2
 _MAP_INFO_SIZE = 96
@@ -76,6 +84,13 @@ REV_NAT_KEY = Layout("__u16", "=H", ("rev_nat_index",))
 REV_NAT_VALUE = Layout("lb4_reverse_nat", "=4s2s", ("address", "port"))
 REVERSE_SK_KEY = Layout("ipv4_revnat_tuple", "=Q4s2sH", ("cookie", "address", "port", "pad"))
 REVERSE_SK_VALUE = Layout("ipv4_revnat_entry", "=4s2sH", ("address", "port", "rev_nat_index"))
+
+AFFINITY_KEY = Layout(
+    "lb4_affinity_key", "=QHBBI", ("client_id", "rev_nat_id", "netns", "pad1", "pad2")
+)
+AFFINITY_VALUE = Layout("lb_affinity_val", "=QII", ("last_used", "backend_id", "pad"))
+AFFINITY_MATCH_KEY = Layout("lb_affinity_match", "=IHH", ("backend_id", "rev_nat_id", "pad"))
+AFFINITY_MATCH_VALUE = Layout("__u8", "=B", ("value",))
 
 _PROTOCOLS = {p.number: p for p in Protocol}
 _STATES = {
@@ -180,6 +195,18 @@ def map_value_size(fd: int) -> int:
 
 
 @dataclass(frozen=True, slots=True)
+class Affinity:
+    """One ``pylium_lb4_affinity`` entry: a client's backend for a service."""
+
+    client: int
+    """Network namespace cookie (``netns``), else the client IPv4 address as an integer."""
+    netns: bool
+    rev_nat_index: int
+    backend_id: int
+    last_used: int
+
+
+@dataclass(frozen=True, slots=True)
 class SockRevNat:
     """One ``pylium_lb4_reverse_sk`` entry: a socket translated to a backend."""
 
@@ -197,6 +224,10 @@ class LBMaps:
         self.backends = RawMap(fds[BACKENDS], BACKEND_KEY, BACKEND_VALUE, name=BACKENDS)
         self.rev_nat = RawMap(fds[REV_NAT], REV_NAT_KEY, REV_NAT_VALUE, name=REV_NAT)
         self.reverse_sk = RawMap(fds[REVERSE_SK], REVERSE_SK_KEY, REVERSE_SK_VALUE, name=REVERSE_SK)
+        self.affinity = RawMap(fds[AFFINITY], AFFINITY_KEY, AFFINITY_VALUE, name=AFFINITY)
+        self.affinity_match = RawMap(
+            fds[AFFINITY_MATCH], AFFINITY_MATCH_KEY, AFFINITY_MATCH_VALUE, name=AFFINITY_MATCH
+        )
         self.maglev = RawMap(
             fds[MAGLEV], REV_NAT_KEY, Layout("__u32", "=I", ("map_id",)), name=MAGLEV
         )
@@ -228,6 +259,13 @@ class LBMaps:
                     self.rev_nat.delete(key)
                 else:
                     self.rev_nat.update(key, encode_rev_nat(op.value))
+            elif op.kind is MapKind.AFFINITY_MATCH:
+                rev, bid = op.key
+                key = AFFINITY_MATCH_KEY.struct.pack(bid, rev, 0)
+                if op.value is None:
+                    self.affinity_match.delete(key)
+                else:
+                    self.affinity_match.update(key, b"\x01")
             elif op.kind is MapKind.MAGLEV:
                 if op.value is None:
                     self.maglev.delete(struct.pack("=H", op.key))
@@ -303,9 +341,28 @@ class LBMaps:
                 rows_rev[value.rev_nat_index] = L3n4Addr(ip, port, key.protocol)
         for rev, (ip, port) in rev_nat.items():
             rows_rev.setdefault(rev, L3n4Addr(ip, port))
+        matches = set()
+        for raw in list(self.affinity_match.iter_keys()):
+            bid, rev, _ = AFFINITY_MATCH_KEY.struct.unpack(raw)
+            matches.add((rev, bid))
         return Rows(
-            services=services, backends=backends, rev_nat=rows_rev, maglev=self.read_maglev()
+            services=services,
+            backends=backends,
+            rev_nat=rows_rev,
+            maglev=self.read_maglev(),
+            affinity=frozenset(matches),
         )
+
+    def affinities(self) -> list[Affinity]:
+        out = []
+        for raw in list(self.affinity.iter_keys()):
+            values = self.affinity.lookup(raw)
+            if not values:
+                continue
+            client, rev, netns, _, _ = AFFINITY_KEY.struct.unpack(raw)
+            last_used, bid, _ = AFFINITY_VALUE.struct.unpack(values[0])
+            out.append(Affinity(client, bool(netns), rev, bid, last_used))
+        return out
 
     def sock_rev_nat(self) -> list[SockRevNat]:
         out = []
