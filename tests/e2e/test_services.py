@@ -19,6 +19,9 @@ from typing import Any
 
 import pytest
 
+from pylium.adapters.agentapi import AgentClient
+from pylium.base.errors import PyliumError
+
 from .conftest import Cli
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -88,6 +91,19 @@ def run_client(netns: str, cgroup: Path, vip: str, rounds: int) -> dict[str, Any
     return out
 
 
+def has_backends(cli: Cli, node: str, lab: str, count: int) -> Callable[[], bool]:
+    return lambda: len(backends_listed(cli, node, lab)) == count
+
+
+def agent_serves(lab_dir: Path) -> bool:
+    """The node's agent answers GET /v1/service (its services engine is running)."""
+    try:
+        reply = AgentClient(lab_dir / "n1" / "pylium.sock", timeout=5).get("/v1/service")
+    except PyliumError:
+        return False
+    return bool(reply.get("frontends"))
+
+
 def pattern(table: list[str]) -> list[int]:
     """A table with each backend ID replaced by the order it first appears in."""
     first: dict[str, int] = {}
@@ -144,7 +160,7 @@ def test_clusterip_through_socket_lb(cli: Cli, tmp_path: Path, algorithm: str) -
             state["pods"][f"default/{p}"]["ip"] for p in ("web1", "web2")
         )
         for node in ("n1", "n2"):
-            wait_for(f"{node}'s maps", lambda n=node: len(backends_listed(cli, n, lab)) == 2)
+            wait_for(f"{node}'s maps", has_backends(cli, node, lab, 2))
         listing = cli("service", "list", "--node", "n1", "--lab", lab).stdout
         assert listing.splitlines()[0].split() == ["ID", "Frontend", "Service", "Type", "Backend"]
         assert f"{vip}:80/TCP" in listing and "ClusterIP" in listing
@@ -172,10 +188,22 @@ def test_clusterip_through_socket_lb(cli: Cli, tmp_path: Path, algorithm: str) -
         assert set(out["names"]) == {"web1", "web2"}  # both nodes' backends
         assert set(out["peers"]) == {vip}  # getpeername shows the ClusterIP
 
+        if algorithm == "random":
+            # The agent dies: attached hooks and pinned maps keep translating; after the
+            # restart the IDs are the same (restored from the maps, nothing rewritten).
+            os.kill(state["pids"]["agent-n1"], 9)
+            out = run_client(client_ns, cgroup, vip, 10)
+            assert not out["errors"] and set(out["names"]) == {"web1", "web2"}, out
+            cli("lab", "restart", "n1", "--name", lab)
+            wait_for("the restarted agent", lambda: agent_serves(cli.home / "labs" / lab))
+            assert cli("service", "list", "--node", "n1", "--lab", lab).stdout == listing
+            out = run_client(client_ns, cgroup, vip, 10)
+            assert not out["errors"] and set(out["names"]) == {"web1", "web2"}, out
+
         # Scale down: only the remaining backend is chosen.
         cli("lab", "pod", "delete", "web2", "--name", lab)
         for node in ("n1", "n2"):
-            wait_for(f"{node} drops web2", lambda n=node: len(backends_listed(cli, n, lab)) == 1)
+            wait_for(f"{node} drops web2", has_backends(cli, node, lab, 1))
         out = run_client(client_ns, cgroup, vip, 15)
         assert not out["errors"], out
         assert set(out["names"]) == {"web1"}

@@ -8,8 +8,9 @@ attached to the node's cgroup: ``<cgroup-root>/<cgroup-subtree>`` (the lab gives
 empty: the cgroup root, as upstream). Attachments outlive the agent; a restart replaces them
 (:mod:`pylium.adapters.bpf.cgroup`). With socket-LB off the hooks are detached.
 
-Every sync (the agent loop, about once a second) reads Services, EndpointSlices and this
-node's labels; when they changed, the pure core (:mod:`pylium.core.lb`) gives the frontends
+Every sync (twice a second) that follows a change under the Service, EndpointSlice or this
+node's Node keys (store watches), or a full resync every 10 s, reads Services, EndpointSlices
+and this node's labels; when they changed, the pure core (:mod:`pylium.core.lb`) gives the frontends
 this node exposes (``service.cilium.io/node``/``node-selector``), each one's backends (traffic
 policies, states) and the rows of the maps; the plan between the previous rows and the new
 ones is written in its safe order (backends before the slots naming them, masters last;
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +56,11 @@ from pylium.core.lb.services import backends, frontends, node_exposes, select
 from pylium.core.lb.translate import LBAlgorithm, LBSettings, Rows, plan, translate
 from pylium.model.config import AgentSettings
 from pylium.model.config import LBAlgorithm as ConfigAlgorithm
+from pylium.runtime.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
+
+RESYNC_SECONDS = 10.0
 
 HOOKS = {
     "cil_sock4_connect": cgroup.AttachType.CGROUP_INET4_CONNECT,
@@ -110,6 +115,8 @@ class ServiceManager:
         self.revision = 0
         """Every Service and EndpointSlice written up to this store revision is in the maps."""
         self._signature: object = None
+        self._wakeups: list[Wakeup] = []
+        self._last_full = 0.0
         self._lock = threading.Lock()
         self.problems: dict[str, str] = {}
         """Services skipped, with why (unparsable objects)."""
@@ -133,6 +140,14 @@ class ServiceManager:
             for prog, typ in HOOKS.items():
                 cgroup.detach(self.cgroup_path, typ, prog[:15])
         self._signature = None
+        self._wakeups = [
+            Wakeup(self.client.store, prefix).start()
+            for prefix in (
+                self.client.prefix_of("Service"),
+                self.client.prefix_of("EndpointSlice"),
+                self.client.prefix_of("Node") + self.node,
+            )
+        ]
 
     def _drop_stale_maglev(self) -> None:
         """A pinned Maglev map keeps the inner size it was made with: keep it only when it
@@ -165,6 +180,9 @@ class ServiceManager:
         self.rows = rows
 
     def stop(self) -> None:
+        for wakeup in self._wakeups:
+            wakeup.stop()
+        self._wakeups = []
         if self.obj is not None:
             self.obj.close()  # hooks stay attached, maps stay pinned
         self.obj = None
@@ -176,6 +194,13 @@ class ServiceManager:
         if self.maps is None:
             return False
         with self._lock:
+            changed = False
+            for wakeup in self._wakeups:
+                changed = wakeup.wait(0) or changed
+            due = time.monotonic() - self._last_full >= RESYNC_SECONDS
+            if self._signature is not None and not changed and not due:
+                return False
+            self._last_full = time.monotonic()
             services, rev1 = self.client.list("Service")
             slices, rev2 = self.client.list("EndpointSlice")
             node = self.client.get("Node", self.node)
