@@ -30,6 +30,7 @@ from pylium.adapters.store.api import Store
 from pylium.adapters.store.factory import open_store
 from pylium.agent import cniconf
 from pylium.agent.endpoints import EndpointManager
+from pylium.agent.hubble import HubbleObserver
 from pylium.agent.ipam import IPAM
 from pylium.agent.policy import PolicyManager
 from pylium.agent.services import ServiceManager
@@ -118,6 +119,13 @@ class Agent:
         )
         self.datapath_error = ""
         self.policy = PolicyManager(self.client, policy_config(settings))
+        self.hubble = HubbleObserver(
+            node=name,
+            cluster=settings.cluster_name,
+            capacity=settings.hubble_event_buffer_capacity,
+            attribution=self.policy.attribution,
+            labels_of=self.policy.cache.labels_of,
+        )
         self.services = ServiceManager(
             self.client,
             node=name,
@@ -321,6 +329,11 @@ class Agent:
         with self._policy_lock:
             if self.policy.sync(self.endpoints.local_endpoints()):
                 self.endpoints.cidr_identities = dict(self.policy.cidr_identities)
+        if self.settings.enable_hubble:
+            self.hubble.refresh(
+                self.client,
+                {ipaddress.IPv4Address(r.ipv4): r.endpoint_id for r in self.endpoints.records()},
+            )
 
     def endpoint_delete(self, request: Request) -> tuple[int, Any]:
         """``DELETE /v1/endpoint/{id}``: unknown endpoints are not an error (CNI DEL retries)."""
@@ -357,6 +370,8 @@ class Agent:
             self.endpoints.start()
             self.register()  # now with the router IP (CiliumInternalIP)
             self.policy.attach(self.endpoints.policy_maps, self.endpoints.config_map)
+            if self.settings.enable_hubble and self.endpoints.obj is not None:
+                self.hubble.attach(self.endpoints.obj, stop)
             self.sync_policy()
             self._start_services(stop)
             # Ready: now the runtime may send pods (upstream writes the file only then).
@@ -430,6 +445,8 @@ class Agent:
         router.add("DELETE", "/v1/endpoint/{id}", self.endpoint_delete)
         router.add("GET", "/v1/endpoint", self.endpoint_list)
         router.add("GET", "/v1/policy", self.policy_status)
+        router.add("GET", "/v1/flows", self.hubble.flows_handler)
+        router.add("GET", "/v1/hubble/status", self.hubble.status_handler)
         router.add("POST", "/v1/identity", self.identity_allocate)
         router.add("GET", "/v1/service", self.service_list)
         router.add("DELETE", "/v1/identity/{id}", self.identity_release)
