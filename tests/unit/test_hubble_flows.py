@@ -15,6 +15,7 @@ from pylium.core.hubble.filters import EVENT_TYPES, FlowFilter, passes
 from pylium.core.hubble.flow import (
     Endpoint,
     Flow,
+    PolicyAttribution,
     PolicyRef,
     TraceObservationPoint,
     TraceReason,
@@ -61,10 +62,14 @@ def lookup(ip: ipaddress.IPv4Address, identity: int) -> Endpoint:
     return PODS.get(ip, Endpoint(identity, ("reserved:world",)))
 
 
-def make(ev: Ev, **kw: object) -> Flow:
+def make(ev: Ev, attribution: PolicyAttribution | None = None) -> Flow:
     return flow_from_event(
-        ev, node="n1", boot_offset_ns=1_700_000_000_000_000_000, lookup=lookup, **kw
-    )  # type: ignore[arg-type]
+        ev,
+        node="n1",
+        boot_offset_ns=1_700_000_000_000_000_000,
+        lookup=lookup,
+        attribution=attribution,
+    )
 
 
 def test_trace_drop_and_verdict_events() -> None:

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from pylium.adapters.maps import config as config_map
 from pylium.adapters.maps import policy as policy_maps
 from pylium.adapters.resources import ResourceClient
+from pylium.core.hubble.flow import PolicyRef
 from pylium.core.policy import cidr
+from pylium.core.policy.explain import DropReason, explain_identity
 from pylium.core.policy.mapstate import MapState, compute_map_state
 from pylium.core.policy.peers import Direction
 from pylium.core.policy.resolve import PolicyConfig, ResolvedPolicy, Subject
@@ -61,6 +63,10 @@ class PolicyManager:
         self.maps: policy_maps.PolicyMaps | None = None
         self.revision = 0
         """Every policy input written up to this store revision is in the maps."""
+        self._states: dict[int, MapState] = {}
+        """What was last written to each endpoint's map (so a change writes only the diff)."""
+        self._resolved: dict[int, ResolvedPolicy] = {}
+        """Each endpoint's resolved policy, for attributing verdicts to rules (Hubble)."""
 
     def attach(self, maps: policy_maps.PolicyMaps, node_config: config_map.ConfigMap) -> None:
         """The datapath is loaded: from now on policy is written into these maps."""
@@ -88,6 +94,7 @@ class PolicyManager:
         repo = snap.repository
         egress_ports = snap.named_ports()
         enforced: dict[int, EndpointPolicy] = {}
+        fresh: dict[int, ResolvedPolicy] = {}
         for ep in current:
             resolved = repo.resolve(
                 Subject(ep.identity, ep.labels),
@@ -96,7 +103,9 @@ class PolicyManager:
                 egress_named_ports=egress_ports,
             )
             state = compute_map_state(resolved, self.cache)
-            change = self.maps.write(ep.endpoint_id, state)
+            fresh[ep.endpoint_id] = resolved
+            change = self.maps.write(ep.endpoint_id, state, old=self._states.get(ep.endpoint_id))
+            self._states[ep.endpoint_id] = state
             if not change.empty:
                 log.info(
                     "endpoint policy updated",
@@ -110,12 +119,53 @@ class PolicyManager:
             enforced[ep.endpoint_id] = _summary(ep, resolved, state, repo.revision)
         for stale in set(self.maps.endpoints()) - {ep.endpoint_id for ep in current}:
             self.maps.delete(stale)
+        live = {ep.endpoint_id for ep in current}
+        resolved_now = {ep: r for ep, r in {**self._resolved, **fresh}.items() if ep in live}
+        self._states = {ep: s for ep, s in self._states.items() if ep in live}
         with self._lock:
             self._enforced = enforced
+            self._resolved = resolved_now
         self._signature = snap.signature
         self._endpoints_seen = current
         self.revision = snap.revision
         return True
+
+    def attribution(
+        self,
+        endpoint_id: int,
+        direction: Direction,
+        remote_identity: int,
+        proto: int,
+        port: int,
+    ) -> tuple[tuple[PolicyRef, ...], tuple[PolicyRef, ...]]:
+        """The policies that allowed / denied a packet of this local endpoint (the explainer
+        run on the endpoint's resolved policy): ``(allowed by, denied by)``."""
+        with self._lock:
+            resolved = self._resolved.get(endpoint_id)
+        if resolved is None:
+            return (), ()
+        explanation = explain_identity(
+            resolved,
+            self.cache,
+            remote_identity=remote_identity,
+            proto=proto,
+            port=port,
+            direction=direction,
+        )
+        # A default deny names no rule: report the policies that switched it on (the rules
+        # selecting the endpoint in that direction), so "which policy dropped this" has an answer.
+        default_deny = explanation.drop_reason is DropReason.POLICY_DENIED
+        deciding = (
+            explanation.selecting
+            if default_deny
+            else tuple(o.ref for o in explanation.matched if o.ref is not None)
+        )
+        refs = tuple(
+            dict.fromkeys(
+                PolicyRef(name=r.name, namespace=r.namespace, kind=r.kind) for r in deciding
+            )
+        )
+        return ((), refs) if explanation.drop_reason is not None else (refs, ())
 
     def forget(self, endpoint_id: int) -> None:
         """The endpoint is gone: its map goes with it."""

@@ -22,6 +22,7 @@ from pylium.cli import (
     install_cmd,
     ipam_cmd,
     lab_cmd,
+    observe_cmd,
     policy_cmd,
     resources_cmd,
     service_cmd,
@@ -71,6 +72,7 @@ policy_cmd.register(app)
 bpf_cmd.register(app)
 service_cmd.register(app)
 connectivity_cmd.register(app)
+observe_cmd.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

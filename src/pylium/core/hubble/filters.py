@@ -99,3 +99,42 @@ def passes(flow: Flow, allow: Sequence[FlowFilter], deny: Sequence[FlowFilter] =
     if allow and not any(f.matches(flow) for f in allow):
         return False
     return not any(f.matches(flow) for f in deny)
+
+
+def filter_from_json(d: dict[str, object]) -> FlowFilter:
+    """A filter as the agent's API and the CLI exchange it (Hubble's field names; verdicts and
+    directions by name); unknown fields are an error naming them."""
+    known = set(FlowFilter.__dataclass_fields__)
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"unknown flow filter field(s): {', '.join(unknown)}")
+    args: dict[str, tuple[object, ...]] = {}
+    for key, raw in d.items():
+        values = tuple(raw) if isinstance(raw, list | tuple) else (raw,)
+        if key == "verdict":
+            values = tuple(Verdict[str(v)] for v in values)
+        elif key == "traffic_direction":
+            values = tuple(TrafficDirection[str(v)] for v in values)
+        elif key in (
+            "source_port",
+            "destination_port",
+            "source_identity",
+            "destination_identity",
+            "event_type",
+        ):
+            values = tuple(int(str(v)) for v in values)
+        elif key == "reply":
+            values = tuple(bool(v) for v in values)
+        else:
+            values = tuple(str(v) for v in values)
+        args[key] = values
+    return FlowFilter(**args)  # type: ignore[arg-type]
+
+
+def filter_to_json(f: FlowFilter) -> dict[str, list[object]]:
+    out: dict[str, list[object]] = {}
+    for key in FlowFilter.__dataclass_fields__:
+        values = getattr(f, key)
+        if values:
+            out[key] = [v.name if isinstance(v, Verdict | TrafficDirection) else v for v in values]
+    return out

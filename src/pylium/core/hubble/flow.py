@@ -145,23 +145,58 @@ PROTO_NAMES = {1: "ICMPv4", 6: "TCP", 17: "UDP", 132: "SCTP"}
 
 
 class EventFields(Protocol):
-    ts: int
-    type: int
-    reason: int
-    obs_point: int
-    direction: int
-    proto: int
-    tcp_flags: int
-    source: int
-    ifindex: int
-    src_identity: int
-    dst_identity: int
-    saddr: ipaddress.IPv4Address
-    daddr: ipaddress.IPv4Address
-    sport: int
-    dport: int
-    length: int
-    flags: int
+    """What a datapath event carries (read-only)."""
+
+    @property
+    def ts(self) -> int: ...
+
+    @property
+    def type(self) -> int: ...
+
+    @property
+    def reason(self) -> int: ...
+
+    @property
+    def obs_point(self) -> int: ...
+
+    @property
+    def direction(self) -> int: ...
+
+    @property
+    def proto(self) -> int: ...
+
+    @property
+    def tcp_flags(self) -> int: ...
+
+    @property
+    def source(self) -> int: ...
+
+    @property
+    def ifindex(self) -> int: ...
+
+    @property
+    def src_identity(self) -> int: ...
+
+    @property
+    def dst_identity(self) -> int: ...
+
+    @property
+    def saddr(self) -> ipaddress.IPv4Address: ...
+
+    @property
+    def daddr(self) -> ipaddress.IPv4Address: ...
+
+    @property
+    def sport(self) -> int: ...
+
+    @property
+    def dport(self) -> int: ...
+
+    @property
+    def length(self) -> int: ...
+
+    @property
+    def flags(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)

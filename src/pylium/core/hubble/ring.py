@@ -90,3 +90,13 @@ class FlowRing:
             for _, flow in fresh:
                 if query.wants(flow):
                     yield flow
+
+    def after(self, query: Query, seq: int, timeout: float) -> tuple[list[Flow], int]:
+        """Matching flows added after sequence number ``seq`` (waiting up to ``timeout`` for
+        the first one), and the sequence number to continue from: a long poll."""
+        with self._cond:
+            if self.seen <= seq and timeout > 0:
+                self._cond.wait(timeout)
+            fresh = [f for s, f in self._flows if s > seq]
+            last = self.seen
+        return [f for f in fresh if query.wants(f)], last

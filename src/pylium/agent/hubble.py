@@ -1,0 +1,182 @@
+"""L5: the agent's Hubble observer: drains the datapath's event ring buffer into flows (with
+endpoints, identities and the policies that decided), keeps the last N in the flow ring, and
+serves them on the agent API (``GET /v1/flows``, a long poll for following;
+``GET /v1/hubble/status``).
+
+The ring buffer has one reader: this thread. Events the datapath could not queue (the buffer
+was full) are counted by the datapath and reported here as lost, as Hubble reports them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pylium.adapters.bpf.objects import BpfObject
+from pylium.adapters.maps import events
+from pylium.adapters.resources import ResourceClient
+from pylium.base.errors import PyliumError
+from pylium.core.hubble.filters import filter_from_json
+from pylium.core.hubble.flow import (
+    EVENT_DROP,
+    EVENT_POLICY_VERDICT,
+    Endpoint,
+    EventFields,
+    PolicyRef,
+    flow_from_event,
+)
+from pylium.core.hubble.ring import FlowRing, Query
+from pylium.core.policy.peers import Direction
+from pylium.runtime.unixhttp import HttpError, Request
+
+log = logging.getLogger(__name__)
+
+DIR_EGRESS = 2
+"""The datapath's direction numbers (bpf/lib/common.h): 1 ingress, 2 egress."""
+
+Attribution = Callable[[int, Direction, int, int, int], tuple[tuple[PolicyRef, ...], ...]]
+LabelsOf = Callable[[int], frozenset[str] | None]
+
+
+class HubbleObserver:
+    def __init__(
+        self,
+        *,
+        node: str,
+        cluster: str,
+        capacity: int,
+        attribution: Attribution,
+        labels_of: LabelsOf,
+    ) -> None:
+        self.node = node
+        self.cluster = cluster
+        self.ring = FlowRing(capacity)
+        self.attribution = attribution
+        self.labels_of = labels_of
+        self.started = time.time()
+        self._endpoints: dict[ipaddress.IPv4Address, Endpoint] = {}
+        self._local: dict[ipaddress.IPv4Address, int] = {}
+        self._reader: events.EventReader | None = None
+        self._lost_fd = -1
+        self._lost_seen = 0
+        self._offset = time.time_ns() - time.monotonic_ns()
+        self._thread: threading.Thread | None = None
+
+    # -- inputs -----------------------------------------------------------------------------
+
+    def attach(self, obj: BpfObject, stop: threading.Event) -> None:
+        """The datapath is loaded: start draining its events."""
+        self._reader = events.EventReader(obj.map_fd(events.NAME))
+        self._lost_fd = obj.map_fd(events.LOST_NAME)
+        self._lost_seen = events.lost(self._lost_fd)  # earlier losses are not this run's
+        self._thread = threading.Thread(target=self._run, args=(stop,), name="hubble", daemon=True)
+        self._thread.start()
+
+    def refresh(self, client: ResourceClient, local: dict[ipaddress.IPv4Address, int]) -> None:
+        """Endpoints of every node (CiliumEndpoints), and which addresses are local (ID)."""
+        known: dict[ipaddress.IPv4Address, Endpoint] = {}
+        for cep in client.list("CiliumEndpoint")[0]:
+            status = cep.body.get("status") or {}
+            identity = status.get("identity") or {}
+            for addressing in (status.get("networking") or {}).get("addressing") or []:
+                if addressing.get("ipv4"):
+                    known[ipaddress.IPv4Address(addressing["ipv4"])] = Endpoint(
+                        identity=int(identity.get("id", 0)),
+                        labels=tuple(sorted(identity.get("labels") or ())),
+                        id=int(status.get("id", 0)),
+                        namespace=cep.namespace,
+                        pod_name=cep.name,
+                        cluster_name=self.cluster,
+                    )
+        self._endpoints, self._local = known, dict(local)
+
+    def _lookup(self, ip: ipaddress.IPv4Address, identity: int) -> Endpoint:
+        found = self._endpoints.get(ip)
+        if found is not None:
+            return found
+        labels = self.labels_of(identity) or frozenset()
+        return Endpoint(identity=identity, labels=tuple(sorted(labels)))
+
+    def _attribute(self, event: EventFields) -> tuple[tuple[PolicyRef, ...], tuple[PolicyRef, ...]]:
+        if event.direction == DIR_EGRESS:
+            local, remote = self._local.get(event.saddr), event.dst_identity
+            direction = Direction.EGRESS
+        else:
+            local, remote = self._local.get(event.daddr), event.src_identity
+            direction = Direction.INGRESS
+        if local is None:
+            return (), ()
+        allowed, denied = self.attribution(local, direction, remote, event.proto, event.dport)
+        return allowed, denied
+
+    def _run(self, stop: threading.Event) -> None:
+        assert self._reader is not None
+        while not stop.is_set():
+            try:
+                batch = self._reader.poll(100)
+                if batch:
+                    self.ring.add(
+                        [
+                            flow_from_event(
+                                e,
+                                node=self.node,
+                                boot_offset_ns=self._offset,
+                                lookup=self._lookup,
+                                attribution=self._attribute
+                                if e.type in (EVENT_DROP, EVENT_POLICY_VERDICT)
+                                else None,
+                            )
+                            for e in batch
+                        ]
+                    )
+                lost = events.lost(self._lost_fd)
+                if lost > self._lost_seen:
+                    self.ring.add_lost(lost - self._lost_seen)
+                    self._lost_seen = lost
+            except PyliumError as err:
+                log.warning("hubble: reading events failed: %s", err)
+                stop.wait(1.0)
+        self._reader.close()
+
+    # -- API --------------------------------------------------------------------------------
+
+    def flows_handler(self, request: Request) -> tuple[int, Any]:
+        """``GET /v1/flows?number=&first=&since=&until=&allow=&deny=`` (filters: JSON lists of
+        Hubble FlowFilters) for the ring's flows; with ``after=SEQ[&wait=SECONDS]`` only flows
+        newer than SEQ, waiting for them (``pylium observe --follow``)."""
+        q = request.query
+        try:
+            query = Query(
+                number=int(q.get("number", "0")),
+                first=q.get("first", "") in ("1", "true"),
+                since_ns=int(q.get("since", "0")),
+                until_ns=int(q.get("until", "0")),
+                allow=tuple(filter_from_json(f) for f in json.loads(q.get("allow", "[]"))),
+                deny=tuple(filter_from_json(f) for f in json.loads(q.get("deny", "[]"))),
+            )
+            wait = min(float(q.get("wait", "0")), 30.0)
+        except (ValueError, KeyError, TypeError) as err:
+            raise HttpError(400, f"bad flow query: {err}") from err
+        if "after" in q:
+            flows, seq = self.ring.after(query, int(q["after"]), wait)
+        else:
+            flows, seq = self.ring.read(query)
+        return 200, {"flows": [f.to_json() for f in flows], "seq": seq, **self._status()}
+
+    def _status(self) -> dict[str, Any]:
+        return {
+            "num_flows": len(self.ring),
+            "max_flows": self.ring.capacity,
+            "seen_flows": self.ring.seen,
+            "lost_events": self.ring.lost,
+            "uptime_ns": int((time.time() - self.started) * 1e9),
+            "node": self.node,
+        }
+
+    def status_handler(self, request: Request) -> tuple[int, Any]:
+        return 200, self._status()

@@ -1,0 +1,152 @@
+"""Hubble in a lab: the agents turn datapath events into flows with pods, identities, verdicts,
+drop reasons and the policy that decided; ``pylium observe`` merges the nodes, filters like
+``hubble observe``, follows, and exports JSON lines."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pylium.adapters.agentapi import AgentClient
+
+from .conftest import PYLIUM, Cli
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+DENY_ALL_BUT_NOBODY = """
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: server-ingress, namespace: default}
+spec:
+  endpointSelector: {matchLabels: {app: server}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: nobody}}]
+"""
+FETCH = (
+    "import sys, urllib.request\n"
+    "url, timeout = f'http://{sys.argv[1]}:8080/', float(sys.argv[2])\n"
+    "try: print(urllib.request.urlopen(url, timeout=timeout).status)\n"
+    "except OSError as e: print(type(e).__name__)\n"
+)
+
+
+def test_flows_verdicts_policy_names_follow(cli: Cli, tmp_path: Path) -> None:
+    lab = f"h{os.getpid() % 10000}"
+    cli("lab", "up", "--nodes", "2", "--name", lab)
+    try:
+        http = (sys.executable, "-m", "http.server", "8080")
+        cli(
+            "lab",
+            "pod",
+            "run",
+            "server",
+            "--node",
+            "n2",
+            "--labels",
+            "app=server",
+            "--name",
+            lab,
+            "--",
+            *http,
+        )
+        cli("lab", "pod", "run", "client", "--node", "n1", "--labels", "app=client", "--name", lab)
+        server_ip = json.loads((cli.home / "labs" / lab / "lab.json").read_text())["pods"][
+            "default/server"
+        ]["ip"]
+
+        def fetch(timeout: float = 3.0) -> str:
+            return cli(
+                "lab",
+                "pod",
+                "exec",
+                "client",
+                "--name",
+                lab,
+                "--",
+                sys.executable,
+                "-c",
+                FETCH,
+                server_ip,
+                str(timeout),
+            ).stdout.strip()
+
+        deadline = time.monotonic() + 20
+        while fetch() != "200":
+            assert time.monotonic() < deadline, "server never answered"
+        forwarded = cli(
+            "observe", "--from-pod", "default/client", "--to-port", "8080", "--last", "50"
+        ).stdout
+        assert "default/client:" in forwarded and "-> default/server:8080" in forwarded
+        assert "to-endpoint FORWARDED (TCP Flags: SYN)" in forwarded  # delivered on n2
+        assert "to-overlay FORWARDED" in forwarded  # sent into the tunnel on n1
+
+        # Follow while a deny policy starts dropping.
+        export = tmp_path / "flows.jsonl"
+        follower = subprocess.Popen(
+            [
+                PYLIUM,
+                "observe",
+                "-f",
+                "--verdict",
+                "DROPPED",
+                "--print-policy-names",
+                "--export",
+                str(export),
+                "--duration",
+                "12",
+            ],
+            env=cli.env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            time.sleep(1.5)
+            (tmp_path / "deny.yaml").write_text(DENY_ALL_BUT_NOBODY)
+            cli("apply", "-f", str(tmp_path / "deny.yaml"))
+            time.sleep(0.5)
+            assert fetch(1.5) != "200"
+            streamed, _ = follower.communicate(timeout=30)
+        finally:
+            if follower.poll() is None:
+                follower.kill()
+                follower.communicate()
+        assert (
+            "Policy denied DROPPED (TCP Flags: SYN) by CiliumNetworkPolicy default/server-ingress"
+            in streamed
+        )
+        exported = [json.loads(line)["flow"] for line in export.read_text().splitlines()]
+        drop = next(f for f in exported if f.get("drop_reason") == 133)
+        assert drop["verdict"] == "DROPPED" and drop["drop_reason_desc"] == "POLICY_DENIED"
+        assert drop["traffic_direction"] == "INGRESS" and drop["node_name"] == "n2"
+        assert (
+            drop["source"]["pod_name"] == "client" and "k8s:app=client" in drop["source"]["labels"]
+        )
+        assert drop["ingress_denied_by"] == [
+            {"name": "server-ingress", "kind": "CiliumNetworkPolicy", "namespace": "default"}
+        ]
+
+        verdicts = cli(
+            "observe",
+            "--type",
+            "policy-verdict",
+            "--to-pod",
+            "default/server",
+            "-o",
+            "json",
+            "--last",
+            "5",
+        ).stdout.splitlines()
+        assert verdicts and all(json.loads(v)["flow"]["event_type"]["type"] == 5 for v in verdicts)
+        assert cli("observe", "--from-pod", "other/", "--last", "5").stdout == ""
+        status = AgentClient(cli.home / "labs" / lab / "n2" / "pylium.sock").get(
+            "/v1/hubble/status"
+        )
+        assert status["max_flows"] == 4095 and status["seen_flows"] >= status["num_flows"] > 0
+    finally:
+        cli("lab", "down", "--name", lab, check=False)
