@@ -20,10 +20,14 @@
  * service without backends refuses: connect()/sendmsg() fail with EHOSTUNREACH (upstream sets
  * it with bpf_set_retval; without it a refusal would read EPERM). ExternalIPs and HostPort
  * frontends are left to the per-packet path (upstream translates them here only for the
- * node's own addresses). Each translation records (socket cookie, backend) -> frontend in
+ * node's own addresses). NodePort from pods: a destination in node-port-range that is no
+ * frontend itself but a node's address (the ipcache says host or remote-node) is looked up
+ * as the surrogate 0.0.0.0:<port> frontend, as upstream's sock4_wildcard_lookup; the socket
+ * keeps showing the address it connected to. Each translation records (socket cookie, backend) -> frontend in
  * pylium_lb4_reverse_sk (cilium_lb4_reverse_sk), which the reverse hooks read.
  */
 #include "lib/common.h"
+#include "lib/ipcache.h"
 #include "lib/lb.h"
 
 #define SYS_REJECT 0
@@ -54,6 +58,26 @@ struct {
 	__uint(max_entries, SOCK_REV_MAP_MAX);
 } pylium_lb4_reverse_sk SEC(".maps");
 
+/* node-port-range (load-time constants). */
+volatile const __u16 node_port_min = 30000;
+volatile const __u16 node_port_max = 32767;
+
+/* The surrogate 0.0.0.0:<port> NodePort frontend for a connection to a node's address. */
+static __always_inline struct lb4_service *sock4_wildcard_lookup(struct lb4_key *key)
+{
+	__u16 port = bpf_ntohs(key->dport);
+	struct remote_endpoint_info *info;
+
+	if (port < node_port_min || port > node_port_max)
+		return NULL;
+	info = ipcache_lookup4(key->address);
+	if (!info || (info->sec_identity != IDENTITY_HOST &&
+		      info->sec_identity != IDENTITY_REMOTE_NODE))
+		return NULL;
+	key->address = 0;
+	return lb4_lookup_service(key);
+}
+
 static __always_inline __u32 sock_select_slot(struct bpf_sock_addr *ctx)
 {
 	return ctx->protocol == IPPROTO_TCP ? bpf_get_prandom_u32() :
@@ -74,7 +98,10 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx)
 
 	if (key.proto != IPPROTO_TCP && key.proto != IPPROTO_UDP)
 		return 0;
+	__be32 orig_address = key.address;
 	svc = lb4_lookup_service(&key);
+	if (!svc)
+		svc = sock4_wildcard_lookup(&key);
 	if (!svc)
 		return 0;
 	if (lb4_svc_flags(svc) & (SVC_FLAG_EXTERNAL_IPS | SVC_FLAG_HOSTPORT))
@@ -115,7 +142,7 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx)
 		.port = backend->port,
 	};
 	struct ipv4_revnat_entry rval = {
-		.address = key.address,
+		.address = orig_address,
 		.port = key.dport,
 		.rev_nat_index = svc->rev_nat_index,
 	};
@@ -142,10 +169,11 @@ static __always_inline void sock4_xlate_rev(struct bpf_sock_addr *ctx)
 
 	if (!rval)
 		return;
-	/* The service may be gone or renumbered since: then the backend address stays. */
+	/* The service may be gone or renumbered since: then the backend address stays. (A
+	 * surrogate NodePort frontend, 0.0.0.0, stands for the node address connected to.) */
 	struct lb4_reverse_nat *rev = bpf_map_lookup_elem(&pylium_lb4_reverse_nat,
 							  &rval->rev_nat_index);
-	if (!rev || rev->address != rval->address || rev->port != rval->port) {
+	if (!rev || (rev->address && rev->address != rval->address) || rev->port != rval->port) {
 		bpf_map_delete_elem(&pylium_lb4_reverse_sk, &rkey);
 		return;
 	}

@@ -8,6 +8,7 @@ the cgroup (same namespace) is not translated."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import subprocess
@@ -24,7 +25,7 @@ from pylium.adapters import fsmount
 from pylium.adapters.bpf import cgroup
 from pylium.adapters.bpf.build import build
 from pylium.adapters.bpf.objects import BpfObject
-from pylium.adapters.maps import lb
+from pylium.adapters.maps import ipcache, lb
 from pylium.adapters.netlink import netns as nl
 from pylium.core.lb import ids
 from pylium.core.lb.k8s import parse_endpoint_slice, parse_service
@@ -123,13 +124,13 @@ class Services:
         self.service_ids = ids.service_ids()
         self.backend_ids = ids.backend_ids()
 
-    def program(self, backend_ips: list[str]) -> Rows:
+    def program(self, backend_ips: list[str], node_port: int = 0) -> Rows:
+        tcp: dict[str, Any] = {"name": "tcp", "port": 80, "protocol": "TCP"}
+        if node_port:
+            tcp["nodePort"] = node_port
         svc = parse_service(
             service(
-                [
-                    {"name": "tcp", "port": 80, "protocol": "TCP"},
-                    {"name": "udp", "port": 53, "protocol": "UDP"},
-                ],
+                [tcp, {"name": "udp", "port": 53, "protocol": "UDP"}],
                 self.annotations,
                 **self.spec,
             )
@@ -345,3 +346,44 @@ def test_session_affinity_keeps_a_namespace_on_its_backend(
     services.program([other])
     out = client(netns, cgroup_dir, rounds=5)
     assert {line.split()[0] for line in out["tcp"]} == {other}
+
+
+CONNECT = """
+import json, socket, sys
+out = []
+for target in sys.argv[1:]:
+    ip, port = target.split(":")
+    try:
+        c = socket.create_connection((ip, int(port)), timeout=5)
+        out.append([c.recv(100).decode().split()[0], list(c.getpeername())]); c.close()
+    except OSError as err:
+        out.append(err.errno)
+print(json.dumps(out))
+"""
+
+
+def test_nodeport_from_a_pod_to_any_node_address(
+    sock: BpfObject, cgroup_dir: Path, netns: str, servers: None
+) -> None:
+    """A NodePort service's surrogate 0.0.0.0:<nodePort> frontend answers connections to any
+    address the ipcache knows as a node (host or remote-node) within node-port-range."""
+    cache = ipcache.IPCacheMap(sock.map_fd(ipcache.NAME))
+    cache.upsert(ipaddress.IPv4Network("192.0.2.1/32"), ipcache.Entry(identity=1))
+    cache.upsert(ipaddress.IPv4Network("192.0.2.2/32"), ipcache.Entry(identity=6))
+    cache.upsert(ipaddress.IPv4Network("192.0.2.3/32"), ipcache.Entry(identity=2))
+    Services(maps_of(sock), type="NodePort").program(["127.0.0.2"], node_port=30080)
+    targets = ["192.0.2.1:30080", "192.0.2.2:30080", "192.0.2.3:30080", "192.0.2.1:8080"]
+    result = subprocess.run(
+        ["nsenter", f"--net=/run/netns/{netns}", sys.executable, "-c", CONNECT, *targets],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=lambda: (cgroup_dir / "cgroup.procs").write_text(str(os.getpid())),
+        check=True,
+    )
+    assert json.loads(result.stdout) == [
+        ["127.0.0.2", ["192.0.2.1", 30080]],  # host: translated, the node address shown
+        ["127.0.0.2", ["192.0.2.2", 30080]],  # remote node
+        101,  # world: not a node, not translated (no route)
+        101,  # outside node-port-range
+    ]

@@ -41,10 +41,11 @@ http.server.ThreadingHTTPServer(("0.0.0.0", 8080), H).serve_forever()
 CLIENT = """
 import http.client, json, sys
 vip, rounds = sys.argv[1], int(sys.argv[2])
+port = int(sys.argv[3]) if len(sys.argv) > 3 else 80
 names, peers, errors = [], [], []
 for _ in range(rounds):
     try:
-        c = http.client.HTTPConnection(vip, 80, timeout=5); c.connect()
+        c = http.client.HTTPConnection(vip, port, timeout=5); c.connect()
         peers.append(c.sock.getpeername()[0]); c.request("GET", "/")
         names.append(c.getresponse().read().decode()); c.close()
     except OSError as err:
@@ -78,9 +79,10 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 60) -> Any:
         time.sleep(0.3)
 
 
-def run_client(netns: str, cgroup: Path, vip: str, rounds: int) -> dict[str, Any]:
+def run_client(netns: str, cgroup: Path, vip: str, rounds: int, port: int = 80) -> dict[str, Any]:
+    argv = [sys.executable, "-c", CLIENT, vip, str(rounds), str(port)]
     result = subprocess.run(
-        ["nsenter", f"--net=/run/netns/{netns}", sys.executable, "-c", CLIENT, vip, str(rounds)],
+        ["nsenter", f"--net=/run/netns/{netns}", *argv],
         capture_output=True,
         text=True,
         timeout=120,
@@ -89,6 +91,10 @@ def run_client(netns: str, cgroup: Path, vip: str, rounds: int) -> dict[str, Any
     )
     out: dict[str, Any] = json.loads(result.stdout)
     return out
+
+
+def listed(cli: Cli, lab: str) -> str:
+    return cli("service", "list", "--node", "n1", "--lab", lab).stdout
 
 
 def has_backends(cli: Cli, node: str, lab: str, count: int) -> Callable[[], bool]:
@@ -189,6 +195,29 @@ def test_clusterip_through_socket_lb(cli: Cli, tmp_path: Path, algorithm: str) -
         assert set(out["peers"]) == {vip}  # getpeername shows the ClusterIP
 
         if algorithm == "random":
+            # NodePort from a pod, to its own node's and the other node's address (socket-LB's
+            # wildcard lookup: the destination is a node in the ipcache).
+            manifest.write_text(
+                SERVICE.replace("name: web\n", "name: web-np\n").replace(
+                    "spec:\n", "spec:\n  type: NodePort\n"
+                )
+            )
+            cli("apply", "-f", str(manifest))
+
+            def node_port() -> int:
+                svc = json.loads(cli("get", "svc", "web-np", "-o", "json").stdout)
+                return int(svc["spec"]["ports"][0].get("nodePort") or 0)
+
+            port = wait_for("the operator's NodePort", node_port)
+            assert 30000 <= port <= 32767
+            wait_for("n1's NodePort frontends", lambda: f":{port}/TCP" in listed(cli, lab))
+            for node in ("n1", "n2"):
+                address = state["nodes"][node]["address"].split("/")[0]
+                out = run_client(client_ns, cgroup, address, 10, port)
+                assert not out["errors"], out
+                assert set(out["names"]) == {"web1", "web2"} and set(out["peers"]) == {address}
+            cli("delete", "svc", "web-np")
+
             # The agent dies: attached hooks and pinned maps keep translating; after the
             # restart the IDs are the same (restored from the maps, nothing rewritten).
             os.kill(state["pids"]["agent-n1"], 9)
@@ -196,7 +225,8 @@ def test_clusterip_through_socket_lb(cli: Cli, tmp_path: Path, algorithm: str) -
             assert not out["errors"] and set(out["names"]) == {"web1", "web2"}, out
             cli("lab", "restart", "n1", "--name", lab)
             wait_for("the restarted agent", lambda: agent_serves(cli.home / "labs" / lab))
-            assert cli("service", "list", "--node", "n1", "--lab", lab).stdout == listing
+            wait_for("web-np gone", lambda: "NodePort" not in listed(cli, lab))
+            assert listed(cli, lab) == listing
             out = run_client(client_ns, cgroup, vip, 10)
             assert not out["errors"] and set(out["names"]) == {"web1", "web2"}, out
 

@@ -94,8 +94,10 @@ class ServiceManager:
         socket_lb: bool,
         kube_proxy_replacement: bool,
         settings: LBSettings | None = None,
+        node_port_range: tuple[int, int] = (30000, 32767),
     ) -> None:
-        """``settings.maglev`` gives the Maglev table size the object is loaded with."""
+        """``settings.maglev`` gives the Maglev table size the object is loaded with,
+        ``node_port_range`` the ports a connection to a node address may be a NodePort on."""
         self.client = client
         self.node = node
         self.node_addresses = node_addresses
@@ -104,6 +106,7 @@ class ServiceManager:
         self.socket_lb = socket_lb
         self.kube_proxy_replacement = kube_proxy_replacement
         self.settings = settings or LBSettings(maglev=maglev_config())
+        self.node_port_range = node_port_range
         self.table_size = (
             self.settings.maglev.table_size if self.settings.maglev else DEFAULT_TABLE_SIZE
         )
@@ -127,7 +130,9 @@ class ServiceManager:
         """Load bpf_sock (pinned maps), take IDs back from what the maps hold, attach."""
         self._drop_stale_maglev()
         self.obj = BpfObject(
-            build("bpf_sock"), self.bpf_root, **lbmaps.sock_load_options(self.table_size)
+            build("bpf_sock"),
+            self.bpf_root,
+            **lbmaps.sock_load_options(self.table_size, self.node_port_range),
         ).load()
         self.maps = lbmaps.LBMaps({name: self.obj.map_fd(name) for name in lbmaps.NAMES})
         self._restore(self.maps.read())

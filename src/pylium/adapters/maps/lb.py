@@ -176,10 +176,17 @@ def encode_rev_nat(addr: L3n4Addr) -> bytes:
     return REV_NAT_VALUE.struct.pack(_ip4(addr.address), _port(addr.port))
 
 
-def sock_load_options(table_size: int) -> dict[str, dict[str, int]]:
-    """BpfObject keyword arguments for bpf_sock with Maglev tables of ``table_size``."""
+def sock_load_options(
+    table_size: int, node_port_range: tuple[int, int] = (30000, 32767)
+) -> dict[str, dict[str, int]]:
+    """BpfObject keyword arguments for bpf_sock: Maglev tables of ``table_size``, NodePorts in
+    ``node_port_range``."""
     return {
-        "constants": {MAGLEV_CONSTANT: table_size},
+        "constants": {
+            MAGLEV_CONSTANT: table_size,
+            "node_port_min": node_port_range[0],
+            "node_port_max": node_port_range[1],
+        },
         "inner_value_sizes": {MAGLEV: 4 * table_size},
     }
 
