@@ -33,7 +33,7 @@ from pylium.agent.endpoints import EndpointManager
 from pylium.agent.hubble import HubbleObserver
 from pylium.agent.ipam import IPAM
 from pylium.agent.policy import PolicyManager
-from pylium.agent.services import ServiceManager
+from pylium.agent.services import ServiceManager, lb_settings
 from pylium.base.errors import AllocationError, ConfigError, PyliumError, StoreError
 from pylium.core.identity.labels import Label, LabelFilter, identity_labels
 from pylium.core.ipam.hostscope import Address
@@ -134,6 +134,8 @@ class Agent:
             cgroup_path=cgroup_path or Path(settings.cgroup_root),
             socket_lb=settings.socket_lb,
             kube_proxy_replacement=settings.kube_proxy_replacement,
+            settings=lb_settings(settings),
+            node_port_range=(settings.node_port_range.min, settings.node_port_range.max),
         )
         self.services_error = ""
         self._policy_lock = threading.Lock()
