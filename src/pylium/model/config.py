@@ -764,6 +764,11 @@ class AgentSettings(ClusterSettings):
     enable_hubble_open_metrics: bool = setting("enable-hubble-open-metrics", False, Bool())
     """Serve OpenMetrics (exemplars) instead of the Prometheus text format."""
 
+    # Metrics
+    prometheus_serve_addr: str = setting("prometheus-serve-addr", "", Str())
+    """Address of the agent's ``cilium_*`` metrics endpoint (Helm ``prometheus.enabled`` renders
+    ":9962"); empty = off."""
+
     # Health and misc
     enable_health_checking: bool = setting("enable-health-checking", True, Bool())
     """Probe every node (ICMP + HTTP 4240) and report cluster health."""
@@ -825,6 +830,9 @@ class OperatorSettings(ClusterSettings):
     """Only allocate from subnets carrying all these tags."""
     instance_tags_filter: tuple[tuple[str, str], ...] = setting("instance-tags-filter", (), Tags())
     """Only manage instances carrying all these tags."""
+    operator_prometheus_serve_addr: str = setting("operator-prometheus-serve-addr", ":9963", Str())
+    """Address of the operator's ``cilium_operator_*`` metrics endpoint (Helm
+    ``operator.prometheus.enabled``/``port``, default on at :9963); empty = off."""
     identity_gc_interval: timedelta = setting(
         "identity-gc-interval", timedelta(minutes=15), Duration()
     )
