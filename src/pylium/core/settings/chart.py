@@ -97,7 +97,12 @@ CHART_DEFAULTS: Mapping[str, Any] = {
         "socketPath": "/var/run/cilium/hubble.sock",
         "metrics": {"port": 9965, "enableOpenMetrics": False},
     },
-    "operator": {"identityGCInterval": "15m0s", "identityHeartbeatTimeout": "30m0s"},
+    "prometheus": {"enabled": False, "port": 9962},
+    "operator": {
+        "identityGCInterval": "15m0s",
+        "identityHeartbeatTimeout": "30m0s",
+        "prometheus": {"enabled": True, "port": 9963},
+    },
     "k8sServiceHost": "",
     "k8sServicePort": "",
     "extraConfig": {},
@@ -280,6 +285,17 @@ def _hubble_open_metrics(values: Values) -> str | None:
     return render_scalar(v.get(values, "hubble.metrics.enableOpenMetrics"))
 
 
+def _serve_addr(enabled: str, port: str, off: str | None) -> Callable[[Values], str | None]:
+    """``{{- if .Values.<enabled> }} ...: ":{{ .Values.<port> }}"``; ``off`` when disabled."""
+
+    def render(values: Values) -> str | None:
+        if not _on(values, enabled):
+            return off
+        return f":{render_scalar(v.get(values, port))}"
+
+    return render
+
+
 def _policy_mode(values: Values) -> str | None:
     value = v.get(values, "policyEnforcementMode")
     return None if value is None else render_scalar(value).lower()
@@ -416,6 +432,18 @@ ROWS: tuple[Row, ...] = (
         ("hubble.metrics.enableOpenMetrics",),
         _hubble_open_metrics,
         ("hubble.metrics.enabled",),
+    ),
+    # Metrics: the agent's cilium_* (off by default), the operator's cilium_operator_*; the
+    # operator's is rendered empty when disabled (upstream drops its --enable-metrics flag).
+    Row(
+        "prometheus-serve-addr",
+        ("prometheus.enabled", "prometheus.port"),
+        _serve_addr("prometheus.enabled", "prometheus.port", None),
+    ),
+    Row(
+        "operator-prometheus-serve-addr",
+        ("operator.prometheus.enabled", "operator.prometheus.port"),
+        _serve_addr("operator.prometheus.enabled", "operator.prometheus.port", ""),
     ),
     # Health and misc
     row("enable-health-checking", "healthChecking"),
