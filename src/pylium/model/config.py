@@ -147,6 +147,28 @@ class Int(Codec[int]):
 
 
 @dataclass(frozen=True, slots=True)
+class Float(Codec[float]):
+    low: float = 0.0
+    high: float = float("inf")
+
+    @property
+    def allowed(self) -> str:
+        return f"a number from {self.low:g} to {self.high:g}"
+
+    def parse(self, raw: str) -> float:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise ValueError(f"not a number; allowed: {self.allowed}") from None
+        if not self.low <= value <= self.high:
+            raise ValueError(f"out of range; allowed: {self.allowed}")
+        return value
+
+    def render(self, value: float) -> str:
+        return f"{value:g}"
+
+
+@dataclass(frozen=True, slots=True)
 class Choice(Codec[E]):
     enum: type[E]
 
@@ -830,6 +852,12 @@ class OperatorSettings(ClusterSettings):
     """Only allocate from subnets carrying all these tags."""
     instance_tags_filter: tuple[tuple[str, str], ...] = setting("instance-tags-filter", (), Tags())
     """Only manage instances carrying all these tags."""
+    limit_ipam_api_qps: float = setting("limit-ipam-api-qps", 4.0, Float(0.001))
+    """Cloud API (EC2) calls per second the operator allows itself: the token bucket's rate."""
+    limit_ipam_api_burst: int = setting("limit-ipam-api-burst", 20, Int(1))
+    """Cloud API calls the token bucket lets through in a burst (default 20)."""
+    aws_max_results_per_call: int = setting("aws-max-results-per-call", 0, _COUNT)
+    """MaxResults of EC2 Describe* calls; 0 lets EC2 choose (upstream default)."""
     operator_prometheus_serve_addr: str = setting("operator-prometheus-serve-addr", ":9963", Str())
     """Address of the operator's ``cilium_operator_*`` metrics endpoint (Helm
     ``operator.prometheus.enabled``/``port``, default on at :9963); empty = off."""

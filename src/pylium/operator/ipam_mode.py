@@ -22,7 +22,9 @@ MODE_KEY = "ipam/mode"
 
 def _holds_allocations(body: dict[str, Any]) -> bool:
     ipam = (body.get("spec") or {}).get("ipam") or {}
-    return bool(ipam.get("podCIDRs") or (ipam.get("pools") or {}).get("allocated"))
+    return bool(
+        ipam.get("podCIDRs") or (ipam.get("pools") or {}).get("allocated") or ipam.get("pool")
+    )
 
 
 def guard(store: Store, mode: str, *, force: bool = False) -> str:

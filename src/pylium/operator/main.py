@@ -1,7 +1,8 @@
 """L5: ``pylium-operator``, one active per cluster (leader-elected through the store).
 
 The operator campaigns for the ``operator/leader`` lease; while it leads, it runs the IPAM
-controller of its mode (cluster-pool node CIDRs or multi-pool chunks), woken by every
+controller of its mode (cluster-pool node CIDRs, multi-pool chunks, or AWS ENI IPs:
+:mod:`pylium.operator.eni`), woken by every
 CiliumNode change and at least every few seconds, the identity garbage collector every
 ``identity-gc-interval``, and the service controller (ClusterIP and NodePort allocation,
 EndpointSlices from Services' selectors and Pods: :mod:`pylium.operator.services`), woken by
@@ -20,13 +21,15 @@ import time
 from pathlib import Path
 
 from pylium import __version__
+from pylium.adapters.ec2 import EC2API
 from pylium.adapters.resources import ResourceClient
 from pylium.adapters.store.api import Store
 from pylium.adapters.store.factory import open_store
-from pylium.base.errors import PyliumError
+from pylium.base.errors import ConfigError, PyliumError
 from pylium.core.lb.allocate import DEFAULT_SERVICE_CIDR
 from pylium.model.config import IPAMMode, OperatorSettings
 from pylium.operator import ipam_mode
+from pylium.operator.eni import ENIController
 from pylium.operator.identity_gc import IdentityGC
 from pylium.operator.multipool import MultiPoolController
 from pylium.operator.nodecidr import NodeCIDRController
@@ -55,6 +58,23 @@ def _watch_nodes(
         except PyliumError as err:
             log.warning("%s watch failed: %s", kind, err)
             stop.wait(1.0)
+
+
+def eni_controller(store: Store, settings: OperatorSettings) -> ENIController:
+    """The ENI allocator, talking to EC2 in ``$AWS_REGION`` (or ``$AWS_DEFAULT_REGION``;
+    there is no instance metadata service to ask) at ``ec2-api-endpoint`` if set, with the
+    usual AWS credential chain."""
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or ""
+    if not region:
+        raise ConfigError("ipam", "eni IPAM needs the EC2 region: set AWS_REGION")
+    api = EC2API.connect(
+        region=region,
+        endpoint_url=settings.ec2_api_endpoint,
+        qps=settings.limit_ipam_api_qps,
+        burst=settings.limit_ipam_api_burst,
+        max_results=settings.aws_max_results_per_call,
+    )
+    return ENIController(store, api, settings)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -97,11 +117,17 @@ def main(argv: list[str] | None = None) -> None:
             target=_watch_nodes, args=(store, stop, wake, kind), daemon=True, name=f"watch-{kind}"
         ).start()
     services = ServiceController(store, service_cidr=args.service_cluster_ip_range)
-    controller: NodeCIDRController | MultiPoolController = (
-        MultiPoolController(store)
-        if settings.ipam is IPAMMode.MULTI_POOL
-        else NodeCIDRController(store, settings)
-    )
+    controller: NodeCIDRController | MultiPoolController | ENIController
+    if settings.ipam is IPAMMode.ENI:
+        try:
+            controller = eni_controller(store, settings)
+        except PyliumError as err:
+            print(f"Error: {err}", file=sys.stderr)
+            sys.exit(1)
+    elif settings.ipam is IPAMMode.MULTI_POOL:
+        controller = MultiPoolController(store)
+    else:
+        controller = NodeCIDRController(store, settings)
     gc = IdentityGC(store, grace_seconds=settings.identity_heartbeat_timeout.total_seconds())
     gc_interval = settings.identity_gc_interval.total_seconds()
     last_gc = time.monotonic()

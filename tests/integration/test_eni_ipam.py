@@ -1,0 +1,400 @@
+"""ENI IPAM against a real EC2-protocol server (moto, on 127.0.0.1, started here).
+
+The operator's ENI allocator runs in-process on a real store; EC2 state is checked through
+moto's API, not through our cache. moto does not enforce instance limits, so the limit test
+asserts on what our code did (and what EC2 then holds), never on a moto error.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from pylium.adapters.ec2 import EC2API
+from pylium.adapters.resources import ResourceClient
+from pylium.adapters.store import Store, open_store
+from pylium.model.config import IPAMMode, OperatorSettings
+from pylium.model.resource import Resource
+from pylium.operator.eni import ENIController, gc_tags
+from pylium.testing.moto import MotoServer, moto_server
+
+pytestmark = pytest.mark.moto
+
+AZ = "us-east-1a"
+_IMAGE = ""  # one of moto's built-in AMIs (listing them is slow: once per session)
+
+
+@pytest.fixture(scope="module")
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    with moto_server(tmp_path_factory.mktemp("moto")) as server:
+        yield server
+
+
+@pytest.fixture
+def ec2(moto: MotoServer) -> Any:
+    moto.reset()
+    return moto.client()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    opened = open_store(f"local:{tmp_path / 'store.sqlite'}")
+    yield opened
+    opened.close()
+
+
+class World:
+    """A VPC, two subnets (one tagged), a security group and an m5.large in it."""
+
+    def __init__(self, ec2: Any, instance_type: str = "m5.large") -> None:
+        self.ec2 = ec2
+        self.vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+        self.subnet = ec2.create_subnet(
+            VpcId=self.vpc, CidrBlock="10.0.1.0/24", AvailabilityZone=AZ
+        )["Subnet"]["SubnetId"]
+        self.pods_subnet = ec2.create_subnet(
+            VpcId=self.vpc,
+            CidrBlock="10.0.2.0/24",
+            AvailabilityZone=AZ,
+            TagSpecifications=[
+                {"ResourceType": "subnet", "Tags": [{"Key": "tier", "Value": "pods"}]}
+            ],
+        )["Subnet"]["SubnetId"]
+        self.sg = ec2.create_security_group(GroupName="nodes", Description="n", VpcId=self.vpc)[
+            "GroupId"
+        ]
+        self.instance_type = instance_type
+        self.instance = self.run_instance()
+
+    def run_instance(self) -> str:
+        global _IMAGE
+        if not _IMAGE:
+            _IMAGE = self.ec2.describe_images(Owners=["amazon"], MaxResults=5)["Images"][0][
+                "ImageId"
+            ]
+        image = _IMAGE
+        return str(
+            self.ec2.run_instances(
+                ImageId=image,
+                MinCount=1,
+                MaxCount=1,
+                InstanceType=self.instance_type,
+                SubnetId=self.subnet,
+                SecurityGroupIds=[self.sg],
+            )["Instances"][0]["InstanceId"]
+        )
+
+    def enis(self, instance: str | None = None) -> list[dict[str, Any]]:
+        out = self.ec2.describe_network_interfaces(
+            Filters=[{"Name": "attachment.instance-id", "Values": [instance or self.instance]}]
+        )["NetworkInterfaces"]
+        return sorted(out, key=lambda e: e["Attachment"]["DeviceIndex"])
+
+    def secondary_ips(self, instance: str | None = None) -> list[str]:
+        return [
+            p["PrivateIpAddress"]
+            for e in self.enis(instance)
+            for p in e["PrivateIpAddresses"]
+            if not p["Primary"]
+        ]
+
+
+def cilium_node(
+    store: Store, name: str, world: World, instance: str | None = None, **ipam: int
+) -> None:
+    """What the agent's auto-create-cilium-node-resource writes in ENI mode."""
+    ResourceClient(store).put(
+        Resource(
+            {
+                "apiVersion": "cilium.io/v2",
+                "kind": "CiliumNode",
+                "metadata": {"name": name},
+                "spec": {
+                    "instance-id": instance or world.instance,
+                    "eni": {
+                        "instance-type": world.instance_type,
+                        "vpc-id": world.vpc,
+                        "availability-zone": AZ,
+                        "first-interface-index": 0,
+                    },
+                    "ipam": {k.replace("_", "-"): v for k, v in ipam.items()},
+                },
+            }
+        )
+    )
+
+
+def node(store: Store, name: str = "n1") -> dict[str, Any]:
+    found = ResourceClient(store).get("CiliumNode", name)
+    assert found is not None
+    return dict(found.body)
+
+
+def pool(store: Store, name: str = "n1") -> dict[str, Any]:
+    return dict(node(store, name)["spec"]["ipam"].get("pool") or {})
+
+
+def set_used(store: Store, ips: list[str], name: str = "n1") -> None:
+    def update(body: dict[str, Any] | None) -> dict[str, Any] | None:
+        assert body is not None
+        body.setdefault("status", {}).setdefault("ipam", {})["used"] = {
+            ip: {"owner": f"default/pod-{i}"} for i, ip in enumerate(ips)
+        }
+        return body
+
+    ResourceClient(store).mutate("CiliumNode", name, fn=update)
+
+
+def settings(**extra: str) -> OperatorSettings:
+    return OperatorSettings.from_configmap(
+        {"ipam": IPAMMode.ENI.value, "cluster-name": "lab", **extra}
+    )
+
+
+def controller(store: Store, ec2: Any, **extra: str) -> ENIController:
+    return ENIController(store, EC2API(ec2, qps=1000, burst=1000), settings(**extra))
+
+
+CHANGES = (
+    "assign_private_ip_addresses",
+    "create_network_interface",
+    "attach_network_interface",
+    "unassign_private_ip_addresses",
+)
+
+
+def changes(api: EC2API) -> int:
+    return sum(api.metrics.total_calls(op) for op in CHANGES)
+
+
+def test_new_node_reaches_its_watermark(ec2: Any, store: Store) -> None:
+    world = World(ec2)
+    ctl = controller(store, ec2)
+    ctl.refresh()  # the operator's start-up cache fill, before the node appears
+    before = ctl.api.metrics.total_calls()
+    cilium_node(store, "n1", world, pre_allocate=8)
+    start = time.monotonic()
+    report = ctl.reconcile()["n1"]
+    elapsed = time.monotonic() - start
+    calls = ctl.api.metrics.total_calls() - before
+    assert report.allocated == 8 and not report.error
+    got = pool(store)
+    assert len(got) == 8 and sorted(got) == sorted(world.secondary_ips())
+    eth0 = world.enis()[0]["NetworkInterfaceId"]
+    assert {v["resource"] for v in got.values()} == {eth0}
+    enis = node(store)["status"]["eni"]["enis"]
+    assert enis[eth0]["number"] == 0 and len(enis[eth0]["addresses"]) == 8
+    assert enis[eth0]["vpc"]["primary-cidr"] == "10.0.0.0/16"
+    print(f"\nwatermark 8: {elapsed * 1000:.0f} ms, {calls} EC2 calls, {calls / 8:.2f} per IP")
+    # At the watermark: another pass changes nothing in EC2.
+    ctl.reconcile()
+    assert changes(ctl.api) == 1
+
+
+def test_pods_consume_ips_and_the_operator_tops_up_creating_an_eni(ec2: Any, store: Store) -> None:
+    world = World(ec2)
+    ctl = controller(store, ec2)
+    cilium_node(store, "n1", world, pre_allocate=8)
+    ctl.reconcile()
+    first = sorted(pool(store))
+    set_used(store, first)  # 8 pods: nothing free any more
+    report = ctl.reconcile()["n1"]
+    assert report.allocated == 8 and not report.error
+    got = pool(store)
+    assert len(got) == 16 and set(first) <= set(got)
+    enis = world.enis()
+    # eth0 holds at most 10 addresses (its primary + 9): the ninth pod IP goes there, the
+    # rest onto a new ENI at device index 1, in the subnet with the most free addresses.
+    assert len(enis) == 2 and len(enis[0]["PrivateIpAddresses"]) == 10
+    assert enis[1]["Attachment"]["DeviceIndex"] == 1
+    assert enis[1]["SubnetId"] == world.pods_subnet  # 10.0.2.0/24 has more free than eth0's
+    # delete-on-termination (default true) is set after attaching; moto accepts the call but
+    # does not record the flag, so the call itself is checked.
+    assert ctl.api.metrics.calls[("modify_network_interface_attribute", "OK")] == 1
+    tags = {t["Key"]: t["Value"] for t in enis[1]["TagSet"]}
+    assert tags == {"io.cilium/cilium-managed": "true", "io.cilium/cluster-name": "lab"}
+    assert [g["GroupId"] for g in enis[1]["Groups"]] == [world.sg]  # eth0's groups
+    assert {v["resource"] for ip, v in got.items() if ip not in first} == {
+        enis[0]["NetworkInterfaceId"],
+        enis[1]["NetworkInterfaceId"],
+    }
+
+
+def test_instance_limit_is_reported_and_never_exceeded(ec2: Any, store: Store) -> None:
+    world = World(ec2)  # m5.large: 3 interfaces x 10 IPv4 addresses -> 27 pod IPs at most
+    ctl = controller(store, ec2)
+    cilium_node(store, "n1", world, pre_allocate=40)
+    report = ctl.reconcile()["n1"]
+    assert report.allocated == 27
+    error = node(store)["status"]["ipam"]["operator-status"]["error"]
+    assert "reached its limits" in error and "m5.large" in error and "13 of 40" in error
+    for _ in range(3):
+        ctl.reconcile()
+    enis = world.enis()
+    assert len(enis) == 3 and all(len(e["PrivateIpAddresses"]) <= 10 for e in enis)
+    assert len(world.secondary_ips()) == 27 == len(pool(store))
+
+
+def test_subnet_tags_and_first_interface_index(ec2: Any, store: Store) -> None:
+    world = World(ec2)
+    ctl = controller(store, ec2)
+    cilium_node(store, "n1", world, pre_allocate=4)
+
+    def tweak(body: dict[str, Any] | None) -> dict[str, Any] | None:
+        assert body is not None
+        body["spec"]["eni"].update({"first-interface-index": 1, "subnet-tags": {"tier": "pods"}})
+        return body
+
+    ResourceClient(store).mutate("CiliumNode", "n1", fn=tweak)
+    ctl.reconcile()
+    enis = world.enis()
+    assert len(enis[0]["PrivateIpAddresses"]) == 1  # eth0 untouched
+    assert enis[1]["SubnetId"] == world.pods_subnet and len(pool(store)) == 4
+
+
+def test_excess_ips_are_released_through_the_handshake(ec2: Any, store: Store) -> None:
+    world = World(ec2)
+    ctl = controller(
+        store, ec2, **{"aws-release-excess-ips": "true", "excess-ip-release-delay": "0"}
+    )
+    cilium_node(store, "n1", world, pre_allocate=8)
+    ctl.reconcile()
+    ips = sorted(pool(store))
+    set_used(store, ips[:1])
+
+    def lower(body: dict[str, Any] | None) -> dict[str, Any] | None:
+        assert body is not None
+        body["spec"]["ipam"]["pre-allocate"] = 2
+        return body
+
+    ResourceClient(store).mutate("CiliumNode", "n1", fn=lower)
+    ctl.reconcile()  # marks the 5 IPs above used(1) + pre-allocate(2)
+    marked = node(store)["status"]["ipam"]["release-ips"]
+    assert len(marked) == 5 and set(marked.values()) == {"marked-for-release"}
+    assert ips[0] not in marked
+    assert len(world.secondary_ips()) == 8  # nothing released before the agent answers
+
+    # The agent's answer: ready for all but one, which it refuses.
+    refused = sorted(marked)[0]
+
+    def answer(body: dict[str, Any] | None) -> dict[str, Any] | None:
+        assert body is not None
+        rel = body["status"]["ipam"]["release-ips"]
+        for ip in rel:
+            rel[ip] = "do-not-release" if ip == refused else "ready-for-release"
+        return body
+
+    ResourceClient(store).mutate("CiliumNode", "n1", fn=answer)
+    report = ctl.reconcile()["n1"]
+    assert len(report.released) == 4 and refused not in report.released
+    left = world.secondary_ips()
+    assert len(left) == 4 and not set(report.released) & set(left)
+    assert set(pool(store)) == set(left)
+    rel = node(store)["status"]["ipam"]["release-ips"]
+    assert {ip for ip, st in rel.items() if st == "released"} == set(report.released)
+    assert refused not in rel  # do-not-release entries are dropped
+
+
+def test_orphaned_tagged_enis_are_garbage_collected(ec2: Any, store: Store) -> None:
+    world = World(ec2)
+    ctl = controller(store, ec2)
+    tags = [{"Key": k, "Value": v} for k, v in gc_tags(ctl.settings)]
+
+    def create(with_tags: list[dict[str, str]]) -> str:
+        spec = [{"ResourceType": "network-interface", "Tags": with_tags}] if with_tags else []
+        return str(
+            ec2.create_network_interface(SubnetId=world.subnet, TagSpecifications=spec)[
+                "NetworkInterface"
+            ]["NetworkInterfaceId"]
+        )
+
+    orphan = create(tags)
+    foreign = create([{"Key": "io.cilium/cluster-name", "Value": "other"}])
+    untagged = create([])
+    attached = create(tags)
+    ec2.attach_network_interface(
+        NetworkInterfaceId=attached, InstanceId=world.instance, DeviceIndex=1
+    )
+    assert ctl.gc() == []  # first sighting: only suspected
+    assert ctl.gc() == [orphan]
+    left = {e["NetworkInterfaceId"] for e in ec2.describe_network_interfaces()["NetworkInterfaces"]}
+    assert orphan not in left and {foreign, untagged, attached} <= left
+
+
+class ThrottlingClient:
+    """The real moto client, except that the first ``n`` calls of some operations answer
+    RequestLimitExceeded as EC2 does when throttling (moto cannot be told to)."""
+
+    def __init__(self, client: Any, fail: dict[str, int]) -> None:
+        self._client = client
+        self.fail = dict(fail)
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._client, name)
+        if self.fail.get(name, 0) <= 0:
+            return method
+
+        def throttled(**_: Any) -> Any:
+            self.fail[name] -= 1
+            raise ClientError(
+                {"Error": {"Code": "RequestLimitExceeded", "Message": "Request limit exceeded."}},
+                name,
+            )
+
+        return throttled
+
+
+def test_throttling_is_retried_with_backoff(ec2: Any, store: Store) -> None:
+    world = World(ec2)
+    client = ThrottlingClient(
+        ec2,
+        {
+            "assign_private_ip_addresses": 2,
+            "create_network_interface": 1,
+            "describe_network_interfaces": 1,
+        },
+    )
+    api = EC2API(client, qps=1000, burst=1000, backoff=0.01)
+    ctl = ENIController(store, api, settings())
+    cilium_node(store, "n1", world, pre_allocate=12)
+    report = ctl.reconcile()["n1"]
+    assert report.allocated == 12 and not report.error
+    assert len(world.secondary_ips()) == 12
+    assert api.metrics.throttled == {
+        "describe_network_interfaces": 1,
+        "assign_private_ip_addresses": 2,
+        "create_network_interface": 1,
+    }
+    samples = api.metrics.as_prometheus()
+    key = (
+        "cilium_operator_ec2_api_duration_seconds_count"
+        '{operation="assign_private_ip_addresses",response_code="RequestLimitExceeded"}'
+    )
+    assert samples[key] == 2
+
+
+def test_operator_restart_resumes_from_ec2_without_double_allocation(
+    ec2: Any, store: Store
+) -> None:
+    world = World(ec2)
+    second = world.run_instance()
+    ctl = controller(store, ec2)
+    cilium_node(store, "n1", world, pre_allocate=12)
+    cilium_node(store, "n2", world, instance=second, pre_allocate=5)
+    ctl.reconcile()
+    before = {n: pool(store, n) for n in ("n1", "n2")}
+    in_ec2 = sorted(world.secondary_ips()) + sorted(world.secondary_ips(second))
+
+    restarted = controller(store, ec2)  # a new process: nothing in memory
+    restarted.reconcile()
+    restarted.reconcile()
+    assert changes(restarted.api) == 0
+    assert {n: pool(store, n) for n in ("n1", "n2")} == before
+    assert sorted(world.secondary_ips()) + sorted(world.secondary_ips(second)) == in_ec2
+    assert len(before["n1"]) == 12 and len(before["n2"]) == 5
+    assert not set(before["n1"]) & set(before["n2"])
