@@ -374,6 +374,12 @@ class Agent:
             self.policy.attach(self.endpoints.policy_maps, self.endpoints.config_map)
             if self.settings.enable_hubble and self.endpoints.obj is not None:
                 self.hubble.attach(self.endpoints.obj, stop)
+                port = self.settings.hubble_listen_address.rpartition(":")[2] or "4244"
+                self.hubble.serve(
+                    self.settings.hubble_listen_address,
+                    self.state_dir / "hubble.sock",
+                    f"{self.ip}:{port}",
+                )
             self.sync_policy()
             self._start_services(stop)
             # Ready: now the runtime may send pods (upstream writes the file only then).
@@ -479,6 +485,7 @@ class Agent:
         finally:
             wake.stop()
             api.stop()
+            self.hubble.stop()
             self.endpoints.stop()
             cniconf.uninstall(self.settings)
             if self.lease:
