@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from pylium.adapters.agentapi import AgentClient
+from pylium.adapters.hubbleapi.client import ObserverClient
 
 from .conftest import PYLIUM, Cli
 
@@ -55,7 +56,18 @@ def test_flows_verdicts_policy_names_follow(cli: Cli, tmp_path: Path) -> None:
             "--",
             *http,
         )
-        cli("lab", "pod", "run", "client", "--node", "n1", "--labels", "app=client", "--name", lab)
+        cli(
+            "lab",
+            "pod",
+            "run",
+            "client",
+            "--node",
+            "n1",
+            "--labels",
+            "app=client",
+            "--name",
+            lab,
+        )
         server_ip = json.loads((cli.home / "labs" / lab / "lab.json").read_text())["pods"][
             "default/server"
         ]["ip"]
@@ -80,7 +92,13 @@ def test_flows_verdicts_policy_names_follow(cli: Cli, tmp_path: Path) -> None:
         while fetch() != "200":
             assert time.monotonic() < deadline, "server never answered"
         forwarded = cli(
-            "observe", "--from-pod", "default/client", "--to-port", "8080", "--last", "50"
+            "observe",
+            "--from-pod",
+            "default/client",
+            "--to-port",
+            "8080",
+            "--last",
+            "50",
         ).stdout
         assert "default/client:" in forwarded and "-> default/server:8080" in forwarded
         assert "to-endpoint FORWARDED (TCP Flags: SYN)" in forwarded  # delivered on n2
@@ -128,7 +146,11 @@ def test_flows_verdicts_policy_names_follow(cli: Cli, tmp_path: Path) -> None:
             drop["source"]["pod_name"] == "client" and "k8s:app=client" in drop["source"]["labels"]
         )
         assert drop["ingress_denied_by"] == [
-            {"name": "server-ingress", "kind": "CiliumNetworkPolicy", "namespace": "default"}
+            {
+                "name": "server-ingress",
+                "kind": "CiliumNetworkPolicy",
+                "namespace": "default",
+            }
         ]
 
         verdicts = cli(
@@ -144,6 +166,31 @@ def test_flows_verdicts_policy_names_follow(cli: Cli, tmp_path: Path) -> None:
         ).stdout.splitlines()
         assert verdicts and all(json.loads(v)["flow"]["event_type"]["type"] == 5 for v in verdicts)
         assert cli("observe", "--from-pod", "other/", "--last", "5").stdout == ""
+        # Hubble's gRPC API: the lab's relay merges both nodes (n1 sends into the tunnel, n2
+        # delivers), and each agent serves its own ring on its unix socket.
+        relayed = [
+            json.loads(line)["flow"]
+            for line in cli(
+                "observe", "--server", "relay", "--to-port", "8080", "-o", "json", "--last", "200"
+            ).stdout.splitlines()
+        ]
+        assert {f["node_name"] for f in relayed} == {"n1", "n2"}
+        assert any(f.get("ingress_denied_by") for f in relayed)
+        n2_socket = f"unix:{cli.home / 'labs' / lab / 'n2' / 'hubble.sock'}"
+        direct = cli(
+            "observe",
+            "--server",
+            n2_socket,
+            "--verdict",
+            "DROPPED",
+            "--last",
+            "3",
+            "--print-policy-names",
+        ).stdout
+        assert "by CiliumNetworkPolicy default/server-ingress" in direct
+        with ObserverClient(f"unix:{cli.home / 'labs' / lab / 'hubble-relay.sock'}") as relay:
+            assert relay.status().num_connected_nodes.value == 2
+            assert sorted(n.name for n in relay.nodes()) == ["n1", "n2"]
         status = AgentClient(cli.home / "labs" / lab / "n2" / "pylium.sock").get(
             "/v1/hubble/status"
         )

@@ -14,10 +14,13 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
+from pylium import __version__
 from pylium.adapters.bpf.objects import BpfObject
+from pylium.adapters.hubbleapi.server import ObserverServer, RingSource
 from pylium.adapters.maps import events
 from pylium.adapters.resources import ResourceClient
 from pylium.base.errors import PyliumError
@@ -27,6 +30,7 @@ from pylium.core.hubble.flow import (
     EVENT_POLICY_VERDICT,
     Endpoint,
     EventFields,
+    Flow,
     PolicyRef,
     flow_from_event,
 )
@@ -41,6 +45,7 @@ DIR_EGRESS = 2
 
 Attribution = Callable[[int, Direction, int, int, int], tuple[tuple[PolicyRef, ...], ...]]
 LabelsOf = Callable[[int], frozenset[str] | None]
+FlowListener = Callable[[Sequence[Flow]], None]
 
 
 class HubbleObserver:
@@ -66,6 +71,9 @@ class HubbleObserver:
         self._lost_seen = 0
         self._offset = time.time_ns() - time.monotonic_ns()
         self._thread: threading.Thread | None = None
+        self.listeners: list[FlowListener] = []
+        """Called with every batch of new flows, on the reader thread (Hubble metrics)."""
+        self._server: ObserverServer | None = None
 
     # -- inputs -----------------------------------------------------------------------------
 
@@ -120,20 +128,20 @@ class HubbleObserver:
             try:
                 batch = self._reader.poll(100)
                 if batch:
-                    self.ring.add(
-                        [
-                            flow_from_event(
-                                e,
-                                node=self.node,
-                                boot_offset_ns=self._offset,
-                                lookup=self._lookup,
-                                attribution=self._attribute
-                                if e.type in (EVENT_DROP, EVENT_POLICY_VERDICT)
-                                else None,
-                            )
-                            for e in batch
-                        ]
-                    )
+                    flows = [
+                        flow_from_event(
+                            e,
+                            node=self.node,
+                            boot_offset_ns=self._offset,
+                            lookup=self._lookup,
+                            attribution=self._attribute
+                            if e.type in (EVENT_DROP, EVENT_POLICY_VERDICT)
+                            else None,
+                        )
+                        for e in batch
+                    ]
+                    self.ring.add(flows)
+                    self._notify(flows)
                 lost = events.lost(self._lost_fd)
                 if lost > self._lost_seen:
                     self.ring.add_lost(lost - self._lost_seen)
@@ -142,6 +150,13 @@ class HubbleObserver:
                 log.warning("hubble: reading events failed: %s", err)
                 stop.wait(1.0)
         self._reader.close()
+
+    def _notify(self, flows: Sequence[Flow]) -> None:
+        for listener in self.listeners:
+            try:
+                listener(flows)
+            except Exception:  # a listener's bug must not stop the flow pipeline
+                log.exception("hubble: flow listener failed")
 
     # -- API --------------------------------------------------------------------------------
 
@@ -180,3 +195,27 @@ class HubbleObserver:
 
     def status_handler(self, request: Request) -> tuple[int, Any]:
         return 200, self._status()
+
+    # -- gRPC -------------------------------------------------------------------------------
+
+    def serve(self, listen: str, socket_path: Path, address: str) -> None:
+        """Hubble's Observer API on ``listen`` (``hubble-listen-address``, ``:4244``) and the
+        unix socket; ``address`` is what GetNodes reports (the node's IP and port)."""
+        host, _, port = listen.rpartition(":")
+        source = RingSource(self.node, address, self.ring.read, self.ring.after, self._status)
+        socket_path.parent.mkdir(parents=True, exist_ok=True)
+        socket_path.unlink(missing_ok=True)
+        try:
+            self._server = ObserverServer(
+                source, [f"{host or '0.0.0.0'}:{port}", f"unix:{socket_path}"], version=__version__
+            ).start()
+        except (OSError, RuntimeError) as err:
+            # Flows stay available on the agent API; only the gRPC endpoint is missing.
+            log.error("hubble server could not listen on %s: %s", listen, err)
+            return
+        log.info("hubble server listening", extra={"address": listen, "socket": str(socket_path)})
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None

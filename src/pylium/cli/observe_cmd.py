@@ -23,6 +23,7 @@ from typing import Annotated, Any
 import typer
 
 from pylium.adapters.agentapi import AgentClient
+from pylium.adapters.hubbleapi.client import ObserverClient
 from pylium.base.errors import PyliumError
 from pylium.cli.common import fail, print_table
 from pylium.core.hubble import render
@@ -177,6 +178,13 @@ def observe(
     export: Annotated[
         Path | None, typer.Option("--export", help="Also write JSON lines here.")
     ] = None,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            "--server",
+            help="A Hubble server (gRPC): host:port, unix:PATH, or 'relay' for the lab's relay.",
+        ),
+    ] = None,
     duration: Annotated[
         float, typer.Option("--duration", help="Stop following after N seconds.", hidden=True)
     ] = 0.0,
@@ -210,8 +218,22 @@ def observe(
     number = first or last or (0 if (all_ or since or follow) else 20)
     if first:
         query["first"] = "1"
-    sockets = _nodes(node, lab)
     sink = open(export, "a") if export is not None else None  # noqa: SIM115
+    if server is not None:
+        try:
+            _observe_grpc(
+                server,
+                lab,
+                filters,
+                (number, bool(first), follow, duration),
+                query,
+                (output, print_policy_names, sink),
+            )
+        finally:
+            if sink is not None:
+                sink.close()
+        return
+    sockets = _nodes(node, lab)
     try:
         flows: list[Flow] = []
         seqs: dict[str, int] = {}
@@ -228,6 +250,43 @@ def observe(
     finally:
         if sink is not None:
             sink.close()
+
+
+def _observe_grpc(
+    server: str,
+    lab: str | None,
+    filters: list[FlowFilter],
+    what: tuple[int, bool, bool, float],
+    query: dict[str, str],
+    how: tuple[str, bool, Any],
+) -> None:
+    """Through Hubble's gRPC API: one node's server or the relay (cluster-wide)."""
+    number, first, follow, duration = what
+    output, policy_names, sink = how
+    if server == "relay":
+        name = lab or cluster.current_lab()
+        if name is None:
+            fail(["no current lab for --server relay: pass --lab or a host:port"])
+        assert name is not None
+        server = f"unix:{cluster.relay_socket(name)}"
+    with ObserverClient(server) as client:
+        stream = client.flows(
+            number=number,
+            first=first,
+            follow=follow,
+            allow=filters,
+            since_ns=int(query.get("since", "0")),
+            until_ns=int(query.get("until", "0")),
+            deadline=duration or None,
+        )
+        batch: list[Flow] = []
+        for flow in stream:
+            if not follow:
+                batch.append(flow)
+                continue
+            _print([flow], output, policy_names, sink)
+            sys.stdout.flush()
+        _print(batch, output, policy_names, sink)
 
 
 def _follow(

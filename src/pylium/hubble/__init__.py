@@ -1,1 +1,1 @@
-"""L5: Hubble flow observability (observer, gRPC server, relay)."""
+"""L5: Hubble programs (the relay)."""

@@ -238,8 +238,30 @@ def _build(plan: LabPlan, state: LabState, configmap: Mapping[str, str]) -> None
     _spawn_operator(state)
     for node in plan.nodes:
         _spawn_agent(state, node.name)
+    _spawn_relay(plan, state)
     _wait_ready(plan, state)
     sync_router(state)
+
+
+def relay_socket(name: str) -> Path:
+    """Where the lab's Hubble Relay also listens (reachable from any namespace)."""
+    return state_dir(name) / "hubble-relay.sock"
+
+
+def _spawn_relay(plan: LabPlan, state: LabState) -> int:
+    """Hubble Relay in the fabric namespace (it reaches every node's :4244), on the fabric's
+    address :4245 and a unix socket in the lab directory."""
+    argv = [_bin("pylium-hubble-relay"), "--store", state.store_url]
+    argv += [
+        "--listen-address",
+        f"{plan.gateway.ip}:4245",
+        "--socket",
+        str(relay_socket(plan.name)),
+    ]
+    pid = procs.spawn(argv, log_path=plan.state_dir / "hubble-relay.log", netns=plan.fabric_netns)
+    state.pids["hubble-relay"] = pid
+    _save(state)
+    return pid
 
 
 def sync_router(state: LabState) -> None:
