@@ -27,6 +27,7 @@ from pylium.core.metrics import (
     datapath_rows,
     drop_reason_text,
     identity_type,
+    ipam_ips,
     map_pressure,
 )
 from pylium.core.settings import chart
@@ -258,3 +259,15 @@ def test_helm_values_render_serve_addresses() -> None:
         }
     )
     assert off["operator-prometheus-serve-addr"] == ""
+
+
+def test_operator_ipam_ips_from_cilium_nodes() -> None:
+    nodes = [
+        {
+            "spec": {"ipam": {"podCIDRs": ["10.0.1.0/24"]}},
+            "status": {"ipam": {"used": {"10.0.1.1": {}, "10.0.1.7": {}}}},
+        },
+        {"spec": {"ipam": {"pool": {"10.1.0.5": {}, "10.1.0.6": {}}}}, "status": {}},
+        {"metadata": {"name": "fresh"}},
+    ]
+    assert ipam_ips(nodes) == {"available": 254 + 2, "used": 2}

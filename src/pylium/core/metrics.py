@@ -3,16 +3,18 @@ BPF metrics map (``cilium_metrics``: (reason, direction) -> packets, bytes) turn
 of ``cilium_drop_count_total`` / ``cilium_drop_bytes_total`` {reason, direction} and
 ``cilium_forward_count_total`` / ``cilium_forward_bytes_total`` {direction}, with the monitor's
 words for each drop reason (``pkg/monitor/api/drop.go``), as ``cilium-dbg metrics list`` and
-Prometheus show them; and the pressure of a BPF map (entries / max entries).
+Prometheus show them; the pressure of a BPF map (entries / max entries); the operator's IPAM
+address counts from the CiliumNodes.
 
 Pure: the map's content arrives as a mapping; nothing here reads the kernel.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import ipaddress
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 DIRECTIONS = {1: "INGRESS", 2: "EGRESS", 3: "SERVICE"}
 """The datapath's direction numbers as upstream's metrics label them (else ``UNKNOWN``)."""
@@ -169,3 +171,24 @@ def identity_type(identity: int) -> str:
     if identity >= 1 << 24:
         return "node_local"
     return "cluster_local"
+
+
+def ipam_ips(cilium_nodes: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """``cilium_operator_ipam_ips`` {type}: over every CiliumNode, the addresses it may hand
+    out (``available``: its ENI/IP pool, else the usable addresses of its pod CIDRs) and the
+    ones its agent reports in ``status.ipam.used``."""
+    available = used = 0
+    for body in cilium_nodes:
+        spec = (body.get("spec") or {}).get("ipam") or {}
+        status = (body.get("status") or {}).get("ipam") or {}
+        used += len(status.get("used") or {})
+        if spec.get("pool"):
+            available += len(spec["pool"])
+            continue
+        for cidr in spec.get("podCIDRs") or []:
+            try:
+                net = ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                continue
+            available += max(net.num_addresses - 2, 1) if net.version == 4 else net.num_addresses
+    return {"available": available, "used": used}

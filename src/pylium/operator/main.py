@@ -29,6 +29,7 @@ from pylium.base.errors import ConfigError, PyliumError
 from pylium.core.lb.allocate import DEFAULT_SERVICE_CIDR
 from pylium.model.config import IPAMMode, OperatorSettings
 from pylium.operator import ipam_mode
+from pylium.operator import metrics as operator_metrics
 from pylium.operator.eni import ENIController
 from pylium.operator.identity_gc import IdentityGC
 from pylium.operator.multipool import MultiPoolController
@@ -111,6 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     elector = LeaderElector(store, key=LEADER_KEY, identity=args.identity, ttl=LEADER_TTL)
     thread = threading.Thread(target=elector.run, args=(stop,), name="leader-election")
     thread.start()
+    metrics = operator_metrics.start(settings, ResourceClient(store), lambda: elector.is_leader)
     wake = threading.Event()
     for kind in ("CiliumNode", "Service", "Pod"):
         threading.Thread(
@@ -158,6 +160,8 @@ def main(argv: list[str] | None = None) -> None:
             wake.wait(RESYNC_SECONDS)
             wake.clear()
     finally:
+        if metrics is not None:
+            metrics.stop()
         thread.join()
         store.close()
     log.info("stopped")
