@@ -25,10 +25,12 @@ from pylium import __version__
 from pylium.adapters import fsmount
 from pylium.adapters.bpf import bpffs
 from pylium.adapters.identities import IdentityAllocator
+from pylium.adapters.maps import metrics as metrics_map
 from pylium.adapters.resources import ResourceClient
 from pylium.adapters.store.api import Store
 from pylium.adapters.store.factory import open_store
 from pylium.agent import cniconf
+from pylium.agent import metrics as agent_metrics
 from pylium.agent.endpoints import EndpointManager
 from pylium.agent.hubble import HubbleObserver
 from pylium.agent.ipam import IPAM
@@ -421,6 +423,22 @@ class Agent:
             "problems": self.services.problems,
         }
 
+    def metrics_sources(self) -> agent_metrics.LiveSources:
+        """What the ``cilium_*`` metrics read at each scrape."""
+
+        def metrics_fd() -> int | None:
+            obj = self.endpoints.obj
+            return obj.map_fd(metrics_map.NAME) if obj is not None else None
+
+        return agent_metrics.LiveSources(
+            client=self.client,
+            metrics_fd=metrics_fd,
+            endpoints=lambda: len(self.endpoints.records()),
+            identities=lambda: list(self.policy.cache.identities),
+            ip_addresses=lambda: {"ipv4": self.ipam.usage().used},
+            pin_dir=self.endpoints.bpf_root,
+        )
+
     def healthz(self, request: Request) -> tuple[int, Any]:
         return 200, {
             "node": self.name,
@@ -460,6 +478,9 @@ class Agent:
         router.add("DELETE", "/v1/identity/{id}", self.identity_release)
         api = UnixHttpServer(self.state_dir / "pylium.sock", router)
         api.start()
+        metrics = agent_metrics.start(
+            self.settings, self.metrics_sources(), self.hubble.listeners.append
+        )
         ipam_thread = threading.Thread(
             target=self._start_datapath, args=(stop,), name="datapath", daemon=True
         )
@@ -485,6 +506,8 @@ class Agent:
         finally:
             wake.stop()
             api.stop()
+            for server in metrics:
+                server.stop()
             self.hubble.stop()
             self.endpoints.stop()
             cniconf.uninstall(self.settings)
