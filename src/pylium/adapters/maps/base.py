@@ -8,6 +8,7 @@ object's BTF), and wraps a :class:`RawMap` with typed methods.
 from __future__ import annotations
 
 import ctypes
+import functools
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,6 +17,11 @@ from pylium.adapters.bpf import libbpf
 from pylium.base.errors import DatapathError
 
 BPF_ANY = 0
+
+
+@functools.cache
+def _compiled(fmt: str) -> struct.Struct:
+    return struct.Struct(fmt)
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +35,7 @@ class Layout:
 
     @property
     def struct(self) -> struct.Struct:
-        return struct.Struct(self.fmt)
+        return _compiled(self.fmt)
 
     @property
     def size(self) -> int:

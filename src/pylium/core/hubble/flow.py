@@ -9,6 +9,7 @@ Pure: the event arrives as plain fields (:class:`EventFields`, which the BPF ada
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -251,7 +252,7 @@ class PolicyRef:
         return f"{self.kind} {scope}{self.name}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen init costs a setattr call per field (hot path)
 class Flow:
     time_ns: int
     node_name: str
@@ -426,6 +427,14 @@ PolicyAttribution = Callable[[EventFields], tuple[tuple[PolicyRef, ...], tuple[P
 """event -> (allowed by, denied by)."""
 
 
+@functools.lru_cache(maxsize=65536)
+def _text(address: ipaddress.IPv4Address) -> str:
+    return str(address)
+
+
+_DIRECTIONS = {1: TrafficDirection.INGRESS, 2: TrafficDirection.EGRESS}
+
+
 def flow_from_event(
     event: EventFields,
     *,
@@ -454,18 +463,14 @@ def flow_from_event(
     denied: tuple[PolicyRef, ...] = ()
     if attribution is not None and event.type in (EVENT_DROP, EVENT_POLICY_VERDICT):
         allowed, denied = attribution(event)
-    direction = (
-        TrafficDirection(event.direction)
-        if event.direction in (1, 2)
-        else TrafficDirection.TRAFFIC_DIRECTION_UNKNOWN
-    )
+    direction = _DIRECTIONS.get(event.direction, TrafficDirection.TRAFFIC_DIRECTION_UNKNOWN)
     return Flow(
         time_ns=event.ts + boot_offset_ns,
         node_name=node,
         verdict=verdict,
         event_type=event.type,
-        source_ip=str(event.saddr),
-        destination_ip=str(event.daddr),
+        source_ip=_text(event.saddr),
+        destination_ip=_text(event.daddr),
         proto=event.proto,
         source_port=event.sport,
         destination_port=event.dport,

@@ -1,0 +1,202 @@
+"""Benchmark B10: Hubble's cost and capacity.
+
+- ``capacity``: flows per second one core turns from raw ring-buffer records into enriched
+  flows in the ring (decode the record, look up both endpoints, build the Flow, append), the
+  agent's per-event work; the baseline in the same run is unpacking the records alone.
+  Target: at least 20,000 flows/s.
+- ``overhead``: TCP request/response rate between two pods on two nodes with Hubble on
+  (``enable-hubble: true``, the default: the agent drains events and serves flows) and off,
+  interleaved by restarting the agents with the other setting; ratio on/off, target >= 0.97.
+
+Writes ``benchmarks/results/hubble.json``. Run as root:
+``.venv/bin/python benchmarks/hubble.py [--events 200000] [--rounds 3] [--seconds 5]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from pylium.adapters.maps import events
+from pylium.core.hubble.flow import Endpoint, flow_from_event
+from pylium.core.hubble.ring import FlowRing
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "hubble.json"
+PYLIUM = str(Path(sys.executable).with_name("pylium"))
+LAB = "benchhb"
+RR_PORT = 5001
+
+
+def records(n: int) -> list[bytes]:
+    out = []
+    for i in range(n):
+        out.append(
+            events.EVENT.struct.pack(
+                time.monotonic_ns(),
+                4,
+                1,
+                0,
+                2,
+                6,
+                0x10,
+                1,
+                7,
+                257,
+                256,
+                ipaddress.IPv4Address(f"10.0.0.{3 + i % 200}").packed,
+                ipaddress.IPv4Address("10.0.1.2").packed,
+                40000 + i % 20000,
+                8080,
+                66,
+                0,
+            )
+        )
+    return out
+
+
+def capacity(n: int) -> dict[str, float]:
+    raw = records(n)
+    pods = {
+        ipaddress.IPv4Address(f"10.0.0.{3 + i}"): Endpoint(
+            257, ("k8s:app=client",), i, "default", f"client-{i}"
+        )
+        for i in range(200)
+    }
+    pods[ipaddress.IPv4Address("10.0.1.2")] = Endpoint(
+        256, ("k8s:app=server",), 1, "default", "server"
+    )
+
+    def lookup(ip: ipaddress.IPv4Address, identity: int) -> Endpoint:
+        return pods.get(ip) or Endpoint(identity)
+
+    start = time.perf_counter()
+    for r in raw:
+        events.EVENT.struct.unpack(r[: events.EVENT.size])
+    baseline = n / (time.perf_counter() - start)
+    ring = FlowRing(4095)
+    offset = time.time_ns() - time.monotonic_ns()
+    start = time.perf_counter()
+    batch = []
+    for r in raw:
+        batch.append(
+            flow_from_event(events.decode(r), node="n1", boot_offset_ns=offset, lookup=lookup)
+        )
+        if len(batch) == 64:  # the agent appends what one poll drained
+            ring.add(batch)
+            batch = []
+    ring.add(batch)
+    rate = n / (time.perf_counter() - start)
+    return {"flows_per_s": rate, "unpack_only_per_s": baseline, "ratio_to_unpack": rate / baseline}
+
+
+def overhead(rounds: int, seconds: float) -> dict[str, object]:
+    home = tempfile.mkdtemp(prefix="pylium-bench-")
+    binary = Path(home) / "tcp_rr"
+    subprocess.run(["cc", "-O2", "-o", str(binary), str(HERE / "tools" / "tcp_rr.c")], check=True)
+    env = {**os.environ, "PYLIUM_HOME": home}
+    env.pop("PYLIUM_STORE", None)
+
+    def pylium(*cmd: str) -> None:
+        done = subprocess.run([PYLIUM, *cmd], env=env, capture_output=True, text=True)
+        if done.returncode:
+            raise SystemExit(f"pylium {' '.join(cmd)} failed: {done.stderr.strip()}")
+
+    samples: dict[str, list[float]] = {"hubble_on": [], "hubble_off": []}
+    try:
+        pylium("lab", "up", "--nodes", "2", "--name", LAB)
+        pylium(
+            "lab",
+            "pod",
+            "run",
+            "server",
+            "--node",
+            "n2",
+            "--name",
+            LAB,
+            "--",
+            str(binary),
+            "server",
+            str(RR_PORT),
+        )
+        pylium("lab", "pod", "run", "client", "--node", "n1", "--name", LAB)
+        state = json.loads((Path(home) / "labs" / LAB / "lab.json").read_text())
+        server_ip, client_ns = (
+            state["pods"]["default/server"]["ip"],
+            state["pods"]["default/client"]["netns"],
+        )
+        config = Path(home) / "labs" / LAB / "config.json"
+        time.sleep(2)
+        for _ in range(rounds):
+            for name, enabled in (("hubble_on", "true"), ("hubble_off", "false")):
+                config.write_text(
+                    json.dumps({**json.loads(config.read_text()), "enable-hubble": enabled})
+                )
+                for node in ("n1", "n2"):
+                    pylium("lab", "restart", node, "--name", LAB)
+                time.sleep(3)  # agents up again (the datapath never stopped)
+                out = subprocess.run(
+                    [
+                        "nsenter",
+                        f"--net=/run/netns/{client_ns}",
+                        str(binary),
+                        "client",
+                        server_ip,
+                        str(RR_PORT),
+                        str(seconds),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                    timeout=seconds + 30,
+                )
+                samples[name].append(float(out.stdout))
+    finally:
+        subprocess.run(
+            [PYLIUM, "lab", "down", "--name", LAB, "--force"],
+            env=env,
+            capture_output=True,
+            check=False,
+        )
+    medians = {k: statistics.median(v) for k, v in samples.items()}
+    return {
+        "samples_tps": samples,
+        "median_tps": medians,
+        "ratio_on_off": medians["hubble_on"] / medians["hubble_off"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--skip-overhead", action="store_true")
+    args = parser.parse_args()
+    result: dict[str, object] = {"capacity": capacity(args.events)}
+    cap = result["capacity"]
+    assert isinstance(cap, dict)
+    print(
+        f"capacity: {cap['flows_per_s']:.0f} flows/s on one core (target >= 20,000); "
+        f"unpacking alone {cap['unpack_only_per_s']:.0f}/s"
+    )
+    if not args.skip_overhead:
+        result["overhead"] = over = overhead(args.rounds, args.seconds)
+        print(
+            f"overhead: TCP_RR hubble on/off = {over['ratio_on_off']:.3f} (target >= 0.97) "
+            f"{over['median_tps']}"
+        )
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
