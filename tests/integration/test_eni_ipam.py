@@ -7,8 +7,9 @@ asserts on what our code did (and what EC2 then holds), never on a moto error.
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from botocore.exceptions import ClientError
 from pylium.adapters.ec2 import EC2API
 from pylium.adapters.resources import ResourceClient
 from pylium.adapters.store import Store, open_store
+from pylium.agent.ipam import IPAM
 from pylium.model.config import IPAMMode, OperatorSettings
 from pylium.model.resource import Resource
 from pylium.operator.eni import ENIController, gc_tags
@@ -398,3 +400,95 @@ def test_operator_restart_resumes_from_ec2_without_double_allocation(
     assert sorted(world.secondary_ips()) + sorted(world.secondary_ips(second)) == in_ec2
     assert len(before["n1"]) == 12 and len(before["n2"]) == 5
     assert not set(before["n1"]) & set(before["n2"])
+
+
+# -- the agent's side ---------------------------------------------------------------------------
+
+
+class OperatorLoop:
+    """The ENI controller reconciling in a thread, as the operator's loop does (there it is
+    woken by CiliumNode changes; here it simply polls)."""
+
+    def __init__(self, ctl: ENIController, period: float = 0.05) -> None:
+        self.ctl = ctl
+        self.period = period
+        self.stop = threading.Event()
+        self.errors: list[BaseException] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                self.ctl.reconcile()
+            except BaseException as err:
+                self.errors.append(err)
+                return
+            self.stop.wait(self.period)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(30)
+        assert not self.errors, self.errors
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> float:
+    start = time.monotonic()
+    while not predicate():
+        assert time.monotonic() - start < timeout, "condition not reached"
+        time.sleep(0.02)
+    return time.monotonic() - start
+
+
+def test_agent_gets_pod_ips_from_enis_and_the_pool_follows(ec2: Any, store: Store) -> None:
+    world = World(ec2)
+    metadata = {
+        "instance-id": world.instance,
+        "instance-type": world.instance_type,
+        "vpc-id": world.vpc,
+        "availability-zone": AZ,
+    }
+    ctl = controller(
+        store, ec2, **{"aws-release-excess-ips": "true", "excess-ip-release-delay": "0"}
+    )
+    ctl.refresh()
+    loop = OperatorLoop(ctl)
+    try:
+        ipam = IPAM(store, "n1", IPAMMode.ENI, pre_allocate=4, eni=metadata)
+        stop = threading.Event()
+        start = time.monotonic()
+        assert ipam.wait_for_cidrs(stop, period=0.02)
+        wait_for(lambda: len(pool(store)) >= 4)
+        watermark = time.monotonic() - start
+        spec = node(store)["spec"]
+        assert spec["instance-id"] == world.instance and spec["eni"]["vpc-id"] == world.vpc
+        assert spec["ipam"]["pre-allocate"] == 4
+        # The router IP (cilium_host) is the first pool address, as upstream in ENI mode.
+        assert str(ipam.router_ip) in pool(store)
+
+        pods = [ipam.allocate(f"default/pod-{i}") for i in range(12)]
+        assert len(set(pods)) == 12 and {str(p) for p in pods} <= set(world.secondary_ips())
+        used = node(store)["status"]["ipam"]["used"]
+        eni_of = {ip: v["resource"] for ip, v in pool(store).items()}
+        assert all(used[str(p)]["resource"] == eni_of[str(p)] for p in pods)
+        wait_for(lambda: len(pool(store)) - len(node(store)["status"]["ipam"]["used"]) >= 4)
+        assert len(world.enis()) == 2  # eth0 (9 pod IPs) ran full: a second ENI
+
+        # Pods go away: the excess goes back to EC2 through the handshake, never a used IP.
+        for p in pods[:10]:
+            ipam.release(p)
+
+        def settled() -> bool:
+            ipam.sync_cidrs()
+            return (
+                len(world.secondary_ips()) <= 3 + 4
+                and "release-ips" not in (node(store)["status"]["ipam"])
+            )
+
+        wait_for(settled)
+        left = set(world.secondary_ips())
+        assert {str(p) for p in pods[10:]} <= left and str(ipam.router_ip) in left
+        assert {str(c.network_address) for c in ipam.allocator.cidrs} == left
+        print(f"\nagent: pool at watermark 4 after {watermark * 1000:.0f} ms")
+    finally:
+        loop.close()

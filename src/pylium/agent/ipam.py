@@ -8,6 +8,18 @@ CiliumPodIPPool in ``spec.ipam.pools.requested`` and uses the chunks the operato
 with compare-and-swap, so that a restart (even kill -9) restores exactly the allocations in
 use, and two allocators can never hold one address. A full node asks for more: cluster-pool
 marks its CIDRs ``depleted`` in the CiliumNode status; multi-pool raises its request.
+
+``eni`` (AWS ENI IPAM): the agent creates its CiliumNode with its instance's metadata
+(``spec.instance-id``, ``spec.eni``: instance type, VPC, availability zone, ...) and its
+watermarks (``spec.ipam.pre-allocate``, ...); the operator fills ``spec.ipam.pool`` with ENI
+addresses (each handed out as a /32) and keeps ``pre-allocate`` of them free as pods use them
+(``status.ipam.used``, with the ENI as ``resource``). There is no instance metadata service
+here: the metadata comes from the ``eni`` argument or ``$PYLIUM_ENI_METADATA`` (a JSON object
+of CiliumNode ``spec.eni`` fields plus ``instance-id``, or ``@path`` to a file holding one).
+The agent answers the operator's release handshake (``status.ipam.release-ips``): an IP
+``marked-for-release`` that no pod holds becomes ``ready-for-release`` and is not handed out
+any more; one in use becomes ``do-not-release``; ``released`` entries are dropped once the IP
+left the pool.
 """
 
 from __future__ import annotations
@@ -15,8 +27,11 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import os
 import threading
 import time
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from pylium.adapters.resources import ResourceClient
@@ -24,7 +39,13 @@ from pylium.adapters.store.api import Compare, Put, Store
 from pylium.base.errors import AllocationError
 from pylium.core.ipam.cidrset import Network
 from pylium.core.ipam.clusterpool import CIDRStatus
-from pylium.core.ipam.hostscope import ROUTER_OWNER, Address, HostScopeAllocator, Usage
+from pylium.core.ipam.hostscope import (
+    MULTI_POOL,
+    ROUTER_OWNER,
+    Address,
+    HostScopeAllocator,
+    Usage,
+)
 from pylium.core.ipam.multipool import DEFAULT_POOL
 from pylium.model.config import IPAMMode
 
@@ -34,16 +55,57 @@ ALLOCATIONS_PREFIX = "ipam/"
 POD_CIDR_ANNOTATION = "network.cilium.io/ipv4-pod-cidr"
 MORE_CIDR_WAIT = 10.0
 """How long an allocation waits for the operator to give a full node more addresses."""
+ENI_METADATA_ENV = "PYLIUM_ENI_METADATA"
+"""Stand-in for EC2's instance metadata service: JSON (or ``@file``) with ``instance-id`` and
+``spec.eni`` fields (``instance-type``, ``vpc-id``, ``availability-zone``, ...)."""
+MARKED, READY, DO_NOT_RELEASE, RELEASED = (
+    "marked-for-release",
+    "ready-for-release",
+    "do-not-release",
+    "released",
+)
+
+
+def eni_metadata_from_env() -> dict[str, Any]:
+    raw = os.environ.get(ENI_METADATA_ENV, "")
+    if raw.startswith("@"):
+        raw = Path(raw[1:]).read_text()
+    if not raw:
+        return {}
+    loaded = json.loads(raw)
+    if not isinstance(loaded, dict):
+        raise AllocationError("eni", f"${ENI_METADATA_ENV} must hold a JSON object")
+    return loaded
 
 
 class IPAM:
-    def __init__(self, store: Store, node: str, mode: IPAMMode, *, pre_allocate: int = 8) -> None:
+    def __init__(
+        self,
+        store: Store,
+        node: str,
+        mode: IPAMMode,
+        *,
+        pre_allocate: int = 8,
+        min_allocate: int = 0,
+        max_allocate: int = 0,
+        eni: Mapping[str, Any] | None = None,
+    ) -> None:
         self.store = store
         self.client = ResourceClient(store)
         self.node = node
         self.mode = mode
         self.pre_allocate = pre_allocate
-        self.pools: dict[str, HostScopeAllocator] = {DEFAULT_POOL: HostScopeAllocator()}
+        self.min_allocate = min_allocate
+        self.max_allocate = max_allocate
+        self.eni = dict(eni) if eni is not None else None
+        # ENI: every pool address is a /32 of its own, all of it usable.
+        self.pools: dict[str, HostScopeAllocator] = {
+            DEFAULT_POOL: HostScopeAllocator(reservation=MULTI_POOL)
+            if mode is IPAMMode.ENI
+            else HostScopeAllocator()
+        }
+        self._eni_resources: dict[str, str] = {}
+        """ENI mode: pool IP -> its ENI (``resource`` in status.ipam.used)."""
         self._lock = threading.Lock()
         self.ready = threading.Event()
 
@@ -73,6 +135,17 @@ class IPAM:
             if self.mode is IPAMMode.MULTI_POOL:
                 for entry in (ipam.get("pools") or {}).get("allocated") or []:
                     raw[entry["pool"]] = list(entry.get("cidrs") or [])
+            elif self.mode is IPAMMode.ENI and cn is not None:
+                pool = ipam.get("pool") or {}
+                self._eni_resources = {
+                    ip: str((v or {}).get("resource", "")) for ip, v in pool.items()
+                }
+                releasing = ((cn.body.get("status") or {}).get("ipam") or {}).get(
+                    "release-ips"
+                ) or {}
+                raw[DEFAULT_POOL] = [
+                    f"{ip}/32" for ip in pool if releasing.get(ip) not in (MARKED, READY)
+                ]
             else:
                 raw[DEFAULT_POOL] = list(ipam.get("podCIDRs") or [])
         return {
@@ -82,6 +155,8 @@ class IPAM:
 
     def sync_cidrs(self) -> bool:
         """Pick up CIDRs given to this node; True when the default pool has at least one."""
+        if self.mode is IPAMMode.ENI:
+            return self._sync_eni()
         wanted = self._wanted_cidrs()
         with self._lock:
             for pool, cidrs in wanted.items():
@@ -92,9 +167,101 @@ class IPAM:
                         log.info("pod CIDR assigned", extra={"cidr": str(cidr), "pool": pool})
             return bool(self.allocator.cidrs)
 
+    # -- ENI ----------------------------------------------------------------------------------
+
+    def ensure_cilium_node(self) -> None:
+        """ENI mode (``auto-create-cilium-node-resource``): create or complete this node's
+        CiliumNode with the instance metadata and the watermarks; fields already set (by the
+        user or a custom CNI config) win over the metadata."""
+        metadata = self.eni if self.eni is not None else eni_metadata_from_env()
+        if not metadata.get("instance-id") or not metadata.get("instance-type"):
+            raise AllocationError(
+                f"node {self.node}",
+                "eni IPAM needs the instance's metadata (instance-id, instance-type, vpc-id, "
+                f"availability-zone): no metadata service here, set ${ENI_METADATA_ENV}",
+            )
+        eni_fields = {k: v for k, v in metadata.items() if k != "instance-id"}
+        watermarks = {
+            "pre-allocate": self.pre_allocate,
+            "min-allocate": self.min_allocate,
+            "max-allocate": self.max_allocate,
+        }
+
+        def update(body: dict[str, Any] | None) -> dict[str, Any] | None:
+            body = body or {
+                "apiVersion": "cilium.io/v2",
+                "kind": "CiliumNode",
+                "metadata": {"name": self.node},
+                "spec": {},
+            }
+            spec = body.setdefault("spec", {})
+            spec.setdefault("instance-id", metadata["instance-id"])
+            eni = spec.setdefault("eni", {})
+            for key, value in eni_fields.items():
+                eni.setdefault(key, value)
+            ipam = spec.setdefault("ipam", {})
+            for key, value in watermarks.items():
+                if value:
+                    ipam.setdefault(key, value)
+            return body
+
+        self.client.mutate("CiliumNode", self.node, fn=update)
+
+    def _sync_eni(self) -> bool:
+        """Follow ``spec.ipam.pool`` (new /32s in, released ones out) and answer the release
+        handshake; True when the pool has an address."""
+        wanted = {c for c in self._wanted_cidrs().get(DEFAULT_POOL, [])}
+        cn = self.client.get("CiliumNode", self.node)
+        releasing = dict(
+            (((cn.body.get("status") or {}).get("ipam") or {}).get("release-ips") or {})
+            if cn
+            else {}
+        )
+        answers: dict[str, str | None] = {}
+        with self._lock:
+            allocator = self.allocator
+            for cidr in sorted(wanted - set(allocator.cidrs), key=lambda c: int(c[0])):
+                allocator.add_cidr(cidr)
+            for ip, state in releasing.items():
+                addr = ipaddress.ip_address(ip)
+                if state == MARKED:
+                    held = allocator.owner_of(addr) is not None
+                    answers[ip] = DO_NOT_RELEASE if held else READY
+                elif state == RELEASED and ip not in self._eni_resources:
+                    answers[ip] = None
+            for cidr in list(allocator.cidrs):
+                if cidr not in wanted and allocator.owner_of(cidr[0]) is None:
+                    allocator.remove_cidr(cidr)
+            has_any = bool(allocator.cidrs)
+        if answers:
+            self._answer_release(answers)
+        return has_any
+
+    def _answer_release(self, answers: Mapping[str, str | None]) -> None:
+        def update(body: dict[str, Any] | None) -> dict[str, Any] | None:
+            if body is None:
+                return None
+            ipam = body.setdefault("status", {}).setdefault("ipam", {})
+            current = dict(ipam.get("release-ips") or {})
+            for ip, answer in answers.items():
+                if answer is None:
+                    current.pop(ip, None)
+                elif current.get(ip) == MARKED:
+                    current[ip] = answer
+            if current:
+                ipam["release-ips"] = current
+            else:
+                ipam.pop("release-ips", None)
+            return body
+
+        self.client.mutate("CiliumNode", self.node, fn=update)
+        log.info("answered IP release", extra={"answers": dict(answers)})
+
     def wait_for_cidrs(self, stop: threading.Event, period: float = 0.2) -> bool:
         """Block until the node has a CIDR (or ``stop``); then restore allocations."""
         logged = False
+        if self.mode is IPAMMode.ENI:
+            self.ensure_cilium_node()
         if self.mode is IPAMMode.MULTI_POOL:
             self._publish()  # the default pool's request: the operator answers it
         while not stop.is_set():
@@ -143,7 +310,15 @@ class IPAM:
         multi-pool: ``spec.ipam.pools.requested`` (used + pre-allocation per pool)."""
         with self._lock:
             used = {
-                str(ip): {"owner": owner, **({"pool": pool} if pool != DEFAULT_POOL else {})}
+                str(ip): {
+                    "owner": owner,
+                    **({"pool": pool} if pool != DEFAULT_POOL else {}),
+                    **(
+                        {"resource": self._eni_resources[str(ip)]}
+                        if str(ip) in self._eni_resources
+                        else {}
+                    ),
+                }
                 for pool, allocator in self.pools.items()
                 for ip, owner in sorted(allocator.owners.items())
             }
@@ -163,6 +338,8 @@ class IPAM:
             if self.mode is IPAMMode.MULTI_POOL:
                 pools = body.setdefault("spec", {}).setdefault("ipam", {}).setdefault("pools", {})
                 pools["requested"] = requested
+            elif self.mode is IPAMMode.ENI:
+                pass  # the operator watches status.ipam.used and tops the pool up
             else:
                 pod_cidrs = status.setdefault("pod-cidrs", {})
                 for cidr in cidrs:
