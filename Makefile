@@ -43,6 +43,7 @@ bench: setup
 	$(PY) benchmarks/policy_enforcement.py
 	$(PY) benchmarks/policy_rr.py
 	$(PY) benchmarks/hubble.py
+	$(PY) benchmarks/socket_lb.py
 
 crds: setup
 	$(BIN)/pylium crds export deploy/crds

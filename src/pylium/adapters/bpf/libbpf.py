@@ -60,6 +60,7 @@ def lib() -> Any:
         "bpf_map__is_internal": (ctypes.c_bool, [c_void_p]),
         "bpf_map__inner_map": (c_void_p, [c_void_p]),
         "bpf_map__set_value_size": (c_int, [c_void_p, c_uint32]),
+        "bpf_map__set_max_entries": (c_int, [c_void_p, c_uint32]),
         "bpf_map__initial_value": (c_void_p, [c_void_p, ctypes.POINTER(c_size_t)]),
         "bpf_map__set_initial_value": (c_int, [c_void_p, c_void_p, c_size_t]),
         "bpf_object__btf": (c_void_p, [c_void_p]),

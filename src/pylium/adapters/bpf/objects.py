@@ -26,7 +26,8 @@ class BpfObject:
     Maps are pinned by name under ``pin_dir`` (an existing compatible pin is reused, contents
     included). ``constants`` set ``volatile const`` globals of the object's ``.rodata`` before
     the load, so one compiled object serves every configuration; ``inner_value_sizes`` resize
-    the inner-map template of maps of maps (a Maglev table of M entries).
+    the inner-map template of maps of maps (a Maglev table of M entries); ``max_entries``
+    resize maps (a pin of another size is not reused: libbpf refuses the load).
     """
 
     def __init__(
@@ -36,11 +37,13 @@ class BpfObject:
         *,
         constants: Mapping[str, int] | None = None,
         inner_value_sizes: Mapping[str, int] | None = None,
+        max_entries: Mapping[str, int] | None = None,
     ) -> None:
         self.path = path
         self.pin_dir = pin_dir
         self.constants = dict(constants or {})
         self.inner_value_sizes = dict(inner_value_sizes or {})
+        self.max_entries = dict(max_entries or {})
         self._obj: int | None = None
 
     def load(self) -> BpfObject:
@@ -105,6 +108,11 @@ class BpfObject:
             if not inner:
                 raise DatapathError(name, "resize inner map", f"no map of maps {name}")
             libbpf.check(lib.bpf_map__set_value_size(inner, size), name, "resize inner map")
+        for name, entries in self.max_entries.items():
+            m = lib.bpf_object__find_map_by_name(obj, name.encode())
+            if not m:
+                raise DatapathError(name, "set max entries", f"no map {name}")
+            libbpf.check(lib.bpf_map__set_max_entries(m, entries), name, "set max entries")
 
     def loaded_constants(self) -> dict[str, int]:
         """The load-time constants as the kernel holds them (read from the .rodata map)."""

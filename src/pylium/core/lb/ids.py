@@ -27,18 +27,23 @@ class IDAllocator:
     maximum: int
     ids: dict[str, int] = field(default_factory=dict)
     next_id: int = 1
+    _holders: dict[int, str] = field(default_factory=dict, init=False, repr=False, compare=False)
+    """ID -> key, kept with ``ids`` so that allocation does not rescan every ID."""
+
+    def __post_init__(self) -> None:
+        self._holders = {v: k for k, v in self.ids.items()}
 
     def acquire(self, key: str) -> int:
         """The key's ID, allocating the next free one if it has none."""
         if key in self.ids:
             return self.ids[key]
-        used = set(self.ids.values())
-        if len(used) >= self.maximum:
+        if len(self._holders) >= self.maximum:
             raise AllocationError(self.pool, f"no free ID left for {key} (all {self.maximum})")
         candidate = self.next_id
-        while candidate in used:
+        while candidate in self._holders:
             candidate = candidate % self.maximum + 1
         self.ids[key] = candidate
+        self._holders[candidate] = key
         self.next_id = candidate % self.maximum + 1
         return candidate
 
@@ -46,16 +51,20 @@ class IDAllocator:
         """Take a known ID (after a restart, from the pinned maps)."""
         if not 1 <= value <= self.maximum:
             raise AllocationError(self.pool, f"ID {value} for {key} is outside 1..{self.maximum}")
-        holder = next((k for k, v in self.ids.items() if v == value and k != key), None)
-        if holder is not None:
+        holder = self._holders.get(value)
+        if holder is not None and holder != key:
             raise AllocationError(self.pool, f"ID {value} for {key} is held by {holder}")
+        old = self.ids.get(key)
+        if old is not None and old != value:
+            del self._holders[old]
         self.ids[key] = value
+        self._holders[value] = key
 
     def retain(self, keys: Iterable[str]) -> None:
         """Release every key not in ``keys``."""
         keep = set(keys)
         for key in [k for k in self.ids if k not in keep]:
-            del self.ids[key]
+            del self._holders[self.ids.pop(key)]
 
     def to_dict(self) -> dict[str, Any]:
         return {"pool": self.pool, "max": self.maximum, "next": self.next_id, "ids": dict(self.ids)}
