@@ -7,6 +7,11 @@ asserts on what our code did (and what EC2 then holds), never on a moto error.
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -492,3 +497,71 @@ def test_agent_gets_pod_ips_from_enis_and_the_pool_follows(ec2: Any, store: Stor
         print(f"\nagent: pool at watermark 4 after {watermark * 1000:.0f} ms")
     finally:
         loop.close()
+
+
+# -- the operator process -------------------------------------------------------------------------
+
+
+def start_operator(
+    moto: MotoServer, store_url: str, config: Path, log: Path
+) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "pylium-operator"),
+                "--store",
+                store_url,
+                "--config",
+                str(config),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **moto.env()},
+        )
+
+
+def test_operator_process_allocates_and_resumes_after_kill(
+    moto: MotoServer, ec2: Any, tmp_path: Path
+) -> None:
+    world = World(ec2)
+    url = f"local:{tmp_path / 'store.sqlite'}"
+    store = open_store(url)
+    config = tmp_path / "cilium-config.json"
+    config.write_text(
+        json.dumps(
+            {
+                "ipam": "eni",
+                "cluster-name": "lab",
+                "ec2-api-endpoint": moto.url,
+                "operator-prometheus-serve-addr": "",  # no fixed port in tests
+            }
+        )
+    )
+    log = tmp_path / "operator.log"
+    proc = start_operator(moto, url, config, log)
+    try:
+        cilium_node(store, "n1", world, pre_allocate=12)
+        wait_for(lambda: len(pool(store)) == 12, timeout=60)
+        before = pool(store)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        # While it is down, pods take 6 of the IPs; the restarted operator resumes from
+        # EC2's state: it tops up by exactly 6, leaving the 12 it had untouched.
+        set_used(store, sorted(before)[:6])
+        proc = start_operator(moto, url, config, log)
+        wait_for(lambda: len(pool(store)) == 18, timeout=60)
+        time.sleep(1.0)
+        after = pool(store)
+        assert len(after) == 18 and set(before) <= set(after)
+        assert sorted(after) == sorted(world.secondary_ips())
+        assert len(set(world.secondary_ips())) == 18
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+        store.close()
+        print(log.read_text()[-3000:])
