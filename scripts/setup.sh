@@ -34,3 +34,22 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
   echo "$want" > "$stamp"
 fi
+
+# The Hubble UI's front-end libraries from npm (ui/package-lock.json) into ui/node_modules,
+# served as static files by `pylium hubble ui` (no bundler); only when the lock file changed.
+# Debian's nodejs comes without npm (NodeSource's includes it): add Debian's npm if missing.
+if ! command -v npm >/dev/null 2>&1; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: npm is missing; run as root to install it" >&2
+    exit 1
+  fi
+  echo "setup: installing npm"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm >/dev/null
+fi
+ui_stamp=ui/node_modules/.pylium-installed
+ui_want="$(sha256sum ui/package-lock.json | cut -d' ' -f1)"
+if [ ! -f "$ui_stamp" ] || [ "$(cat "$ui_stamp")" != "$ui_want" ]; then
+  (cd ui && npm ci --no-audit --no-fund --loglevel=error)
+  echo "$ui_want" > "$ui_stamp"
+fi

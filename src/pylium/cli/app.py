@@ -18,6 +18,7 @@ from pylium.cli import (
     config_cmd,
     connectivity_cmd,
     endpoint_cmd,
+    hubble_cmd,
     identity_cmd,
     install_cmd,
     ipam_cmd,
@@ -73,6 +74,7 @@ bpf_cmd.register(app)
 service_cmd.register(app)
 connectivity_cmd.register(app)
 observe_cmd.register(app)
+hubble_cmd.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:
