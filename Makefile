@@ -42,6 +42,7 @@ bench: setup
 	$(PY) benchmarks/policy_resolution.py
 	$(PY) benchmarks/policy_enforcement.py
 	$(PY) benchmarks/policy_rr.py
+	$(PY) benchmarks/eni_ipam.py
 	$(PY) benchmarks/hubble.py
 	$(PY) benchmarks/socket_lb.py
 
