@@ -101,7 +101,14 @@ class Agent:
         self.state_dir = state_dir
         self.lease = 0
         self.started = time.time()
-        self.ipam = IPAM(store, name, settings.ipam, pre_allocate=settings.ipam_pre_allocate)
+        self.ipam = IPAM(
+            store,
+            name,
+            settings.ipam,
+            pre_allocate=settings.ipam_pre_allocate,
+            min_allocate=settings.ipam_min_allocate,
+            max_allocate=settings.ipam_max_allocate,
+        )
         self.identities = IdentityAllocator(store, name, cluster_id=settings.cluster_id)
         self.endpoints = EndpointManager(
             store=store,
