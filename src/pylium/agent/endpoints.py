@@ -86,6 +86,7 @@ class EndpointManager:
         label_filter: LabelFilter,
         tunnel_port: int = 0,
         mtu: int = 0,
+        monitor_aggregation: int = 2,
         direct_routes: bool = False,
         skip_unreachable: bool = False,
         masquerade_keep: Sequence[ipaddress.IPv4Network] = (),
@@ -104,6 +105,8 @@ class EndpointManager:
         self.host: BpfObject | None = None
         self.tunnel_port = tunnel_port
         self.mtu = mtu
+        self.monitor_aggregation = monitor_aggregation
+        """The datapath's ``monitor_aggregation`` (0 none ... 3 maximum)."""
         """Pods' MTU: the configured one, else the underlay's minus the tunnel's overhead."""
         self.direct_routes = direct_routes
         self.skip_unreachable = skip_unreachable
@@ -133,7 +136,8 @@ class EndpointManager:
             ("net.ipv4.conf.default.rp_filter", "0"),
         ):
             podnet.write_sysctl(name, value)
-        self.obj = BpfObject(build("bpf_lxc"), self.bpf_root).load()
+        constants = {"monitor_aggregation": self.monitor_aggregation}
+        self.obj = BpfObject(build("bpf_lxc"), self.bpf_root, constants=constants).load()
         self.endpoints_map = epmap.EndpointsMap(self.obj.map_fd(epmap.NAME))
         self.ipcache_map = ipcache.IPCacheMap(self.obj.map_fd(ipcache.NAME))
         self.policy_maps = policy_maps.PolicyMaps(
@@ -142,7 +146,9 @@ class EndpointManager:
         self.config_map = config.ConfigMap(self.obj.map_fd(config.NAME))
         if self.tunnel_port:
             # Same pinned maps: the overlay object reuses what bpf_lxc pinned.
-            self.overlay = BpfObject(build("bpf_overlay"), self.bpf_root).load()
+            self.overlay = BpfObject(
+                build("bpf_overlay"), self.bpf_root, constants=constants
+            ).load()
             ifindex = podnet.ensure_vxlan(TUNNEL_DEVICE, self.tunnel_port, self.mtu)
             tc.attach(TUNNEL_DEVICE, self.overlay.prog_fd(OVERLAY_PROGRAM))
             config.ConfigMap(self.obj.map_fd(config.NAME)).set(tunnel_ifindex=ifindex)
