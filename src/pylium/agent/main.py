@@ -121,6 +121,7 @@ class Agent:
             label_filter=LabelFilter.from_user(settings.labels),
             tunnel_port=tunnel_port(settings),
             mtu=settings.mtu,
+            monitor_aggregation=settings.monitor_aggregation.level,
             direct_routes=settings.routing_mode is RoutingMode.NATIVE
             and settings.auto_direct_node_routes,
             skip_unreachable=settings.direct_routing_skip_unreachable,
