@@ -457,6 +457,20 @@ class NoBackendResponse(StrEnum):
     DROP = "drop"
 
 
+class MonitorAggregation(StrEnum):
+    """How much of forwarded traffic the datapath traces (drops are always reported)."""
+
+    NONE = "none"
+    LOW = "low"
+    MEDIUM = "medium"
+    MAXIMUM = "maximum"
+
+    @property
+    def level(self) -> int:
+        """The datapath's number (its ``monitor_aggregation`` load-time constant)."""
+        return list(MonitorAggregation).index(self)
+
+
 class PolicyEnforcement(StrEnum):
     DEFAULT = "default"
     ALWAYS = "always"
@@ -753,6 +767,12 @@ class AgentSettings(ClusterSettings):
     directory the runtime searches (Debian's runtimes search /usr/lib/cni)."""
 
     # Policy
+    monitor_aggregation: MonitorAggregation = setting(
+        "monitor-aggregation", MonitorAggregation.MEDIUM, Choice(MonitorAggregation)
+    )
+    """Trace events for forwarded packets: ``none`` traces every packet; from ``low`` on only
+    a connection's first packet and new TCP flags per direction (Helm
+    ``bpf.monitorAggregation``, default medium)."""
     enable_policy: PolicyEnforcement = setting(
         "enable-policy", PolicyEnforcement.DEFAULT, Choice(PolicyEnforcement)
     )
