@@ -3,6 +3,7 @@ fed by hand (no sockets)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from pylium.core.hubble.flow import (
@@ -11,6 +12,7 @@ from pylium.core.hubble.flow import (
     Endpoint,
     Flow,
     PolicyRef,
+    TraceObservationPoint,
     TrafficDirection,
     Verdict,
 )
@@ -27,7 +29,8 @@ DENY = PolicyRef("server-ingress", "prod", "CiliumNetworkPolicy")
 
 
 def flow(src: Endpoint, dst: Endpoint, verdict: Verdict = Verdict.FORWARDED, *, port: int = 8080,
-         reply: bool | None = False, t: int = 1) -> Flow:  # fmt: skip
+         reply: bool | None = False, t: int = 1,
+         point: TraceObservationPoint = TraceObservationPoint.TO_ENDPOINT) -> Flow:  # fmt: skip
     return Flow(
         time_ns=t,
         node_name="n1",
@@ -44,6 +47,9 @@ def flow(src: Endpoint, dst: Endpoint, verdict: Verdict = Verdict.FORWARDED, *, 
         traffic_direction=TrafficDirection.INGRESS,
         is_reply=reply,
         drop_reason=133 if verdict is Verdict.DROPPED else 0,
+        trace_observation_point=point
+        if verdict is not Verdict.DROPPED
+        else TraceObservationPoint.UNKNOWN_POINT,
         denied_by=(DENY,) if verdict is Verdict.DROPPED else (),
     )
 
@@ -80,6 +86,14 @@ def test_service_map_edges_coloured_by_verdict() -> None:
     assert mixed["policies"] == ["CiliumNetworkPolicy prod/server-ingress"]
     assert edges[("reserved:world", "prod/server", 443)]["verdict"] == "dropped"
     assert edges[("reserved:host", "default/client", 80)]["verdict"] == "forwarded"
+    # Sent into the tunnel by one node, dropped by the other's policy: a drop, not "mixed".
+    hop = flow(CLIENT, SERVER, point=TraceObservationPoint.TO_OVERLAY)
+    tunnelled = service_map([hop, flow(CLIENT, SERVER, Verdict.DROPPED)])["edges"]
+    assert [e["verdict"] for e in tunnelled] == ["dropped"]
+    assert tunnelled[0]["verdicts"] == {"DROPPED": 1, "FORWARDED": 1}
+    assert service_map([hop])["edges"][0]["verdict"] == "forwarded"
+    non_ip = dataclasses.replace(flow(Endpoint(0), Endpoint(0), Verdict.DROPPED), proto=0)
+    assert service_map([non_ip]) == {"nodes": [], "edges": []}
     only_prod = service_map(flows, "prod")
     assert "reserved:host" not in [n["id"] for n in only_prod["nodes"]]
     assert service_map([]) == {"nodes": [], "edges": []}

@@ -13,7 +13,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pylium.core.hubble.flow import PROTO_NAMES, Endpoint, Flow, Verdict
+from pylium.core.hubble.flow import (
+    EVENT_TRACE,
+    PROTO_NAMES,
+    Endpoint,
+    Flow,
+    TraceObservationPoint,
+    Verdict,
+)
 
 RESERVED = {
     1: "host",
@@ -99,12 +106,17 @@ class MapEdge:
     protocol: str
     port: int
     verdicts: dict[str, int] = field(default_factory=dict)
+    decisive: dict[str, int] = field(default_factory=dict)
+    """Verdicts of the flows that decide the connection's fate: drops, policy verdicts and
+    deliveries (to-endpoint), not the hops on the way (a packet forwarded into the tunnel by
+    one node and dropped by the other's policy is a drop)."""
     policies: set[str] = field(default_factory=set)
 
     @property
     def verdict(self) -> str:
         """``forwarded``, ``dropped``, ``audit`` or ``mixed`` (colours the edge)."""
-        kinds = {v for v, n in self.verdicts.items() if n}
+        counts = self.decisive or self.verdicts
+        kinds = {v for v, n in counts.items() if n}
         if kinds <= {"FORWARDED", "TRACED", "TRANSLATED", "REDIRECTED"}:
             return "forwarded"
         if kinds == {"DROPPED"} or kinds == {"DROPPED", "ERROR"}:
@@ -126,6 +138,12 @@ class MapEdge:
         }
 
 
+def _decisive(flow: Flow) -> bool:
+    if flow.event_type != EVENT_TRACE:
+        return True
+    return flow.trace_observation_point is TraceObservationPoint.TO_ENDPOINT
+
+
 def _in_namespace(flow: Flow, namespace: str) -> bool:
     return flow.source.namespace == namespace or flow.destination.namespace == namespace
 
@@ -138,8 +156,8 @@ def service_map(flows: Iterable[Flow], namespace: str = "") -> dict[str, Any]:
     for flow in flows:
         if namespace and not _in_namespace(flow, namespace):
             continue
-        if flow.is_reply:
-            continue
+        if flow.is_reply or (flow.proto == 0 and not flow.source.identity):
+            continue  # replies draw no edge back; non-IP packets (ARP, IPv6) have no sides
         src = map_node(flow.source, flow.source_ip)
         dst = map_node(flow.destination, flow.destination_ip)
         nodes.setdefault(src.id, src)
@@ -148,6 +166,8 @@ def service_map(flows: Iterable[Flow], namespace: str = "") -> dict[str, Any]:
         port = flow.destination_port if flow.proto in (6, 17, 132) else 0
         edge = edges.setdefault((src.id, dst.id, proto, port), MapEdge(src.id, dst.id, proto, port))
         edge.verdicts[flow.verdict.name] = edge.verdicts.get(flow.verdict.name, 0) + 1
+        if _decisive(flow):
+            edge.decisive[flow.verdict.name] = edge.decisive.get(flow.verdict.name, 0) + 1
         edge.policies.update(str(p) for p in (*flow.allowed_by, *flow.denied_by))
     return {
         "nodes": [n.to_json() for _, n in sorted(nodes.items())],

@@ -4,6 +4,7 @@
 "use strict";
 
 const MAX_ROWS = 500;
+const MATCH_TYPES = ["none", "L3-Only", "L3-L4", "L4-Only", "all", "L3-Proto", "Proto-Only"];
 const COLOURS = { forwarded: "#2e9e44", dropped: "#d03030", audit: "#d09a20", mixed: "#7a55c0" };
 const state = { seq: 0, rows: [], selected: null, nodeIds: "", autoSelect: "" };
 const $ = (id) => document.getElementById(id);
@@ -60,7 +61,10 @@ function policyRefs(flow) {
 
 function eventText(flow) {
   const type = (flow.event_type || {}).type;
-  if (type === 5) return `policy-verdict:${flow.policy_match_type ?? ""}`;
+  if (type === 5) {
+    const match = MATCH_TYPES[flow.policy_match_type] ?? flow.policy_match_type;
+    return `policy-verdict:${match} ${flow.verdict === "FORWARDED" ? "ALLOWED" : flow.verdict === "DROPPED" ? "DENIED" : flow.verdict}`;
+  }
   if (flow.drop_reason_desc) return flow.drop_reason_desc;
   return (flow.trace_observation_point || "").toLowerCase().replace(/_/g, "-");
 }
@@ -125,8 +129,11 @@ async function pollFlows() {
       state.rows = state.rows.concat(answer.flows).slice(-MAX_ROWS);
       renderRows();
       if (state.autoSelect && !state.selected) {
+        // The newest flow of that verdict, preferring one a policy decided.
         const wanted = state.rows.filter((f) => f.verdict === state.autoSelect.toUpperCase());
-        if (wanted.length) select(wanted[wanted.length - 1]);
+        const decided = wanted.filter((f) => policyRefs(f).length);
+        const pick = decided.length ? decided : wanted;
+        if (pick.length) select(pick[pick.length - 1]);
       }
     }
   } catch (err) {
