@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from pylium.agent.ipam import IPAM
 from pylium.model.config import IPAMMode, OperatorSettings
 from pylium.model.resource import Resource
 from pylium.operator.eni import ENIController, gc_tags
+from pylium.testing.etcd import free_port
 from pylium.testing.moto import MotoServer, moto_server
 
 pytestmark = pytest.mark.moto
@@ -226,6 +228,19 @@ def test_pods_consume_ips_and_the_operator_tops_up_creating_an_eni(ec2: Any, sto
     tags = {t["Key"]: t["Value"] for t in enis[1]["TagSet"]}
     assert tags == {"io.cilium/cilium-managed": "true", "io.cilium/cluster-name": "lab"}
     assert [g["GroupId"] for g in enis[1]["Groups"]] == [world.sg]  # eth0's groups
+    samples = {
+        (m.name, tuple(sorted(s.labels.items()))): s.value
+        for m in ctl.collector().collect()
+        for s in m.samples
+    }
+    assert (
+        samples[
+            ("cilium_operator_ipam_interface_creation_ops", (("subnet_id", world.pods_subnet),))
+        ]
+        == 1
+    )
+    assert samples[("cilium_operator_ipam_allocation_ops", (("subnet_id", world.subnet),))] == 2
+    assert samples[("cilium_operator_ipam_available_interfaces", ())] == 1
     assert {v["resource"] for ip, v in got.items() if ip not in first} == {
         enis[0]["NetworkInterfaceId"],
         enis[1]["NetworkInterfaceId"],
@@ -527,13 +542,14 @@ def test_operator_process_allocates_and_resumes_after_kill(
     url = f"local:{tmp_path / 'store.sqlite'}"
     store = open_store(url)
     config = tmp_path / "cilium-config.json"
+    metrics_port = free_port()
     config.write_text(
         json.dumps(
             {
                 "ipam": "eni",
                 "cluster-name": "lab",
                 "ec2-api-endpoint": moto.url,
-                "operator-prometheus-serve-addr": "",  # no fixed port in tests
+                "operator-prometheus-serve-addr": f"127.0.0.1:{metrics_port}",
             }
         )
     )
@@ -555,6 +571,16 @@ def test_operator_process_allocates_and_resumes_after_kill(
         assert len(after) == 18 and set(before) <= set(after)
         assert sorted(after) == sorted(world.secondary_ips())
         assert len(set(world.secondary_ips())) == 18
+        # The restarted operator's metrics: the 6 IPs went onto the second ENI (eth0 was
+        # full) in one AssignPrivateIpAddresses.
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics") as resp:
+            text = resp.read().decode()
+        assert 'cilium_operator_ipam_allocation_ops_total{subnet_id="subnet-' in text
+        assert "cilium_operator_ipam_interface_creation_ops_total{" not in text
+        assert (
+            "cilium_operator_ec2_api_duration_seconds_count"
+            '{operation="describe_network_interfaces",response_code="OK"}'
+        ) in text
     finally:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGTERM)

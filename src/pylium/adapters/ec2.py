@@ -5,8 +5,8 @@ Every call waits for a token of a client-side token bucket (``limit-ipam-api-qps
 when EC2 throttles (``RequestLimitExceeded``, ``Throttling``, ...). Calls are counted per
 operation and response code under upstream's metric names
 (``cilium_operator_ec2_api_duration_seconds``,
-``cilium_operator_ec2_api_rate_limit_duration_seconds``) and exposed as plain counters
-(:attr:`EC2API.metrics`): prometheus-client is not a dependency.
+``cilium_operator_ec2_api_rate_limit_duration_seconds``) in plain counters
+(:attr:`EC2API.metrics`), which the operator serves through prometheus-client.
 Responses come back as the core's types (:mod:`pylium.core.ipam.eni.plan`).
 """
 
@@ -105,6 +105,7 @@ class Metrics:
     calls: dict[tuple[str, str], int] = field(default_factory=dict)
     seconds: dict[tuple[str, str], float] = field(default_factory=dict)
     rate_limit_seconds: dict[str, float] = field(default_factory=dict)
+    rate_limit_waits: dict[str, int] = field(default_factory=dict)
     throttled: dict[str, int] = field(default_factory=dict)
 
     def total_calls(self, operation: str | None = None) -> int:
@@ -206,6 +207,8 @@ class EC2API:
                 with self._lock:
                     rl = self.metrics.rate_limit_seconds
                     rl[operation] = rl.get(operation, 0.0) + waited
+                    rw = self.metrics.rate_limit_waits
+                    rw[operation] = rw.get(operation, 0) + 1
             start = time.monotonic()
             try:
                 result: dict[str, Any] = method(**params)

@@ -15,16 +15,25 @@ EC2 says is attached, so a restarted operator resumes from EC2's state and never
 twice. With ``aws-release-excess-ips`` excess IPs go back through upstream's handshake in
 ``status.ipam.release-ips``. Unattached ENIs carrying every ``eni-gc-tags`` tag (default
 ``io.cilium/cilium-managed=true``, ``io.cilium/cluster-name=<cluster-name>``) are deleted when
-two GC passes, ``eni-gc-interval`` apart, find them unattached.
+two GC passes, ``eni-gc-interval`` apart, find them unattached. :meth:`ENIController.collector`
+serves upstream's ``cilium_operator_ec2_api_*`` and ``cilium_operator_ipam_*_ops`` metrics.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
 
 from pylium.adapters.ec2 import EC2API, EC2Error, Interface
 from pylium.adapters.resources import ResourceClient
@@ -109,6 +118,10 @@ class ENIController:
         self._gc_suspects: set[str] = set()
         self._first_seen: dict[str, dict[str, float]] = {}
         self.reports: dict[str, NodeReport] = {}
+        self.specs: dict[str, ENISpec] = {}
+        """The last ENI spec seen per node (for the metrics)."""
+        self.ops: dict[tuple[str, str], int] = {}
+        """(allocation | release | interface_creation, subnet id) -> operations done."""
 
     # -- the cache ----------------------------------------------------------------------------
 
@@ -151,6 +164,7 @@ class ENIController:
         if self.clock() - self._refreshed >= self.resync:
             self.refresh()
         nodes, _ = self.client.list("CiliumNode")
+        self.specs = {}
         reports = {}
         for node in nodes:
             body = dict(node.body)
@@ -169,6 +183,7 @@ class ENIController:
     def _reconcile_node(self, name: str, body: dict[str, Any]) -> NodeReport:
         spec_raw = body.get("spec") or {}
         spec = ENISpec.from_cilium_node(spec_raw)
+        self.specs[name] = spec
         report = NodeReport(name)
         problems = spec.problems()
         if problems:
@@ -218,10 +233,17 @@ class ENIController:
         self._write(name, spec=spec, enis=enis, error=report.error, release_ops=ops)
         return report
 
+    def _count(self, kind: str, subnet: str) -> None:
+        self.ops[(kind, subnet)] = self.ops.get((kind, subnet), 0) + 1
+
+    def _subnet_of(self, eni_id: str) -> str:
+        return next((i.eni.subnet_id for i in self.interfaces if i.eni.id == eni_id), "")
+
     def _execute(self, spec: ENISpec, plan: AllocationPlan) -> int:
         done = 0
         for a in plan.assign:
             self.api.assign(a.eni_id, a.count)
+            self._count("allocation", self._subnet_of(a.eni_id))
             done += a.count
         for c in plan.create:
             eni_id = self.api.create_interface(
@@ -245,6 +267,8 @@ class ENIController:
                 except EC2Error as err:
                     log.warning("could not delete unattached ENI %s: %s", eni_id, err)
                 raise
+            self._count("interface_creation", c.subnet_id)
+            self._count("allocation", c.subnet_id)
             done += c.count
         return done
 
@@ -283,6 +307,7 @@ class ENIController:
         released: list[str] = []
         for eni, ips in sorted(by_eni.items()):
             self.api.unassign(eni, sorted(ips))
+            self._count("release", self._subnet_of(eni))
             released.extend(sorted(ips))
         for ip in released:
             self._first_seen[name].pop(ip, None)
@@ -390,3 +415,60 @@ class ENIController:
             self.interfaces = [i for i in self.interfaces if i.eni.id not in deleted]
         self._gc_suspects = now - set(deleted)
         return deleted
+
+    # -- metrics --------------------------------------------------------------------------------
+
+    def collector(self) -> Collector:
+        return _ENICollector(self)
+
+
+class _ENICollector(Collector):
+    """Upstream's ENI metric names: ``cilium_operator_ec2_api_duration_seconds`` and
+    ``cilium_operator_ec2_api_rate_limit_duration_seconds`` (histograms with a single +Inf
+    bucket: only counts and sums are kept), ``cilium_operator_ipam_{allocation,release,
+    interface_creation}_ops`` per ``subnet_id`` (counters: the Python client adds ``_total``),
+    ``cilium_operator_ipam_available_interfaces`` (free interface slots over all nodes)."""
+
+    def __init__(self, ctl: ENIController) -> None:
+        self.ctl = ctl
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.ctl.api.metrics
+        duration = HistogramMetricFamily(
+            "cilium_operator_ec2_api_duration_seconds",
+            "Duration of interactions with the EC2 API",
+            labels=["operation", "response_code"],
+        )
+        for (op, code), n in sorted(m.calls.items()):
+            duration.add_metric([op, code], [("+Inf", float(n))], m.seconds.get((op, code), 0.0))
+        yield duration
+        limited = HistogramMetricFamily(
+            "cilium_operator_ec2_api_rate_limit_duration_seconds",
+            "Duration of client-side rate limiter blocking",
+            labels=["operation"],
+        )
+        for op, n in sorted(m.rate_limit_waits.items()):
+            limited.add_metric([op], [("+Inf", float(n))], m.rate_limit_seconds.get(op, 0.0))
+        yield limited
+        for kind, help_text in (
+            ("allocation", "Number of IP allocation operations"),
+            ("release", "Number of IP release operations"),
+            ("interface_creation", "Number of interfaces created"),
+        ):
+            family = CounterMetricFamily(
+                f"cilium_operator_ipam_{kind}_ops", help_text, labels=["subnet_id"]
+            )
+            for (k, subnet), n in sorted(self.ctl.ops.items()):
+                if k == kind:
+                    family.add_metric([subnet], n)
+            yield family
+        free_slots = 0
+        for spec in list(self.ctl.specs.values()):
+            limits = self.ctl.limits.get(spec.instance_type)
+            if limits is not None:
+                free_slots += max(limits.adapters - len(self.ctl.enis_of(spec.instance_id)), 0)
+        yield GaugeMetricFamily(
+            "cilium_operator_ipam_available_interfaces",
+            "Number of interface slots still free on the nodes' instances",
+            value=free_slots,
+        )

@@ -105,6 +105,7 @@ def main(argv: list[str] | None = None) -> None:
         settings = OperatorSettings.from_configmap(read_configmap(args.config))
         store = open_store(args.store)
         store.revision()
+        eni = eni_controller(store, settings) if settings.ipam is IPAMMode.ENI else None
     except PyliumError as err:
         print(f"Error: {err}", file=sys.stderr)
         sys.exit(1)
@@ -112,7 +113,12 @@ def main(argv: list[str] | None = None) -> None:
     elector = LeaderElector(store, key=LEADER_KEY, identity=args.identity, ttl=LEADER_TTL)
     thread = threading.Thread(target=elector.run, args=(stop,), name="leader-election")
     thread.start()
-    metrics = operator_metrics.start(settings, ResourceClient(store), lambda: elector.is_leader)
+    metrics = operator_metrics.start(
+        settings,
+        ResourceClient(store),
+        lambda: elector.is_leader,
+        extra=[eni.collector()] if eni is not None else [],
+    )
     wake = threading.Event()
     for kind in ("CiliumNode", "Service", "Pod"):
         threading.Thread(
@@ -120,12 +126,8 @@ def main(argv: list[str] | None = None) -> None:
         ).start()
     services = ServiceController(store, service_cidr=args.service_cluster_ip_range)
     controller: NodeCIDRController | MultiPoolController | ENIController
-    if settings.ipam is IPAMMode.ENI:
-        try:
-            controller = eni_controller(store, settings)
-        except PyliumError as err:
-            print(f"Error: {err}", file=sys.stderr)
-            sys.exit(1)
+    if isinstance(eni, ENIController):
+        controller = eni
     elif settings.ipam is IPAMMode.MULTI_POOL:
         controller = MultiPoolController(store)
     else:

@@ -8,7 +8,7 @@ whether this replica leads; upstream exposes leader election through client-go's
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -54,12 +54,20 @@ class OperatorCollector(Collector):
 
 
 def start(
-    settings: OperatorSettings, client: ResourceClient, is_leader: Callable[[], bool]
+    settings: OperatorSettings,
+    client: ResourceClient,
+    is_leader: Callable[[], bool],
+    *,
+    extra: Sequence[Collector] = (),
 ) -> MetricsServer | None:
+    """Serve the operator's metrics, plus ``extra`` collectors (the ENI allocator's
+    ``cilium_operator_ec2_api_*`` and ``cilium_operator_ipam_*_ops``)."""
     if not settings.operator_prometheus_serve_addr:
         return None
     registry = CollectorRegistry()
     registry.register(OperatorCollector(client, is_leader))
+    for collector in extra:
+        registry.register(collector)
     return serve(
         settings.operator_prometheus_serve_addr, registry, key="operator-prometheus-serve-addr"
     )
