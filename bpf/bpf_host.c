@@ -7,13 +7,24 @@
  * the VXLAN tunnel with the HOST identity (1) in the VNI (the receiving from-overlay makes it
  * REMOTE_NODE, 6). Replies come back through the tunnel to the router IP (each node's
  * CiliumInternalIP is in every ipcache with its node as tunnel endpoint) and from-overlay hands
- * them to the stack. Anything without a tunnel endpoint passes to cilium_net unchanged.
+ * them to the stack. Anything without a tunnel endpoint passes to cilium_net unchanged. With
+ * the host firewall on, the host's egress policy judges what it sends this way.
+ *
+ * cil_from_netdev and cil_to_netdev, on the underlay device's tc ingress and egress, attached
+ * only with the host firewall on (enable-host-firewall): the host endpoint's ingress policy
+ * for packets to this node's own addresses (the source's identity from the ipcache: remote-node
+ * for other nodes, a pod's on other nodes in native routing, world otherwise) and its egress
+ * policy for packets from them, tracked so that replies pass. Everything else (pods' traffic
+ * forwarded by the node, ARP) passes untouched. As upstream, the tunnel's own UDP between
+ * nodes and the health checks are host traffic like any other: a host policy must allow them
+ * (fromEntities remote-node, health), or the cluster loses its tunnel.
  */
 #include "lib/common.h"
 #include "lib/config.h"
 #include "lib/ipcache.h"
 #include "lib/events.h"
 #include "lib/encap.h"
+#include "lib/host_firewall.h"
 
 SEC("tc")
 int cil_from_host(struct __sk_buff *skb)
@@ -39,9 +50,71 @@ int cil_from_host(struct __sk_buff *skb)
 		forward(skb, TRACE_TO_STACK, 0, DIR_EGRESS, &f, notify);
 		return TC_ACT_OK;
 	}
-	/* Not tracked: the host's own connections need no conntrack entry on this node (the
-	 * receiving pod's node records the connection it accepts). */
-	return encap_and_redirect(skb, info->tunnel_endpoint, &f, DIR_EGRESS, 0, notify);
+	int state;
+	ret = host_policy_egress(skb, &f, &state);
+	if (ret)
+		return drop(skb, ret, DIR_EGRESS, &f);
+	return encap_and_redirect(skb, info->tunnel_endpoint, &f, DIR_EGRESS, state, notify);
+}
+
+/* The identity of one of this node's addresses is HOST in the ipcache. */
+static __always_inline bool is_host_address(__u32 ip4)
+{
+	struct remote_endpoint_info *info = ipcache_lookup4(ip4);
+
+	return info && info->sec_identity == IDENTITY_HOST;
+}
+
+SEC("tc")
+int cil_from_netdev(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct flow_info f = { .dst_identity = IDENTITY_HOST };
+	int state, ret;
+
+	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
+		return TC_ACT_OK; /* ARP, IPv6: not judged (IPv4 only) */
+	if (parse_ipv4((void *)(eth + 1), data_end, &f))
+		return TC_ACT_OK; /* malformed: the kernel drops it */
+	if (!is_host_address(f.daddr))
+		return TC_ACT_OK; /* forwarded: pods' own programs judge it */
+	struct remote_endpoint_info *src = ipcache_lookup4(f.saddr);
+	f.src_identity = src ? src->sec_identity : IDENTITY_WORLD;
+	ret = host_policy_ingress(skb, &f, &state);
+	if (ret)
+		return drop(skb, ret, DIR_INGRESS, &f);
+	forward(skb, TRACE_TO_HOST, state, DIR_INGRESS, &f,
+		monitor_aggregation == MONITOR_AGGREGATION_NONE || state == CT_NEW);
+	return TC_ACT_OK;
+}
+
+SEC("tc")
+int cil_to_netdev(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct flow_info f = { .src_identity = IDENTITY_HOST };
+	int state, ret;
+
+	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
+		return TC_ACT_OK;
+	if (parse_ipv4((void *)(eth + 1), data_end, &f))
+		return TC_ACT_OK;
+	/* From the host's addresses: the host's own traffic, and (a limit of judging after
+	 * iptables) pods' traffic masqueraded to the node's address. */
+	if (!is_host_address(f.saddr))
+		return TC_ACT_OK;
+	struct remote_endpoint_info *dst = ipcache_lookup4(f.daddr);
+	f.dst_identity = dst ? dst->sec_identity : IDENTITY_WORLD;
+	ret = host_policy_egress(skb, &f, &state);
+	if (ret)
+		return drop(skb, ret, DIR_EGRESS, &f);
+	forward(skb, TRACE_TO_NETWORK, state, DIR_EGRESS, &f,
+		monitor_aggregation == MONITOR_AGGREGATION_NONE || state == CT_NEW);
+	return TC_ACT_OK;
 }
 
 char _license[] SEC("license") = "GPL";

@@ -9,6 +9,10 @@
  * (bpf_redirect_peer, MACs rewritten as a router would), send pods on other nodes through the
  * VXLAN tunnel with the source identity in the VNI, and hand everything else to the kernel.
  *
+ * A packet to this node's own addresses (identity HOST) also meets the host firewall's ingress
+ * policy at from-container, and one from them the host's egress policy at to-container (both
+ * pass when the host firewall is off: no host policy map).
+ *
  * to-container: the destination endpoint's ingress policy for the source identity the ipcache
  * gives (traffic delivered by bpf_lxc or bpf_overlay never comes this way: bpf_redirect_peer
  * skips the veth's egress).
@@ -65,6 +69,11 @@ int cil_from_container(struct __sk_buff *skb)
 			return drop(skb, ret, DIR_EGRESS, &f);
 		if (local) {
 			ret = policy_check(skb, dst->lxc_id, DIR_INGRESS, &f, state);
+			if (ret)
+				return drop(skb, ret, DIR_INGRESS, &f);
+		} else if (f.dst_identity == IDENTITY_HOST) {
+			/* To this node: the host firewall's ingress (no host map: passes). */
+			ret = policy_check(skb, HOST_ENDPOINT_ID, DIR_INGRESS, &f, state);
 			if (ret)
 				return drop(skb, ret, DIR_INGRESS, &f);
 		}
@@ -126,6 +135,12 @@ int cil_to_container(struct __sk_buff *skb)
 	int state = ct_lookup4(&f, CT_INGRESS, skb->len, &notify);
 	notify = notify || monitor_aggregation == MONITOR_AGGREGATION_NONE || state == CT_NEW;
 	if (!ct_skips_policy(state)) {
+		if (f.src_identity == IDENTITY_HOST) {
+			/* From this node: the host firewall's egress (no host map: passes). */
+			ret = policy_check(skb, HOST_ENDPOINT_ID, DIR_EGRESS, &f, state);
+			if (ret)
+				return drop(skb, ret, DIR_EGRESS, &f);
+		}
 		ret = policy_check(skb, dst->lxc_id, DIR_INGRESS, &f, state);
 		if (ret)
 			return drop(skb, ret, DIR_INGRESS, &f);

@@ -6,7 +6,8 @@
  * pod's replies pass its egress policy), checked against the endpoint's ingress policy unless
  * it is a reply, and delivered straight into the endpoint's namespace. A packet for this
  * node's own addresses (ipcache identity HOST: the router IP, where pods answer the other
- * nodes' hosts) goes to the stack as addressed to this host (the inner Ethernet destination
+ * nodes' hosts), once the host firewall's ingress policy let it in, goes to the stack as
+ * addressed to this host (the inner Ethernet destination
  * is the sending pod's gateway on its node, so the frame arrived as PACKET_OTHERHOST);
  * anything else goes to the kernel as it came. */
 #include "lib/common.h"
@@ -17,6 +18,7 @@
 #include "lib/events.h"
 #include "lib/policy.h"
 #include "lib/deliver.h"
+#include "lib/host_firewall.h"
 
 SEC("tc")
 int cil_from_overlay(struct __sk_buff *skb)
@@ -47,11 +49,15 @@ int cil_from_overlay(struct __sk_buff *skb)
 		f.dst_identity = ep->sec_id;
 	if (!ep || !ep->ifindex) {
 		struct remote_endpoint_info *info = ipcache_lookup4(f.daddr);
+		int state = 0;
 		if (info && info->sec_identity == IDENTITY_HOST) {
 			f.dst_identity = IDENTITY_HOST;
+			ret = host_policy_ingress(skb, &f, &state);
+			if (ret)
+				return drop(skb, ret, DIR_INGRESS, &f);
 			bpf_skb_change_type(skb, PACKET_HOST);
 		}
-		forward(skb, TRACE_TO_STACK, 0, DIR_INGRESS, &f,
+		forward(skb, TRACE_TO_STACK, state, DIR_INGRESS, &f,
 			monitor_aggregation == MONITOR_AGGREGATION_NONE);
 		return TC_ACT_OK;
 	}

@@ -16,10 +16,12 @@
 
 /* Trace observation points (Cilium's TRACE_* numbers in bpf/lib/trace.h). */
 #define TRACE_TO_LXC 0
+#define TRACE_TO_HOST 2
 #define TRACE_TO_STACK 3
 #define TRACE_TO_OVERLAY 4
 #define TRACE_FROM_LXC 5
 #define TRACE_FROM_OVERLAY 9
+#define TRACE_TO_NETWORK 11
 
 struct flow_event {
 	__u64 ts;	   /* bpf_ktime_get_ns() */

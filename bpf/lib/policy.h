@@ -37,6 +37,12 @@
 #define POLICY_PROTO_BITS 8
 
 #define POLICY_MAP_SIZE 16384 /* per endpoint (bpf-policy-map-max) */
+
+/* The host endpoint's ID (its policy map is the host firewall's). Upstream allocates it from
+ * the endpoint IDs and compiles it into bpf_host (its template uses 0xffff); pylium reserves
+ * 0xffff, and pods take 1..65534. No map under this ID (host firewall off): the host's
+ * traffic passes unjudged. */
+#define HOST_ENDPOINT_ID 0xffff
 #define POLICY_ENDPOINTS_MAX 65535
 
 /* policy_entry.flags */

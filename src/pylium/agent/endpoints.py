@@ -37,7 +37,7 @@ from pylium.adapters.store.api import Store
 from pylium.agent.ipam import IPAM
 from pylium.agent.policy import LocalEndpoint
 from pylium.base.errors import DatapathError, PyliumError
-from pylium.core.identity.labels import Label, LabelFilter, identity_labels
+from pylium.core.identity.labels import Label, LabelFilter, host_labels, identity_labels
 from pylium.core.identity.numeric import ReservedIdentity
 from pylium.model.resource import Resource
 
@@ -49,6 +49,12 @@ TO_CONTAINER_PROGRAM = "cil_to_container"
 OVERLAY_PROGRAM = "cil_from_overlay"
 FROM_HOST_PROGRAM = "cil_from_host"
 HOST_DEVICE = "cilium_host"
+FROM_NETDEV_PROGRAM = "cil_from_netdev"
+TO_NETDEV_PROGRAM = "cil_to_netdev"
+HOST_ENDPOINT_ID = 0xFFFF
+"""The host endpoint's ID: its policy map (pylium_policy_v2_65535) is the host firewall's.
+Upstream allocates one from the endpoint IDs (its bpf_host template says 0xffff); pylium
+reserves this one, and pods take 1..65534 (bpf/lib/policy.h HOST_ENDPOINT_ID)."""
 TUNNEL_DEVICE = "cilium_vxlan"
 VXLAN_OVERHEAD = 50
 """Outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8."""
@@ -85,6 +91,7 @@ class EndpointManager:
         cluster: str,
         label_filter: LabelFilter,
         tunnel_port: int = 0,
+        host_firewall: bool = False,
         mtu: int = 0,
         monitor_aggregation: int = 2,
         direct_routes: bool = False,
@@ -104,6 +111,8 @@ class EndpointManager:
         self.overlay: BpfObject | None = None
         self.host: BpfObject | None = None
         self.tunnel_port = tunnel_port
+        self.host_firewall = host_firewall
+        """``enable-host-firewall``: the host endpoint's policy on the underlay device."""
         self.mtu = mtu
         self.monitor_aggregation = monitor_aggregation
         """The datapath's ``monitor_aggregation`` (0 none ... 3 maximum)."""
@@ -155,6 +164,8 @@ class EndpointManager:
             # The host reaches other nodes' pods through cilium_host (routes in sync_remote).
             self.host = BpfObject(build("bpf_host"), self.bpf_root).load()
             tc.attach(HOST_DEVICE, self.host.prog_fd(FROM_HOST_PROGRAM), ingress=False)
+        if self.host_firewall:
+            self._attach_host_firewall()
         self._restore()
         log.info("datapath ready", extra={"bpf_root": str(self.bpf_root), "router": str(router)})
 
@@ -235,9 +246,36 @@ class EndpointManager:
             if prefix not in desired and prefix not in local:
                 self.ipcache_map.delete(prefix)
 
+    def _attach_host_firewall(self) -> None:
+        """cil_from_netdev / cil_to_netdev on the device holding the node's IP (upstream's
+        native devices); they judge nothing until the host endpoint's policy map exists."""
+        device = podnet.device_of(self.node_ip)
+        if device is None:
+            raise DatapathError(str(self.node_ip), "host firewall", "no device holds the node IP")
+        if self.host is None:
+            self.host = BpfObject(build("bpf_host"), self.bpf_root).load()
+        tc.attach(device, self.host.prog_fd(FROM_NETDEV_PROGRAM))
+        tc.attach(device, self.host.prog_fd(TO_NETDEV_PROGRAM), ingress=False)
+        log.info("host firewall attached", extra={"device": device})
+
+    def host_labels(self) -> frozenset[str]:
+        """The host endpoint's labels: ``reserved:host`` and the Node's labels (filtered)."""
+        node = self.client.get("Node", self.node)
+        return host_labels(dict(node.labels) if node else {}, self.label_filter)
+
     def local_endpoints(self) -> list[LocalEndpoint]:
-        """The endpoints as the policy engine needs them."""
-        return [
+        """The endpoints as the policy engine needs them (the host's too, with the host
+        firewall on)."""
+        host = (
+            [
+                LocalEndpoint(
+                    HOST_ENDPOINT_ID, int(ReservedIdentity.HOST), self.host_labels(), "", ""
+                )
+            ]
+            if self.host_firewall
+            else []
+        )
+        return host + [
             LocalEndpoint(
                 endpoint_id=r.endpoint_id,
                 identity=r.identity,
@@ -368,7 +406,7 @@ class EndpointManager:
             if container_id in existing:
                 return existing[container_id]
             used = {r.endpoint_id for r in existing.values()}
-            endpoint_id = next(i for i in range(1, 65536) if i not in used)
+            endpoint_id = next(i for i in range(1, HOST_ENDPOINT_ID) if i not in used)
             namespace = str(request.get("k8s-namespace", "default"))
             pod = str(request.get("k8s-pod-name", container_id[:12]))
             labels = self._labels(namespace, pod, dict(request.get("labels") or {}))

@@ -120,6 +120,7 @@ class Agent:
             cluster=settings.cluster_name,
             label_filter=LabelFilter.from_user(settings.labels),
             tunnel_port=tunnel_port(settings),
+            host_firewall=settings.enable_host_firewall,
             mtu=settings.mtu,
             monitor_aggregation=settings.monitor_aggregation.level,
             direct_routes=settings.routing_mode is RoutingMode.NATIVE

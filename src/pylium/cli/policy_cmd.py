@@ -18,6 +18,7 @@ import typer
 
 from pylium.adapters.resources import ResourceClient
 from pylium.cli.common import dump, fail, print_table, resource_client
+from pylium.core.identity.labels import LabelFilter, host_labels
 from pylium.core.identity.numeric import ReservedIdentity
 from pylium.core.policy import cidr
 from pylium.core.policy.peers import CIDRSelector, Direction, peer_selectors, sections
@@ -34,10 +35,14 @@ policy_app = typer.Typer(help="Network policy: rules in force, selectors, verdic
 PROTOCOLS = {"tcp": 6, "udp": 17, "sctp": 132, "icmp": 1, "any": 0}
 
 
-def _config(mode: str | None, audit: bool | None) -> PolicyConfig:
+def _settings() -> AgentSettings:
     lab = cluster.current_lab()
     configmap = read_configmap(cluster.state_dir(lab) / "config.json") if lab else {}
-    config = cluster_policy.policy_config(AgentSettings.from_configmap(configmap))
+    return AgentSettings.from_configmap(configmap)
+
+
+def _config(mode: str | None, audit: bool | None) -> PolicyConfig:
+    config = cluster_policy.policy_config(_settings())
     if mode is not None:
         config = dataclasses.replace(config, mode=EnforcementMode(mode))
     if audit is not None:
@@ -103,7 +108,16 @@ def selectors_(
 def _peer(
     client: ResourceClient, snap: cluster_policy.PolicySnapshot, text: str, namespace: str
 ) -> cluster_policy.Peer:
-    """A pod (``name`` or ``ns/name``), an identity number, or an IP address/CIDR."""
+    """A pod (``name`` or ``ns/name``), a node's host (``host:NODE``, the host endpoint, whose
+    policy is the host firewall's), an identity number, or an IP address/CIDR."""
+    if text.startswith("host:"):
+        node = client.get("Node", text.removeprefix("host:"))
+        if node is None:
+            fail([f"{text}: no such node"])
+        assert node is not None
+        host = host_labels(dict(node.labels), LabelFilter.from_user(_settings().labels))
+        ident = int(ReservedIdentity.HOST)
+        return cluster_policy.Peer(text, ident, host, namespace="", pod=f"host:{node.name}")
     if text.isdigit():
         ident = int(text)
         labels = {**reserved_identities(), **snap.identities}.get(ident)
@@ -150,7 +164,9 @@ def _port(text: str) -> tuple[int, int]:
 def explain(
     ctx: typer.Context,
     source: Annotated[str, typer.Option("--from", help="POD, ns/POD, IDENTITY or IP/CIDR.")],
-    destination: Annotated[str, typer.Option("--to", help="POD, ns/POD, IDENTITY or IP/CIDR.")],
+    destination: Annotated[
+        str, typer.Option("--to", help="POD, ns/POD, host:NODE, IDENTITY or IP/CIDR.")
+    ],
     port: Annotated[str, typer.Option("--port", help="PORT/PROTO, e.g. 80/tcp (ICMP: type).")],
     namespace: Annotated[str, typer.Option("-n", "--namespace")] = "default",
     mode: Annotated[

@@ -129,6 +129,15 @@ def underlay_mtu(node_ip: ipaddress.IPv4Address, default: int = 1500) -> int:
     return default
 
 
+def device_of(ip: ipaddress.IPv4Address) -> str | None:
+    """The name of the device holding ``ip`` (the node's underlay device), or None."""
+    with IPRoute() as ipr:
+        for addr in ipr.get_addr(family=2):
+            if addr.get_attr("IFA_ADDRESS") == str(ip):
+                return str(ipr.get_links(addr["index"])[0].get_attr("IFLA_IFNAME"))
+    return None
+
+
 def set_mtu(ifname: str, mtu: int) -> None:
     try:
         with IPRoute() as ipr:

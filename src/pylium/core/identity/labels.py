@@ -161,3 +161,13 @@ def identity_labels(
     labels.append(Label(_K8S, SERVICE_ACCOUNT_LABEL, service_account))
     labels.append(Label(_K8S, CLUSTER_LABEL, cluster))
     return tuple(sorted({lb for lb in labels if label_filter.relevant(lb)}))
+
+
+def host_labels(
+    node_labels: Mapping[str, str], label_filter: LabelFilter = LabelFilter()
+) -> frozenset[str]:
+    """The host endpoint's labels, as upstream gives them: ``reserved:host`` and the Node's
+    labels as ``k8s:`` labels that pass the identity label filter (by default
+    ``kubernetes.io/...`` labels do not: a nodeSelector on them selects no host)."""
+    labels = [Label(_K8S, k, v) for k, v in node_labels.items()]
+    return frozenset({"reserved:host", *(str(lb) for lb in labels if label_filter.relevant(lb))})
