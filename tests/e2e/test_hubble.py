@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from pylium.adapters.agentapi import AgentClient
@@ -188,6 +189,18 @@ def test_flows_verdicts_policy_names_follow(cli: Cli, tmp_path: Path) -> None:
             "--print-policy-names",
         ).stdout
         assert "by CiliumNetworkPolicy default/server-ingress" in direct
+        parquet = tmp_path / "flows.parquet"
+        cli(
+            "observe",
+            "--to-pod",
+            "default/server",
+            "--last",
+            "100",
+            "--export-parquet",
+            str(parquet),
+        )
+        table = pq.read_table(parquet).drop_columns(["time"]).to_pylist()
+        assert any(r["verdict"] == "DROPPED" and r["policies"] for r in table)
         with ObserverClient(f"unix:{cli.home / 'labs' / lab / 'hubble-relay.sock'}") as relay:
             assert relay.status().num_connected_nodes.value == 2
             assert sorted(n.name for n in relay.nodes()) == ["n1", "n2"]

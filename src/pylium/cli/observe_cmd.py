@@ -22,6 +22,7 @@ from typing import Annotated, Any
 
 import typer
 
+from pylium.adapters import flowexport
 from pylium.adapters.agentapi import AgentClient
 from pylium.adapters.hubbleapi.client import ObserverClient
 from pylium.base.errors import PyliumError
@@ -122,10 +123,33 @@ def _nodes(node: str | None, lab: str | None) -> dict[str, Path]:
     return {n: cluster.agent_socket(n, name) for n in chosen}
 
 
+class FlowSink:
+    """``--export`` (JSON lines, appended as flows come) and ``--export-parquet`` (written
+    when observing ends)."""
+
+    def __init__(self, jsonl: Path | None, parquet: Path | None) -> None:
+        self._jsonl = open(jsonl, "a") if jsonl is not None else None  # noqa: SIM115
+        self._parquet = parquet
+        self._flows: list[Flow] = []
+
+    def add(self, flow: Flow) -> None:
+        if self._jsonl is not None:
+            self._jsonl.write(render.as_json(flow) + "\n")
+        if self._parquet is not None:
+            self._flows.append(flow)
+
+    def close(self) -> None:
+        if self._jsonl is not None:
+            self._jsonl.close()
+        if self._parquet is not None:
+            rows = flowexport.write_parquet(self._flows, self._parquet)
+            print(f"{rows} flows written to {self._parquet}", file=sys.stderr)
+
+
 def _print(flows: list[Flow], output: str, policy_names: bool, export: Any) -> None:
     for flow in flows:
         if export is not None:
-            export.write(render.as_json(flow) + "\n")
+            export.add(flow)
         if output in ("json", "jsonpb"):
             typer.echo(render.as_json(flow))
         elif output == "dict":
@@ -178,6 +202,10 @@ def observe(
     export: Annotated[
         Path | None, typer.Option("--export", help="Also write JSON lines here.")
     ] = None,
+    export_parquet: Annotated[
+        Path | None,
+        typer.Option("--export-parquet", help="Also write the flows as Parquet (for pandas)."),
+    ] = None,
     server: Annotated[
         str | None,
         typer.Option(
@@ -218,7 +246,7 @@ def observe(
     number = first or last or (0 if (all_ or since or follow) else 20)
     if first:
         query["first"] = "1"
-    sink = open(export, "a") if export is not None else None  # noqa: SIM115
+    sink = FlowSink(export, export_parquet) if export or export_parquet else None
     if server is not None:
         try:
             _observe_grpc(
