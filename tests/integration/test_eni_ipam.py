@@ -514,6 +514,40 @@ def test_agent_gets_pod_ips_from_enis_and_the_pool_follows(ec2: Any, store: Stor
         loop.close()
 
 
+def test_custom_cni_config_steers_the_enis(ec2: Any, store: Store, tmp_path: Path) -> None:
+    world = World(ec2)
+    conf = tmp_path / "05-cilium.conflist"
+    conf.write_text(
+        json.dumps(
+            {
+                "cniVersion": "0.3.1",
+                "name": "cilium",
+                "plugins": [
+                    {
+                        "type": "cilium-cni",
+                        "eni": {"first-interface-index": 1, "subnet-tags": {"tier": "pods"}},
+                        "ipam": {"pre-allocate": 5},
+                    }
+                ],
+            }
+        )
+    )
+    metadata = {
+        "instance-id": world.instance,
+        "instance-type": world.instance_type,
+        "vpc-id": world.vpc,
+        "availability-zone": AZ,
+    }
+    ipam = IPAM(store, "n1", IPAMMode.ENI, pre_allocate=8, eni=metadata, cni_conf=str(conf))
+    ipam.ensure_cilium_node()
+    spec = node(store)["spec"]
+    assert spec["eni"]["first-interface-index"] == 1 and spec["ipam"]["pre-allocate"] == 5
+    controller(store, ec2).reconcile()
+    enis = world.enis()
+    assert len(enis[0]["PrivateIpAddresses"]) == 1  # eth0 skipped
+    assert enis[1]["SubnetId"] == world.pods_subnet and len(pool(store)) == 5
+
+
 # -- the operator process -------------------------------------------------------------------------
 
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pylium.base.errors import ConfigError
+from pylium.core.ipam.eni import netconf
 from pylium.core.ipam.eni.limits import STATIC_LIMITS, Limits, from_describe_instance_types
 from pylium.core.ipam.eni.plan import (
     ENI,
@@ -262,3 +267,25 @@ def test_release_never_takes_a_used_ip(
         assert set(ips) <= set(next(e for e in enis if e.id == eni_id).addresses)
     after = len(pool) - len(ips)
     assert after - len(used) >= min(w.pre_allocate, len(pool) - len(used))
+
+
+def test_custom_cni_config_eni_and_ipam_sections() -> None:
+    conflist = {
+        "cniVersion": "0.3.1",
+        "name": "cilium",
+        "plugins": [
+            {
+                "type": "cilium-cni",
+                "eni": {"subnet-tags": {"tier": "pods"}, "first-interface-index": 1},
+                "ipam": {"pre-allocate": 4, "max-above-watermark": 2},
+            }
+        ],
+    }
+    conf = netconf.parse(json.dumps(conflist))
+    assert conf.eni == {"subnet-tags": {"tier": "pods"}, "first-interface-index": 1}
+    assert conf.ipam == {"pre-allocate": 4, "max-above-watermark": 2}
+    assert netconf.parse('{"type": "cilium-cni"}') == netconf.ENINetConf()
+    with pytest.raises(ConfigError, match=r"ipam.pre-allocate"):
+        netconf.parse('{"ipam": {"pre-allocate": -1}}')
+    with pytest.raises(ConfigError, match="not a JSON"):
+        netconf.parse("{")

@@ -36,9 +36,10 @@ from typing import Any
 
 from pylium.adapters.resources import ResourceClient
 from pylium.adapters.store.api import Compare, Put, Store
-from pylium.base.errors import AllocationError
+from pylium.base.errors import AllocationError, ConfigError
 from pylium.core.ipam.cidrset import Network
 from pylium.core.ipam.clusterpool import CIDRStatus
+from pylium.core.ipam.eni import netconf
 from pylium.core.ipam.hostscope import (
     MULTI_POOL,
     ROUTER_OWNER,
@@ -89,6 +90,7 @@ class IPAM:
         min_allocate: int = 0,
         max_allocate: int = 0,
         eni: Mapping[str, Any] | None = None,
+        cni_conf: str = "",
     ) -> None:
         self.store = store
         self.client = ResourceClient(store)
@@ -98,6 +100,9 @@ class IPAM:
         self.min_allocate = min_allocate
         self.max_allocate = max_allocate
         self.eni = dict(eni) if eni is not None else None
+        self.cni_conf = cni_conf
+        """``read-cni-conf``: a custom CNI configuration whose ``eni``/``ipam`` sections go
+        into the CiliumNode (over the instance metadata), as upstream."""
         # ENI: every pool address is a /32 of its own, all of it usable.
         self.pools: dict[str, HostScopeAllocator] = {
             DEFAULT_POOL: HostScopeAllocator(reservation=MULTI_POOL)
@@ -172,7 +177,8 @@ class IPAM:
     def ensure_cilium_node(self) -> None:
         """ENI mode (``auto-create-cilium-node-resource``): create or complete this node's
         CiliumNode with the instance metadata and the watermarks; fields already set (by the
-        user or a custom CNI config) win over the metadata."""
+        user) win over those, and the ``eni``/``ipam`` sections of the custom CNI
+        configuration (``read-cni-conf``) over everything, as upstream."""
         metadata = self.eni if self.eni is not None else eni_metadata_from_env()
         if not metadata.get("instance-id") or not metadata.get("instance-type"):
             raise AllocationError(
@@ -186,6 +192,13 @@ class IPAM:
             "min-allocate": self.min_allocate,
             "max-allocate": self.max_allocate,
         }
+        conf = netconf.ENINetConf()
+        if self.cni_conf:
+            try:
+                text = Path(self.cni_conf).read_text()
+            except OSError as err:
+                raise ConfigError("read-cni-conf", f"{self.cni_conf}: {err}") from err
+            conf = netconf.parse(text)
 
         def update(body: dict[str, Any] | None) -> dict[str, Any] | None:
             body = body or {
@@ -199,10 +212,12 @@ class IPAM:
             eni = spec.setdefault("eni", {})
             for key, value in eni_fields.items():
                 eni.setdefault(key, value)
+            eni.update(conf.eni)
             ipam = spec.setdefault("ipam", {})
             for key, value in watermarks.items():
                 if value:
                     ipam.setdefault(key, value)
+            ipam.update(conf.ipam)
             return body
 
         self.client.mutate("CiliumNode", self.node, fn=update)
