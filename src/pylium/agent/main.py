@@ -108,6 +108,7 @@ class Agent:
             pre_allocate=settings.ipam_pre_allocate,
             min_allocate=settings.ipam_min_allocate,
             max_allocate=settings.ipam_max_allocate,
+            cni_conf=settings.read_cni_conf,
         )
         self.identities = IdentityAllocator(store, name, cluster_id=settings.cluster_id)
         self.endpoints = EndpointManager(
