@@ -45,6 +45,7 @@ bench: setup
 	$(PY) benchmarks/eni_ipam.py
 	$(PY) benchmarks/hubble.py
 	$(PY) benchmarks/socket_lb.py
+	$(PY) benchmarks/report.py
 
 crds: setup
 	$(BIN)/pylium crds export deploy/crds
