@@ -514,6 +514,18 @@ def test_agent_gets_pod_ips_from_enis_and_the_pool_follows(ec2: Any, store: Stor
         loop.close()
 
 
+def test_wrong_instance_id_is_reported(ec2: Any, store: Store) -> None:
+    world = World(ec2)
+    cilium_node(store, "n1", world, instance="i-0123456789abcdef0")
+    report = controller(store, ec2).reconcile()["n1"]
+    assert report.allocated == 0
+    assert (
+        "i-0123456789abcdef0 not found in EC2"
+        in (node(store)["status"]["ipam"]["operator-status"]["error"])
+    )
+    assert len(ec2.describe_network_interfaces()["NetworkInterfaces"]) == 1  # eth0 only
+
+
 def test_custom_cni_config_steers_the_enis(ec2: Any, store: Store, tmp_path: Path) -> None:
     world = World(ec2)
     conf = tmp_path / "05-cilium.conflist"

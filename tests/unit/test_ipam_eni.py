@@ -289,3 +289,18 @@ def test_custom_cni_config_eni_and_ipam_sections() -> None:
         netconf.parse('{"ipam": {"pre-allocate": -1}}')
     with pytest.raises(ConfigError, match="not a JSON"):
         netconf.parse("{")
+
+
+def test_unknown_instance_type_is_an_error_not_a_guess() -> None:
+    plan = plan_allocation(
+        spec=ENISpec("i-1", "z9.huge"),
+        watermarks=Watermarks(),
+        limits=None,
+        enis=[eth0()],
+        used=0,
+        subnets=SUBNETS,
+        security_groups=(),
+    )
+    assert (
+        plan.total == 0 and "unable to determine limits" in plan.error and "z9.huge" in plan.error
+    )

@@ -195,6 +195,16 @@ class ENIController:
         watermarks = Watermarks.from_spec(spec_raw.get("ipam") or {})
         limits = self._limits_of(spec.instance_type)
         enis = self.enis_of(spec.instance_id)
+        if not enis:  # a new instance since the last refresh, or a wrong instance-id
+            self._refresh_instance(spec.instance_id)
+            enis = self.enis_of(spec.instance_id)
+        if not enis:
+            report.error = (
+                f"instance {spec.instance_id} not found in EC2 (no network interface is "
+                "attached to it): check spec.instance-id"
+            )
+            self._write(name, error=report.error)
+            return report
         pool = pool_of(enis, spec)
         used = len(used_all & set(pool))
         plan = plan_allocation(
