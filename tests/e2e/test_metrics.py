@@ -2,7 +2,7 @@
 ``cilium_*`` on its node's :9962 and ``hubble_*`` on :9965 (every node is its own network
 namespace, so each binds the same ports), the operator ``cilium_operator_*`` on :9963 in the
 fabric; scraped from inside those namespaces, the counters move with allowed and denied
-traffic."""
+traffic; ``pylium metrics list`` shows the agent's through its API."""
 
 from __future__ import annotations
 
@@ -152,6 +152,16 @@ def test_agent_hubble_and_operator_metrics_move(cli: Cli, tmp_path: Path) -> Non
             > 0
         )
 
+        assert hubble_after['hubble_lost_events_total{source="perf_event_ring_buffer"}'] >= 0
+        # cilium-dbg metrics list's shape, through the agent API.
+        listed = cli("metrics", "list", "--node", "n2", "--lab", lab, "-p", "^cilium_drop_count")
+        lines = listed.stdout.splitlines()
+        assert lines[0].split() == ["Metric", "Labels", "Value"]
+        assert any(
+            "direction=INGRESS reason=Policy denied" in line and line.startswith("cilium_drop")
+            for line in lines
+        ), listed.stdout
+        assert all(line.startswith("cilium_drop_count_total") for line in lines[1:])
         operator = scrape(f"pl-{lab}-fab", "http://127.0.0.1:9963/metrics")
         assert operator["cilium_operator_is_leader"] == 1
         assert operator['cilium_operator_ipam_nodes{category="total"}'] == 2

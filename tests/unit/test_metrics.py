@@ -4,13 +4,14 @@ serve addresses, and the Helm values that switch them on."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from pylium.agent.metrics import AgentCollector, HubbleMetrics
+from pylium.agent.metrics import AgentCollector, HubbleMetrics, LostEventsCollector, start
 from pylium.base.errors import ConfigError
 from pylium.core.hubble.flow import (
     EVENT_DROP,
@@ -31,7 +32,9 @@ from pylium.core.metrics import (
     map_pressure,
 )
 from pylium.core.settings import chart
-from pylium.runtime.metrics import parse_address
+from pylium.model.config import AgentSettings
+from pylium.runtime.metrics import parse_address, samples
+from pylium.runtime.unixhttp import HttpError, Request
 
 
 @dataclass(frozen=True)
@@ -271,3 +274,56 @@ def test_operator_ipam_ips_from_cilium_nodes() -> None:
         {"metadata": {"name": "fresh"}},
     ]
     assert ipam_ips(nodes) == {"available": 254 + 2, "used": 2}
+
+
+def test_tcp_and_port_distribution_handlers() -> None:
+    handlers, problems = parse_handlers(["tcp", "port-distribution"])
+    assert not problems
+    registry = CollectorRegistry()
+    HubbleMetrics(handlers, registry).observe(
+        [
+            flow(event=EVENT_TRACE),  # SYN, to port 8080
+            dataclasses.replace(flow(event=EVENT_TRACE), tcp_flags=0x12, is_reply=True),
+            dataclasses.replace(flow(event=EVENT_TRACE), tcp_flags=0x11),  # FIN-ACK
+            flow(event=EVENT_DROP, verdict=Verdict.DROPPED, reason=133),  # not forwarded
+        ]
+    )
+    got = scrape(registry)
+    assert got['hubble_tcp_flags_total{family="IPv4",flag="SYN"}'] == 1
+    assert got['hubble_tcp_flags_total{family="IPv4",flag="SYN-ACK"}'] == 1
+    assert got['hubble_tcp_flags_total{family="IPv4",flag="FIN"}'] == 1
+    assert got['hubble_port_distribution_total{port="8080",protocol="TCP"}'] == 2
+
+
+def test_agent_metrics_api_and_lost_events() -> None:
+    settings = AgentSettings.from_configmap({"hubble-metrics-server": "", "hubble-metrics": "drop"})
+    metrics = start(settings, FakeSources(), lambda listener: None)
+    assert metrics.servers == [] and len(metrics.registries) == 1  # no servers asked for
+    status, body = metrics.list_handler(request({"match": "^cilium_drop_count"}))
+    assert status == 200 and {s["name"] for s in body} == {"cilium_drop_count_total"}
+    denied = next(s for s in body if s["labels"]["reason"] == "Policy denied")
+    assert denied == {
+        "name": "cilium_drop_count_total",
+        "labels": {"reason": "Policy denied", "direction": "INGRESS"},
+        "value": 3.0,
+    }
+    listeners: list[object] = []
+    with_hubble = AgentSettings.from_configmap(
+        {"hubble-metrics-server": "", "hubble-metrics": "drop flow"}
+    )
+    assert len(start(with_hubble, FakeSources(), listeners.append).registries) == 1
+    registry = CollectorRegistry()
+    registry.register(LostEventsCollector(lambda: 7))
+    assert samples(registry) == [
+        {
+            "name": "hubble_lost_events_total",
+            "labels": {"source": "perf_event_ring_buffer"},
+            "value": 7.0,
+        }
+    ]
+    with pytest.raises(HttpError):
+        metrics.list_handler(request({"match": "("}))
+
+
+def request(query: dict[str, str]) -> Request:
+    return Request("GET", "/v1/metrics", {}, query, None)

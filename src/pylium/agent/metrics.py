@@ -10,15 +10,20 @@ gauges ``cilium_endpoint``, ``cilium_identity`` {type}, ``cilium_policy``,
 ``hubble-metrics-server`` (Helm ``hubble.metrics.enabled``: ``:9965``) serves the ``hubble_*``
 counters of the handlers in ``hubble-metrics`` (:mod:`pylium.core.hubble.metrics`), fed by
 the Hubble observer's flow pipeline (a listener on :class:`HubbleObserver`, not a second
-reader of the events).
+reader of the events), and ``hubble_lost_events_total``.
+
+Both registries are also listed on the agent API (``GET /v1/metrics``, ``pylium metrics
+list``), whether or not their servers run (the hubble one when its handlers are set).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -32,7 +37,8 @@ from pylium.core.hubble.flow import Flow
 from pylium.core.hubble.metrics import Handler, parse_handlers
 from pylium.core.metrics import Counts, datapath_rows, identity_type, map_pressure
 from pylium.model.config import AgentSettings
-from pylium.runtime.metrics import MetricsServer, serve
+from pylium.runtime.metrics import MetricsServer, samples, serve
+from pylium.runtime.unixhttp import HttpError, Request
 
 log = logging.getLogger(__name__)
 
@@ -207,28 +213,76 @@ class LiveSources:
         return pressure.pinned_usage(self.pin_dir)
 
 
+class LostEventsCollector(Collector):
+    """``hubble_lost_events_total`` {source}: events the datapath could not hand to the
+    observer (its ring buffer was full), as Hubble counts them."""
+
+    def __init__(self, lost: Callable[[], int]) -> None:
+        self.lost = lost
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "hubble_lost_events", "Number of lost events", labels=["source"]
+        )
+        family.add_metric(["perf_event_ring_buffer"], self.lost())
+        yield family
+
+
+@dataclass
+class AgentMetrics:
+    """The agent's registries (always readable on its API, ``GET /v1/metrics``, as
+    ``cilium-dbg metrics list`` reads them) and the servers the settings asked for."""
+
+    registries: list[CollectorRegistry] = field(default_factory=list)
+    servers: list[MetricsServer] = field(default_factory=list)
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
+
+    def list_handler(self, request: Request) -> tuple[int, Any]:
+        """``GET /v1/metrics[?match=REGEX]``: every sample as ``{name, labels, value}``
+        (upstream's ``models.Metric``)."""
+        try:
+            pattern = re.compile(request.query.get("match", ""))
+        except re.error as err:
+            raise HttpError(400, f"bad match pattern: {err}") from err
+        out = [
+            s
+            for registry in self.registries
+            for s in samples(registry)
+            if pattern.search(s["name"])
+        ]
+        return 200, out
+
+
 def start(
     settings: AgentSettings,
     sources: Sources,
     add_flow_listener: Callable[[Callable[[Sequence[Flow]], None]], None],
-) -> list[MetricsServer]:
-    """Start the servers the settings ask for (none by default); hubble handlers are
-    attached to the flow pipeline only when their server runs."""
-    servers: list[MetricsServer] = []
-    if settings.prometheus_serve_addr:
-        registry = CollectorRegistry()
-        registry.register(AgentCollector(sources))
-        server = serve(settings.prometheus_serve_addr, registry, key="prometheus-serve-addr")
-        if server is not None:
-            servers.append(server)
+    lost_events: Callable[[], int] | None = None,
+) -> AgentMetrics:
+    """Build the registries and start the servers the settings ask for (none by default);
+    hubble handlers are attached to the flow pipeline when ``hubble-metrics-server`` and
+    ``hubble-metrics`` are set."""
+    metrics = AgentMetrics()
+    registry = CollectorRegistry()
+    registry.register(AgentCollector(sources))
+    metrics.registries.append(registry)
+    server = serve(settings.prometheus_serve_addr, registry, key="prometheus-serve-addr")
+    if server is not None:
+        metrics.servers.append(server)
     if settings.enable_hubble and settings.hubble_metrics_server and settings.hubble_metrics:
         handlers, problems = parse_handlers(settings.hubble_metrics)
         for problem in problems:
             log.warning("%s", problem)
         registry = CollectorRegistry()
         hubble = HubbleMetrics(handlers, registry)
+        if lost_events is not None:
+            registry.register(LostEventsCollector(lost_events))
+        add_flow_listener(hubble.observe)
+        metrics.registries.append(registry)
         server = serve(settings.hubble_metrics_server, registry, key="hubble-metrics-server")
         if server is not None:
-            add_flow_listener(hubble.observe)
-            servers.append(server)
-    return servers
+            metrics.servers.append(server)
+    return metrics

@@ -23,6 +23,7 @@ from pylium.cli import (
     install_cmd,
     ipam_cmd,
     lab_cmd,
+    metrics_cmd,
     observe_cmd,
     policy_cmd,
     resources_cmd,
@@ -75,6 +76,7 @@ service_cmd.register(app)
 connectivity_cmd.register(app)
 observe_cmd.register(app)
 hubble_cmd.register(app)
+metrics_cmd.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, start_http_server
@@ -49,6 +50,18 @@ class MetricsServer:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+def samples(registry: CollectorRegistry) -> list[dict[str, Any]]:
+    """Every sample of ``registry`` now, as upstream's API ``Metric`` ({name, labels, value});
+    ``_created`` timestamps are left out."""
+    out: list[dict[str, Any]] = []
+    for family in registry.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_created"):
+                continue
+            out.append({"name": sample.name, "labels": dict(sample.labels), "value": sample.value})
+    return out
 
 
 def serve(address: str, registry: CollectorRegistry, *, key: str) -> MetricsServer | None:

@@ -4,7 +4,10 @@ under. Names follow ``pkg/hubble/metrics``: the ``flow`` handler counts
 ``hubble_flows_processed_total`` {protocol, type, subtype, verdict}, ``drop`` counts
 ``hubble_drop_total`` {reason, protocol}, ``policy`` counts ``hubble_policy_verdicts_total``
 {direction, match, action} plus, as a pylium extension users ask upstream for (CFP #34304),
-{protocol, port}: the destination port that was allowed or denied.
+{protocol, port}: the destination port that was allowed or denied; ``tcp`` counts
+``hubble_tcp_flags_total`` {flag: SYN, SYN-ACK, FIN, RST; family} of forwarded TCP flows and
+``port-distribution`` ``hubble_port_distribution_total`` {protocol, port} of forwarded
+requests.
 
 Options (``drop:sourceContext=namespace;destinationContext=pod``) add ``source`` and
 ``destination`` labels (the first non-empty of ``|``-separated choices: ``namespace``,
@@ -162,6 +165,31 @@ def _drop_rows(flow: Flow) -> Sequence[tuple[str, ...]]:
     return [(flow.drop_reason_desc or "DROP_REASON_UNKNOWN", flow_protocol(flow))]
 
 
+def _delivered(flow: Flow) -> bool:
+    return flow.verdict in (Verdict.FORWARDED, Verdict.REDIRECTED)
+
+
+def _tcp_rows(flow: Flow) -> Sequence[tuple[str, ...]]:
+    """One row per flag of interest (SYN, SYN-ACK, FIN, RST) of a forwarded TCP flow."""
+    if not _delivered(flow) or flow.proto != 6 or not flow.tcp_flags:
+        return []
+    names = flow.tcp_flag_names()
+    rows = []
+    if "SYN" in names:
+        rows.append(("SYN-ACK" if "ACK" in names else "SYN", "IPv4"))
+    rows += [(flag, "IPv4") for flag in ("FIN", "RST") if flag in names]
+    return rows
+
+
+def _port_rows(flow: Flow) -> Sequence[tuple[str, ...]]:
+    """Destination ports of forwarded requests (replies left out)."""
+    if not _delivered(flow) or flow.is_reply or flow.proto not in (6, 17, 132):
+        return []
+    if not flow.destination_port:
+        return []
+    return [(flow_protocol(flow), str(flow.destination_port))]
+
+
 def _policy_rows(flow: Flow) -> Sequence[tuple[str, ...]]:
     if flow.event_type != EVENT_POLICY_VERDICT:
         return []
@@ -197,6 +225,13 @@ HANDLERS: dict[str, MetricSpec] = {
         "Number of policy verdicts",
         ("direction", "match", "action", "protocol", "port"),
         _policy_rows,
+    ),
+    "tcp": MetricSpec("tcp_flags", "TCP flag occurrences", ("flag", "family"), _tcp_rows),
+    "port-distribution": MetricSpec(
+        "port_distribution",
+        "Numbers of packets distributed by destination port",
+        ("protocol", "port"),
+        _port_rows,
     ),
 }
 
