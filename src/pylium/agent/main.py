@@ -487,10 +487,14 @@ class Agent:
         router.add("GET", "/v1/service", self.service_list)
         router.add("DELETE", "/v1/identity/{id}", self.identity_release)
         api = UnixHttpServer(self.state_dir / "pylium.sock", router)
-        api.start()
         metrics = agent_metrics.start(
-            self.settings, self.metrics_sources(), self.hubble.listeners.append
+            self.settings,
+            self.metrics_sources(),
+            self.hubble.listeners.append,
+            lost_events=lambda: self.hubble.ring.lost,
         )
+        router.add("GET", "/v1/metrics", metrics.list_handler)
+        api.start()
         ipam_thread = threading.Thread(
             target=self._start_datapath, args=(stop,), name="datapath", daemon=True
         )
@@ -516,8 +520,7 @@ class Agent:
         finally:
             wake.stop()
             api.stop()
-            for server in metrics:
-                server.stop()
+            metrics.stop()
             self.hubble.stop()
             self.endpoints.stop()
             cniconf.uninstall(self.settings)
