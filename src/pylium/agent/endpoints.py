@@ -237,14 +237,18 @@ class EndpointManager:
             if pod_cidrs != self._masqueraded:
                 masquerade.apply(pod_cidrs, self.masquerade_keep)
                 self._masqueraded = pod_cidrs
-        local = {ipaddress.IPv4Network(f"{r.ipv4}/32") for r in self.records()}
-        current = self.ipcache_map.dump()
-        for prefix, entry in desired.items():
-            if prefix not in local and current.get(prefix) != entry:
-                self.ipcache_map.upsert(prefix, entry)
-        for prefix in current:
-            if prefix not in desired and prefix not in local:
-                self.ipcache_map.delete(prefix)
+        # Under the endpoints' lock: an endpoint being created has its ipcache entry written
+        # before its record is stored, and must not be taken for a stale entry meanwhile
+        # (that race deleted local pods' entries: they then resolved as world).
+        with self._lock:
+            local = {ipaddress.IPv4Network(f"{r.ipv4}/32") for r in self.records()}
+            current = self.ipcache_map.dump()
+            for prefix, entry in desired.items():
+                if prefix not in local and current.get(prefix) != entry:
+                    self.ipcache_map.upsert(prefix, entry)
+            for prefix in current:
+                if prefix not in desired and prefix not in local:
+                    self.ipcache_map.delete(prefix)
 
     def _attach_host_firewall(self) -> None:
         """cil_from_netdev / cil_to_netdev on the device holding the node's IP (upstream's
