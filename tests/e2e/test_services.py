@@ -69,7 +69,7 @@ spec:
 """
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 60) -> Any:
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 120) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = check()
@@ -161,10 +161,13 @@ def test_clusterip_through_socket_lb(cli: Cli, tmp_path: Path, algorithm: str) -
 
         vip = wait_for("the operator's ClusterIP", cluster_ip)
         assert vip.startswith("10.9")  # from 10.96.0.0/12
-        slices = json.loads(cli("get", "endpointslice", "-o", "json").stdout)["items"]
-        assert sorted(e["addresses"][0] for s in slices for e in s["endpoints"]) == sorted(
-            state["pods"][f"default/{p}"]["ip"] for p in ("web1", "web2")
-        )
+        pod_ips = sorted(state["pods"][f"default/{p}"]["ip"] for p in ("web1", "web2"))
+
+        def slice_ips() -> bool:  # written by the operator just after the ClusterIP
+            slices = json.loads(cli("get", "endpointslice", "-o", "json").stdout)["items"]
+            return sorted(e["addresses"][0] for s in slices for e in s["endpoints"]) == pod_ips
+
+        wait_for("the operator's EndpointSlice", slice_ips)
         for node in ("n1", "n2"):
             wait_for(f"{node}'s maps", has_backends(cli, node, lab, 2))
         listing = cli("service", "list", "--node", "n1", "--lab", lab).stdout

@@ -144,10 +144,11 @@ class Agent:
             node_addresses=(ip,),
             bpf_root=bpf_pin_dir,
             cgroup_path=cgroup_path or Path(settings.cgroup_root),
-            socket_lb=settings.socket_lb,
+            socket_lb=settings.socket_lb and not settings.bpf_lb_sock_hostns_only,
             kube_proxy_replacement=settings.kube_proxy_replacement,
             settings=lb_settings(settings),
             node_port_range=(settings.node_port_range.min, settings.node_port_range.max),
+            map_max=settings.bpf_lb_map_max,
         )
         self.services_error = ""
         self._policy_lock = threading.Lock()

@@ -36,6 +36,7 @@ NodePort/LoadBalancer from outside the node, IPv6.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -45,6 +46,7 @@ from pylium.adapters.bpf import cgroup
 from pylium.adapters.bpf.build import build
 from pylium.adapters.bpf.objects import BpfObject
 from pylium.adapters.maps import lb as lbmaps
+from pylium.adapters.maps.base import open_pinned
 from pylium.adapters.resources import ResourceClient
 from pylium.base.errors import PyliumError, ValidationError
 from pylium.core.lb import ids
@@ -95,9 +97,12 @@ class ServiceManager:
         kube_proxy_replacement: bool,
         settings: LBSettings | None = None,
         node_port_range: tuple[int, int] = (30000, 32767),
+        map_max: int = 65536,
     ) -> None:
         """``settings.maglev`` gives the Maglev table size the object is loaded with,
-        ``node_port_range`` the ports a connection to a node address may be a NodePort on."""
+        ``node_port_range`` the ports a connection to a node address may be a NodePort on,
+        ``map_max`` the entries of the service, backend, reverse-NAT, Maglev and affinity
+        maps (``bpf-lb-map-max``)."""
         self.client = client
         self.node = node
         self.node_addresses = node_addresses
@@ -107,6 +112,7 @@ class ServiceManager:
         self.kube_proxy_replacement = kube_proxy_replacement
         self.settings = settings or LBSettings(maglev=maglev_config())
         self.node_port_range = node_port_range
+        self.map_max = map_max
         self.table_size = (
             self.settings.maglev.table_size if self.settings.maglev else DEFAULT_TABLE_SIZE
         )
@@ -129,9 +135,12 @@ class ServiceManager:
     def start(self) -> None:
         """Load bpf_sock (pinned maps), take IDs back from what the maps hold, attach."""
         self._drop_stale_maglev()
+        sized = {name: self.map_max for name in lbmaps.SIZED}
+        self._drop_resized(sized)
         self.obj = BpfObject(
             build("bpf_sock"),
             self.bpf_root,
+            max_entries=sized,
             **lbmaps.sock_load_options(self.table_size, self.node_port_range),
         ).load()
         self.maps = lbmaps.LBMaps({name: self.obj.map_fd(name) for name in lbmaps.NAMES})
@@ -168,6 +177,24 @@ class ServiceManager:
         if not tables or any(len(t) != self.table_size for t in tables.values()):
             pin.unlink()
             log.info("Maglev map rebuilt", extra={"table_size": self.table_size})
+
+    def _drop_resized(self, sizes: dict[str, int]) -> None:
+        """Pins made with another ``bpf-lb-map-max`` cannot be reused (libbpf refuses the
+        load): drop them all, the maps are rebuilt from the store (IDs start afresh)."""
+        stale = []
+        for name, size in sizes.items():
+            pin = self.bpf_root / name
+            if pin.exists():
+                fd = open_pinned(str(pin))
+                try:
+                    if lbmaps.map_max_entries(fd) != size:
+                        stale.append(name)
+                finally:
+                    os.close(fd)
+        if stale:
+            for name in sizes:
+                (self.bpf_root / name).unlink(missing_ok=True)
+            log.info("load-balancer maps resized", extra={"maps": stale, "entries": self.map_max})
 
     def _restore(self, rows: Rows) -> None:
         """IDs as the maps hold them, so conntrack and reverse entries keep their meaning."""

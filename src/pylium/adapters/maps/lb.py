@@ -62,6 +62,8 @@ MAGLEV = "pylium_lb4_maglev"
 AFFINITY = "pylium_lb4_affinity"
 AFFINITY_MATCH = "pylium_lb_affinity_match"
 NAMES = (SERVICES, BACKENDS, REV_NAT, REVERSE_SK, MAGLEV, AFFINITY, AFFINITY_MATCH)
+SIZED = (SERVICES, BACKENDS, REV_NAT, MAGLEV, AFFINITY, AFFINITY_MATCH)
+"""The maps ``bpf-lb-map-max`` sizes (the socket reverse map has its own size)."""
 MAGLEV_CONSTANT = "maglev_table_size"
 BPF_MAP_TYPE_ARRAY = 2
 _MAP_INFO_SIZE = 96
@@ -191,14 +193,23 @@ def sock_load_options(
     }
 
 
-def map_value_size(fd: int) -> int:
-    """``bpf_map_info.value_size`` of the map behind ``fd``."""
+def _map_info(fd: int, offset: int) -> int:
     info = ctypes.create_string_buffer(_MAP_INFO_SIZE)
     size = ctypes.c_uint32(_MAP_INFO_SIZE)
     libbpf.check(
         libbpf.lib().bpf_obj_get_info_by_fd(fd, info, ctypes.byref(size)), f"map fd {fd}", "info"
     )
-    return int(struct.unpack_from("=I", info.raw, 12)[0])
+    return int(struct.unpack_from("=I", info.raw, offset)[0])
+
+
+def map_value_size(fd: int) -> int:
+    """``bpf_map_info.value_size`` of the map behind ``fd``."""
+    return _map_info(fd, 12)
+
+
+def map_max_entries(fd: int) -> int:
+    """``bpf_map_info.max_entries`` of the map behind ``fd``."""
+    return _map_info(fd, 16)
 
 
 @dataclass(frozen=True, slots=True)
