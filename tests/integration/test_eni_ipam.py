@@ -517,8 +517,12 @@ def test_agent_gets_pod_ips_from_enis_and_the_pool_follows(ec2: Any, store: Stor
 def test_wrong_instance_id_is_reported(ec2: Any, store: Store) -> None:
     world = World(ec2)
     cilium_node(store, "n1", world, instance="i-0123456789abcdef0")
-    report = controller(store, ec2).reconcile()["n1"]
+    ctl = controller(store, ec2)
+    report = ctl.reconcile()["n1"]
     assert report.allocated == 0
+    calls = ctl.api.metrics.total_calls()
+    ctl.reconcile()
+    assert ctl.api.metrics.total_calls() == calls  # not looked up again on every pass
     assert (
         "i-0123456789abcdef0 not found in EC2"
         in (node(store)["status"]["ipam"]["operator-status"]["error"])

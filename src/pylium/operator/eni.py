@@ -117,6 +117,7 @@ class ENIController:
         self._gc_last = clock()
         self._gc_suspects: set[str] = set()
         self._first_seen: dict[str, dict[str, float]] = {}
+        self._looked_up: dict[str, float] = {}
         self.reports: dict[str, NodeReport] = {}
         self.specs: dict[str, ENISpec] = {}
         """The last ENI spec seen per node (for the metrics)."""
@@ -195,7 +196,11 @@ class ENIController:
         watermarks = Watermarks.from_spec(spec_raw.get("ipam") or {})
         limits = self._limits_of(spec.instance_type)
         enis = self.enis_of(spec.instance_id)
-        if not enis:  # a new instance since the last refresh, or a wrong instance-id
+        last_look = self._looked_up.get(spec.instance_id, float("-inf"))
+        if not enis and self.clock() - last_look >= self.resync:
+            # A new instance since the last refresh, or a wrong instance-id: one look per
+            # resync period, not one per pass.
+            self._looked_up[spec.instance_id] = self.clock()
             self._refresh_instance(spec.instance_id)
             enis = self.enis_of(spec.instance_id)
         if not enis:
