@@ -4,7 +4,10 @@ fed by hand (no sockets)."""
 from __future__ import annotations
 
 import dataclasses
+import threading
 from pathlib import Path
+
+import pytest
 
 from pylium.core.hubble.flow import (
     EVENT_DROP,
@@ -17,6 +20,7 @@ from pylium.core.hubble.flow import (
     Verdict,
 )
 from pylium.core.hubble.servicemap import flow_matches, map_node, namespaces, service_map
+from pylium.lab import hubble_ui
 from pylium.lab.hubble_ui import STATIC, FlowCollector, UIApp
 
 CLIENT = Endpoint(300, ("k8s:app=client", "k8s:io.kubernetes.pod.namespace=default"), 12,
@@ -126,3 +130,31 @@ def test_ui_routes_over_collected_flows() -> None:
     assert status["nodes"] == {"n1": {"connected": False, "error": ""}}
     for name in ("index.html", "app.js", "app.css"):
         assert (STATIC / name).is_file()
+
+
+def test_collector_rereads_a_restarted_agents_ring(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sequence numbers going back (a restarted agent) make the collector start over."""
+    answers = [
+        {"seq": 5, "flows": [flow(CLIENT, SERVER, t=1).to_json()]},
+        {"seq": 2, "flows": []},  # restarted: seq went back
+        {"seq": 2, "flows": [flow(CLIENT, SERVER, Verdict.DROPPED, t=9).to_json()]},
+    ]
+    calls: list[dict[str, str]] = []
+    stop = threading.Event()
+
+    class FakeClient:
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            pass
+
+        def get(self, path: str, **query: str) -> dict[str, object]:
+            calls.append(query)
+            if len(calls) >= len(answers):
+                stop.set()
+            return answers[min(len(calls), len(answers)) - 1]
+
+    monkeypatch.setattr(hubble_ui, "AgentClient", FakeClient)
+    collector = FlowCollector({"n1": Path("/x.sock")})
+    collector._follow("n1", Path("/x.sock"), stop, initial=10)
+    assert [set(c) for c in calls] == [{"number"}, {"after", "wait"}, {"number"}]
+    flows, seq = collector.snapshot()
+    assert seq == 2 and [f.verdict for _, f in flows] == [Verdict.FORWARDED, Verdict.DROPPED]

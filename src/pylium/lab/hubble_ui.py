@@ -81,6 +81,9 @@ class FlowCollector:
                 stop.wait(1.0)
                 continue
             self.nodes[node] = {"connected": True, "error": ""}
+            if seq is not None and int(answer["seq"]) < seq:
+                seq = None  # the agent restarted with a fresh ring: read it from the start
+                continue
             seq = int(answer["seq"])
             flows = [flow_from_json(f) for f in answer.get("flows") or []]
             if flows:
