@@ -61,6 +61,11 @@ import socket; c = socket.create_connection(('$SERVER_IP', 8080), timeout=10)
 c.sendall(b'hello from client'); print('client: got', c.recv(100))"
 wait "$SERVER_PID"
 
+step "pylium status (as cilium status), status --node n1 (as cilium-dbg status), health"
+"$PYLIUM" status --wait --wait-duration 60s
+"$PYLIUM" status --node n1 --lab "$LAB"
+"$PYLIUM" health --node n1 --lab "$LAB" --probe
+
 step "Policies are validated like CRDs: a bad port is refused, naming the field"
 if "$PYLIUM" apply -f examples/bad-port.yaml; then
   echo "expected the bad policy to be refused" >&2; exit 1

@@ -31,7 +31,9 @@ from pylium.adapters.store.api import Store
 from pylium.adapters.store.factory import open_store
 from pylium.agent import cniconf
 from pylium.agent import metrics as agent_metrics
+from pylium.agent import status as agent_status
 from pylium.agent.endpoints import EndpointManager
+from pylium.agent.health import HealthDaemon
 from pylium.agent.hubble import HubbleObserver
 from pylium.agent.ipam import IPAM
 from pylium.agent.policy import PolicyManager
@@ -152,6 +154,7 @@ class Agent:
         )
         self.services_error = ""
         self._policy_lock = threading.Lock()
+        self.controllers = agent_status.Controllers()
 
     def register(self) -> None:
         node, cn_spec = node_resources(self.name, self.ip, self.ipam.router_ip)
@@ -487,6 +490,17 @@ class Agent:
         router.add("POST", "/v1/identity", self.identity_allocate)
         router.add("GET", "/v1/service", self.service_list)
         router.add("DELETE", "/v1/identity/{id}", self.identity_release)
+        health = HealthDaemon(
+            node=self.name,
+            address=str(self.ip),
+            store=self.store,
+            lease=lambda: self.lease,
+            port=self.settings.cluster_health_port,
+            enabled=self.settings.enable_health_checking,
+        )
+        router.add("GET", "/v1/status", agent_status.handler(self, health))
+        router.add("GET", "/v1/health", health.status_handler)
+        router.add("PUT", "/v1/health/probe", health.probe_handler)
         api = UnixHttpServer(self.state_dir / "pylium.sock", router)
         metrics = agent_metrics.start(
             self.settings,
@@ -496,6 +510,7 @@ class Agent:
         )
         router.add("GET", "/v1/metrics", metrics.list_handler)
         api.start()
+        health.start(stop)
         ipam_thread = threading.Thread(
             target=self._start_datapath, args=(stop,), name="datapath", daemon=True
         )
@@ -510,15 +525,16 @@ class Agent:
                     break
                 try:
                     if self.ipam.ready.is_set():
-                        self.ipam.sync_cidrs()
-                        self.sync_policy()
-                        self.endpoints.sync_remote()
+                        self.controllers.run("ipam-sync-cidrs", self.ipam.sync_cidrs)
+                        self.controllers.run("policy-sync", self.sync_policy)
+                        self.controllers.run("sync-remote-endpoints", self.endpoints.sync_remote)
                     if time.monotonic() - last_beat >= HEARTBEAT_TTL / 3:
-                        self.heartbeat()
+                        self.controllers.run(agent_status.HEARTBEAT_CONTROLLER, self.heartbeat)
                         last_beat = time.monotonic()
                 except PyliumError as err:
                     log.warning("agent loop: %s", err)
         finally:
+            health.stop()
             wake.stop()
             api.stop()
             metrics.stop()
