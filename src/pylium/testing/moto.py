@@ -24,7 +24,7 @@ from typing import Any
 
 from pylium.testing.etcd import _die_with_parent, free_port
 
-START_TIMEOUT = 30.0
+START_TIMEOUT = 120.0  # generous: the 2-core VM is shared with other test runs
 
 # moto 5.2.5 picks secondary IPs at random in the subnet and only avoids the addresses of the
 # same ENI, so two ENIs can end up holding one address (real EC2 never does that). The server
@@ -83,7 +83,7 @@ class MotoServer:
 
     def reset(self) -> None:
         req = urllib.request.Request(f"{self.url}/moto-api/reset", method="POST", data=b"")
-        with urllib.request.urlopen(req, timeout=10) as resp:
+        with urllib.request.urlopen(req, timeout=60) as resp:
             resp.read()
 
     def client(self) -> Any:
