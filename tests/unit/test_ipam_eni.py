@@ -304,3 +304,40 @@ def test_unknown_instance_type_is_an_error_not_a_guess() -> None:
     assert (
         plan.total == 0 and "unable to determine limits" in plan.error and "z9.huge" in plan.error
     )
+
+
+def test_pod_routing_through_its_eni_table() -> None:
+    from pylium.core.ipam.eni import routing
+
+    plan = routing.plan_pod(
+        pod_ip="192.168.105.44",
+        eni_number=2,
+        device="eth2",
+        subnet_cidr="192.168.0.0/20",
+        vpc_cidrs=["192.168.0.0/16"],
+        masquerade=True,
+    )
+    assert plan.rules == (
+        routing.Rule(20, 254, dst="192.168.105.44/32"),
+        routing.Rule(110, 12, src="192.168.105.44/32", dst="192.168.0.0/16"),
+    )
+    assert plan.routes == (
+        routing.Route(12, "192.168.0.1/32", "eth2", scope_link=True),
+        routing.Route(12, "default", "eth2", gateway="192.168.0.1"),
+    )
+    unmasq = routing.plan_pod(
+        pod_ip="192.168.105.44",
+        eni_number=0,
+        device="eth0",
+        subnet_cidr="192.168.0.0/20",
+        vpc_cidrs=["192.168.0.0/16"],
+        masquerade=False,
+    )
+    assert unmasq.rules[1] == routing.Rule(110, 10, src="192.168.105.44/32")
+    gone = routing.Rule(110, 12, src="192.168.105.9/32", dst="192.168.0.0/16")
+    foreign = routing.Rule(110, 12, src="10.1.1.1/32")
+    assert routing.stale(
+        [*plan.rules, gone, foreign],
+        [plan],
+        pod_prefixes=["192.168.105.44/32", "192.168.105.9/32"],
+    ) == [gone]
