@@ -306,6 +306,9 @@ def _observe_grpc(
             since_ns=int(query.get("since", "0")),
             until_ns=int(query.get("until", "0")),
             deadline=duration or None,
+            on_lost=lambda n: print(
+                f"EVENTS LOST: {n} (the datapath's ring buffer)", file=sys.stderr
+            ),
         )
         batch: list[Flow] = []
         for flow in stream:

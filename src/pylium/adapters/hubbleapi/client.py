@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import grpc
@@ -45,6 +45,7 @@ class ObserverClient:
         since_ns: int = 0,
         until_ns: int = 0,
         deadline: float | None = None,
+        on_lost: Callable[[int], None] | None = None,
     ) -> Iterator[Flow]:
         """Flows as the server streams them; with ``follow``, until ``deadline`` seconds have
         passed (then the stream just ends) or forever."""
@@ -62,8 +63,11 @@ class ObserverClient:
         timeout = (deadline if deadline else None) if follow else self.timeout
         try:
             for response in self._stub.GetFlows(request, timeout=timeout):
-                if response.WhichOneof("response_types") == "flow":
+                kind = response.WhichOneof("response_types")
+                if kind == "flow":
                     yield convert.from_pb(response.flow)
+                elif kind == "lost_events" and on_lost is not None:
+                    on_lost(response.lost_events.num_events_lost)
         except grpc.RpcError as err:
             if follow and deadline and err.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
                 return

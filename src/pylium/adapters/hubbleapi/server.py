@@ -12,7 +12,7 @@ from typing import Any, Protocol
 import grpc
 from grpc_reflection.v1alpha import reflection
 
-from pylium.adapters.hubbleapi import convert, observer_grpc, observer_pb
+from pylium.adapters.hubbleapi import convert, flow_pb, observer_grpc, observer_pb
 from pylium.core.hubble.flow import Flow
 from pylium.core.hubble.ring import Query
 
@@ -59,6 +59,13 @@ def _response(flow: Flow) -> Any:
     return msg
 
 
+def _lost(count: int) -> Any:
+    event = flow_pb().LostEvent(source=1, num_events_lost=count)  # PERF_EVENT_RING_BUFFER
+    msg = observer_pb().GetFlowsResponse(lost_events=event)
+    msg.time.GetCurrentTime()
+    return msg
+
+
 def make_servicer(source: FlowSource, version: str) -> Any:
     base = observer_grpc().ObserverServicer
 
@@ -73,10 +80,17 @@ def make_servicer(source: FlowSource, version: str) -> Any:
             if not request.follow:
                 return
             live = Query(allow=query.allow, deny=query.deny, until_ns=query.until_ns)
+            lost = int(source.status().get("lost_events", 0))
             while context.is_active():
                 flows, cursor = source.after(live, cursor, FOLLOW_POLL)
                 for flow in flows:
                     yield _response(flow)
+                now_lost = int(source.status().get("lost_events", 0))
+                if now_lost > lost:
+                    # The datapath's ring buffer overflowed (the reader fell behind): say so,
+                    # as Hubble does, instead of silently missing flows.
+                    yield _lost(now_lost - lost)
+                    lost = now_lost
 
         def ServerStatus(self, request: Any, context: Any) -> Any:
             s = source.status()
