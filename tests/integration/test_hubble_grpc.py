@@ -84,5 +84,6 @@ def test_observer_api_round_trip(tmp_path: Path) -> None:
             followed = list(client.flows(follow=True, deadline=3.5, on_lost=lost.append))
             assert [f.source_port for f in followed] == [2000, 2001]  # no history replayed
             assert lost == [5]
+            assert client.status().lost_events == 5
     finally:
         server.stop()

@@ -37,8 +37,12 @@ class Peer:
         self.name, self.address, self.ring = name, address, ring
         self.connected = False
         self.error = ""
+        self.lost = 0
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"peer:{name}", daemon=True)
+
+    def _lost(self, count: int) -> None:
+        self.lost += count
 
     def _run(self) -> None:
         history = 4095  # the first connection brings the node's ring along
@@ -47,7 +51,7 @@ class Peer:
             try:
                 self.connected = True
                 self.error = ""
-                for flow in client.flows(number=history, follow=True):
+                for flow in client.flows(number=history, follow=True, on_lost=self._lost):
                     self.ring.add([flow])
                     if self.stop.is_set():
                         break
@@ -103,6 +107,7 @@ class RelaySource:
             "seen_flows": self.ring.seen,
             "uptime_ns": int((time.time() - self.started) * 1e9),
             "num_connected_nodes": len(self.peers) - len(unavailable),
+            "lost_events": sum(p.lost for p in self.peers.values()),
             "unavailable_nodes": unavailable,
         }
 

@@ -101,6 +101,7 @@ def make_servicer(source: FlowSource, version: str) -> Any:
                 uptime_ns=s["uptime_ns"],
                 unavailable_nodes=s.get("unavailable_nodes", []),
                 version=version,
+                lost_events=int(s.get("lost_events", 0)),
             )
             msg.num_connected_nodes.value = s.get("num_connected_nodes", 1)
             msg.num_unavailable_nodes.value = len(s.get("unavailable_nodes", []))
