@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -45,12 +46,25 @@ GET = (
 
 
 def in_netns(netns: str, *argv: str, timeout: float = 30) -> str:
-    return subprocess.run(
+    """Run in ``netns``, in a session of its own, so that a timeout also ends the helpers a
+    program started (Chromium's renderers)."""
+    proc = subprocess.Popen(
         ["ip", "netns", "exec", netns, *argv],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
         text=True,
-        timeout=timeout,
-    ).stdout
+        start_new_session=True,
+    )
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # what the program left behind
+    return out
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
@@ -116,7 +130,7 @@ def test_ui_shows_pods_and_a_dropped_flow(cli: Cli, tmp_path: Path) -> None:
             "--virtual-time-budget=6000",
             "--dump-dom",
             f"{base}/?select=dropped",
-            timeout=60,
+            timeout=90,
         )
         assert 'id="flows"' in dom, dom[:2000]
         # The lab's pods: listed, and drawn as workloads of the service map.
