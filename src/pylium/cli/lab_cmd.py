@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from typing import Annotated
 
 import typer
@@ -167,12 +166,11 @@ def pod_exec(
     namespace: Annotated[str, typer.Option("-n", "--namespace")] = "default",
     name: NameOption = "lab",
 ) -> None:
-    """Run ``-- CMD...`` inside a pod's network namespace; its exit code is ours."""
+    """Run ``-- CMD...`` inside a pod (its network namespace and its cgroup, so that
+    socket-LB translates its connections); its exit code is ours."""
     if not ctx.args:
         fail(["give the command after --"])
-    info = cluster.pod_info(name, pod, namespace)
-    result = subprocess.run(["nsenter", f"--net=/run/netns/{info['netns']}", "--", *ctx.args])
-    raise typer.Exit(result.returncode)
+    raise typer.Exit(cluster.exec_in_pod(name, pod, namespace, ctx.args))
 
 
 @pod_app.command("logs")

@@ -694,6 +694,20 @@ def add_pod(
     return state.pods[key]
 
 
+def exec_in_pod(name: str, pod: str, namespace: str, argv: Sequence[str]) -> int:
+    """Run ``argv`` in the pod as ``kubectl exec`` does: in its network namespace *and* its
+    cgroup (socket-LB, like every cgroup hook, follows the cgroup); returns the exit code."""
+    info = pod_info(name, pod, namespace)
+    cgroup = pod_cgroup(name, info["node"], info["container_id"])
+    cgroup.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(
+        ["nsenter", f"--net=/run/netns/{info['netns']}", "--", *argv],
+        preexec_fn=lambda: (cgroup / "cgroup.procs").write_text(str(os.getpid())),
+        check=False,
+    )
+    return result.returncode
+
+
 def pod_cgroup(name: str, node: str, container_id: str) -> Path:
     """The pod's cgroup in its node's subtree. Every cgroup2 mount shows the same hierarchy,
     so the lab's own mount holds a ``pylium-lab-<name>`` directory to keep labs apart."""
@@ -744,8 +758,8 @@ def delete_pod(name: str, pod: str, *, namespace: str = "default") -> None:
         raise LabError(f"no pod {key} in lab {name}")
     if info.get("pid"):
         procs.stop(int(info["pid"]))
-        with contextlib.suppress(FileNotFoundError):
-            pod_cgroup(name, info["node"], info["container_id"]).rmdir()
+    with contextlib.suppress(FileNotFoundError, LabError):  # made by its command or an exec
+        pod_cgroup(name, info["node"], info["container_id"]).rmdir()
     _cni(
         state,
         info["node"],
