@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -208,5 +209,50 @@ def test_flows_verdicts_policy_names_follow(cli: Cli, tmp_path: Path) -> None:
             "/v1/hubble/status"
         )
         assert status["max_flows"] == 4095 and status["seen_flows"] >= status["num_flows"] > 0
+    finally:
+        cli("lab", "down", "--name", lab, check=False)
+
+
+def test_event_burst_is_bounded_and_losses_are_reported(cli: Cli) -> None:
+    """With monitor aggregation off every packet is an event: an iperf3 stream makes far more
+    than the agent's reader drains. The ring stays at its capacity, the agent keeps answering,
+    and the events the datapath could not queue are reported (agent API and ServerStatus)."""
+    lab = f"b{os.getpid() % 10000}"
+    cli("lab", "up", "--nodes", "2", "--name", lab, "--set", "bpf.monitorAggregation=none")
+    try:
+        cli("lab", "pod", "run", "server", "--node", "n2", "--name", lab, "--", "iperf3", "-s")
+        time.sleep(2)  # the server listens
+        cli("lab", "pod", "run", "client", "--node", "n1", "--name", lab)
+        state = json.loads((cli.home / "labs" / lab / "lab.json").read_text())
+        server_ip, client_ns = (
+            state["pods"]["default/server"]["ip"],
+            state["pods"]["default/client"]["netns"],
+        )
+        n2 = AgentClient(cli.home / "labs" / lab / "n2" / "pylium.sock", timeout=10)
+        burst = subprocess.Popen(
+            ["nsenter", f"--net=/run/netns/{client_ns}", "iperf3", "-c", server_ip, "-t", "6", "-u", "-b", "0", "-l", "32"],  # small UDP datagrams: the most packets per second
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            # A reader that cannot keep up, at its extreme: the agent is paused while the flood
+            # fills the datapath's 1 MiB ring buffer, then resumes.
+            time.sleep(2)
+            agent_pid = state["pids"]["agent-n2"]
+            os.kill(agent_pid, signal.SIGSTOP)
+            time.sleep(6)
+            os.kill(agent_pid, signal.SIGCONT)
+            time.sleep(1)
+            started = time.monotonic()
+            assert n2.get("/v1/healthz")["datapath"]["state"] == "Ok"
+            assert time.monotonic() - started < 5  # not stalled by the backlog
+        finally:
+            burst.wait(60)
+        status = n2.get("/v1/hubble/status")
+        assert status["num_flows"] <= status["max_flows"] == 4095  # bounded
+        assert status["seen_flows"] > status["max_flows"]
+        assert status["lost_events"] > 0, status  # the reader fell behind and says so
+        with ObserverClient(f"unix:{cli.home / 'labs' / lab / 'n2' / 'hubble.sock'}") as hubble:
+            assert hubble.status().lost_events == status["lost_events"]
     finally:
         cli("lab", "down", "--name", lab, check=False)
