@@ -22,6 +22,9 @@ from .conftest import PYLIUM, Cli
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
+NSENTER = ("nsenter",)
+FLOOD = ("-t", "10", "-u", "-b", "0", "-l", "32")
+
 DENY_ALL_BUT_NOBODY = """
 apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
@@ -230,7 +233,8 @@ def test_event_burst_is_bounded_and_losses_are_reported(cli: Cli) -> None:
         )
         n2 = AgentClient(cli.home / "labs" / lab / "n2" / "pylium.sock", timeout=10)
         burst = subprocess.Popen(
-            ["nsenter", f"--net=/run/netns/{client_ns}", "iperf3", "-c", server_ip, "-t", "6", "-u", "-b", "0", "-l", "32"],  # small UDP datagrams: the most packets per second
+            # Small UDP datagrams: the most packets (so events) per second.
+            [*NSENTER, f"--net=/run/netns/{client_ns}", "iperf3", "-c", server_ip, *FLOOD],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
