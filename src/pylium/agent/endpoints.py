@@ -162,7 +162,7 @@ class EndpointManager:
             tc.attach(TUNNEL_DEVICE, self.overlay.prog_fd(OVERLAY_PROGRAM))
             config.ConfigMap(self.obj.map_fd(config.NAME)).set(tunnel_ifindex=ifindex)
             # The host reaches other nodes' pods through cilium_host (routes in sync_remote).
-            self.host = BpfObject(build("bpf_host"), self.bpf_root).load()
+            self.host = BpfObject(build("bpf_host"), self.bpf_root, constants=constants).load()
             tc.attach(HOST_DEVICE, self.host.prog_fd(FROM_HOST_PROGRAM), ingress=False)
         if self.host_firewall:
             self._attach_host_firewall()
@@ -257,7 +257,10 @@ class EndpointManager:
         if device is None:
             raise DatapathError(str(self.node_ip), "host firewall", "no device holds the node IP")
         if self.host is None:
-            self.host = BpfObject(build("bpf_host"), self.bpf_root).load()
+            # Aggregated like the other programs: traced per packet, the node's own traffic
+            # (its Hubble and store streams included) would feed the flow pipeline with itself.
+            constants = {"monitor_aggregation": self.monitor_aggregation}
+            self.host = BpfObject(build("bpf_host"), self.bpf_root, constants=constants).load()
         tc.attach(device, self.host.prog_fd(FROM_NETDEV_PROGRAM))
         tc.attach(device, self.host.prog_fd(TO_NETDEV_PROGRAM), ingress=False)
         log.info("host firewall attached", extra={"device": device})
