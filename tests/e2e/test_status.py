@@ -50,7 +50,7 @@ def wait_for(what: str, check: Any, timeout: float = 40.0) -> Any:
 
 
 def probe_until(cli: Cli, lab: str, node: str, ok: Any, timeout: float = 60.0) -> dict[str, Any]:
-    """Probe from ``node`` until ``ok(report)``: a loaded machine may miss a 2 s deadline."""
+    """Probe from ``node`` until ``ok(report)``: a loaded machine may miss a probe deadline."""
 
     def attempt() -> dict[str, Any] | None:
         out = cli("health", "--node", node, "--lab", lab, "--probe", "-o", "json").stdout

@@ -33,7 +33,10 @@ HEALTH_PREFIX = "nodes/health/"
 """Store key prefix of each agent's last health report (value: HealthStatusResponse JSON)."""
 TARGETS_EVERY = 2.0
 """Seconds between two reads of the node list (new nodes are probed at the next read)."""
-PROBE_TIMEOUT = 2.0
+ICMP_DEADLINE = 10.0
+"""Upstream's ICMP deadline (any reply within it counts)."""
+HTTP_TIMEOUT = 5.0
+"""A refused connection fails at once; this only bounds a host that does not answer."""
 
 
 def targets_from(cilium_nodes: Iterable[Mapping[str, Any]]) -> list[Target]:
@@ -99,7 +102,7 @@ class HealthDaemon:
     def stop(self) -> None:
         self.responder.stop()
         if self._thread is not None:
-            self._thread.join(timeout=5)
+            self._thread.join(timeout=1)  # a daemon thread: a probe in flight dies with us
 
     def interval(self) -> float:
         return probe_interval(len(self._targets))
@@ -134,10 +137,10 @@ class HealthDaemon:
                 targets = self._targets
             with ThreadPoolExecutor(max_workers=max(1, min(16, 2 * len(targets)))) as pool:
                 icmp = [
-                    pool.submit(probes.icmp_probe, t.ip, timeout=PROBE_TIMEOUT) for t in targets
+                    pool.submit(probes.icmp_probe, t.ip, timeout=ICMP_DEADLINE) for t in targets
                 ]
                 http = [
-                    pool.submit(probes.http_probe, t.ip, self.port, timeout=PROBE_TIMEOUT)
+                    pool.submit(probes.http_probe, t.ip, self.port, timeout=HTTP_TIMEOUT)
                     for t in targets
                 ]
                 now = time.monotonic()
