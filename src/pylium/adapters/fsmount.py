@@ -5,6 +5,7 @@ at ``cgroup.hostRoot``, where socket-level programs attach and where the lab put
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +49,10 @@ def ensure_mounted(root: Path, fs: KernelFs, *, auto_mount: bool = True) -> None
         )
     root.mkdir(parents=True, exist_ok=True)
     if _libc.mount(fs.fstype.encode(), str(root).encode(), fs.fstype.encode(), 0, None) != 0:
-        raise DatapathError(str(root), f"mount {fs.fstype}", os.strerror(ctypes.get_errno()))
+        error = ctypes.get_errno()
+        if error == errno.EBUSY and is_mounted(root, fs):
+            return  # another process (an agent starting beside this one) mounted it first
+        raise DatapathError(str(root), f"mount {fs.fstype}", os.strerror(error))
 
 
 def unmount(root: Path, fs: KernelFs) -> int:

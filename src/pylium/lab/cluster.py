@@ -389,10 +389,24 @@ def _wait_ready(plan: LabPlan, state: LabState) -> None:
             return
         for role, pid in state.pids.items():
             if not procs.alive(pid):
-                raise LabError(f"{role} (pid {pid}) exited; see its log in {plan.state_dir}")
+                # The lab is torn down after this error, its logs with it: quote the end.
+                raise LabError(f"{role} (pid {pid}) exited; its log ends:\n{_log_tail(plan, role)}")
         if time.monotonic() > deadline:
             raise LabError("lab not ready in time: " + "; ".join(report.problems))
         time.sleep(0.2)
+
+
+def _log_tail(plan: LabPlan, role: str, lines: int = 15) -> str:
+    node = role.removeprefix("agent-")
+    path = (
+        plan.state_dir / node / "agent.log"
+        if role.startswith("agent-")
+        else plan.state_dir / f"{role}.log"
+    )
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as err:
+        return f"({path}: {err})"
 
 
 @dataclass
