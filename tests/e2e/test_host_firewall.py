@@ -3,7 +3,9 @@
 what the cluster needs (remote-node: the tunnel's UDP and the health checks, as upstream's
 docs require). Checked from pods on both nodes (local ones through from-container, n2's through
 the tunnel to n1's router IP with their identity, or masqueraded to n2's address, i.e.
-remote-node), from outside, pod-to-pod across nodes, and against ``pylium policy explain``."""
+remote-node), from outside, pod-to-pod across nodes, and against ``pylium policy explain``; in
+tunnel and native routing (there n2's pods reach n1's router IP routed, their identity from the
+ipcache at n1's device)."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from pylium.adapters.store.factory import open_store
 
 from .conftest import Cli
 from .test_host import CONNECT
+from .test_pods import NATIVE
 from .test_policy import wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -39,9 +42,12 @@ spec:
 CONNECT_8081 = CONNECT.replace("8080", "int(sys.argv[3])")
 
 
-def test_host_firewall_from_pods_and_outside(cli: Cli, tmp_path: Path) -> None:
-    lab = f"f{os.getpid() % 10000}"
-    cli("lab", "up", "--nodes", "2", "--name", lab, "--set", "hostFirewall.enabled=true")
+@pytest.mark.timeout(900)  # some twenty CLI calls: slow on a loaded 2-core machine
+@pytest.mark.parametrize("mode", ["tunnel", "native"])
+def test_host_firewall_from_pods_and_outside(cli: Cli, mode: str, tmp_path: Path) -> None:
+    lab = f"f{mode[0]}{os.getpid() % 10000}"
+    routing = NATIVE if mode == "native" else ()
+    cli("lab", "up", "--nodes", "2", "--name", lab, "--set", "hostFirewall.enabled=true", *routing)
     server: subprocess.Popen[bytes] | None = None
     try:
         state = json.loads((cli.home / "labs" / lab / "lab.json").read_text())
@@ -110,7 +116,7 @@ def test_host_firewall_from_pods_and_outside(cli: Cli, tmp_path: Path) -> None:
             ("allowed", n1_ip): True,  # a local pod, through from-container
             ("other", n1_ip): False,
             ("allowed", router): True,
-            ("allowed2", router): True,  # n2's pods through the tunnel keep their identity
+            ("allowed2", router): True,  # n2's pods keep their identity (tunnel, or routed)
             ("other2", router): False,
             ("other2", n1_ip): True,  # masqueraded to n2's address: remote-node
         }
