@@ -25,6 +25,7 @@ BPFFS = KernelFs("bpf", 0xCAFE4A11, "bpf-auto-mount")
 CGROUP2 = KernelFs("cgroup2", 0x63677270, "cgroup-auto-mount")
 
 _libc = ctypes.CDLL(None, use_errno=True)
+MNT_DETACH = 2
 
 
 class _StatFs(ctypes.Structure):
@@ -61,6 +62,9 @@ def unmount(root: Path, fs: KernelFs) -> int:
     count = 0
     while is_mounted(root, fs) and count < 16:
         if _libc.umount2(str(root).encode(), 0) != 0:
-            raise DatapathError(str(root), f"unmount {fs.fstype}", os.strerror(ctypes.get_errno()))
+            error = ctypes.get_errno()
+            # Busy (a process still inside): detach it now, the kernel frees it when idle.
+            if error != errno.EBUSY or _libc.umount2(str(root).encode(), MNT_DETACH) != 0:
+                raise DatapathError(str(root), f"unmount {fs.fstype}", os.strerror(error))
         count += 1
     return count

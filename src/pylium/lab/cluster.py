@@ -732,18 +732,21 @@ def pod_cgroup(name: str, node: str, container_id: str) -> Path:
 
 
 def _remove_cgroups(name: str) -> None:
-    """The lab's pods' and nodes' cgroups (their processes are gone by now), then the mount."""
+    """The lab's pods' and nodes' cgroups (their processes are gone by now), then the mount,
+    which is removed even when a cgroup cannot be (lazily, if still busy)."""
     root = state_dir(name) / "cgroupv2"
     if not fsmount.is_mounted(root, fsmount.CGROUP2):
         return
     lab_tree = root / f"pylium-lab-{name}"
-    if lab_tree.is_dir():
-        for node in [p for p in lab_tree.iterdir() if p.is_dir()]:
-            for pod in [p for p in node.iterdir() if p.is_dir()]:
-                pod.rmdir()
-            node.rmdir()
-        lab_tree.rmdir()
-    fsmount.unmount(root, fsmount.CGROUP2)
+    try:
+        if lab_tree.is_dir():
+            for node in [p for p in lab_tree.iterdir() if p.is_dir()]:
+                for pod in [p for p in node.iterdir() if p.is_dir()]:
+                    pod.rmdir()
+                node.rmdir()
+            lab_tree.rmdir()
+    finally:
+        fsmount.unmount(root, fsmount.CGROUP2)
 
 
 def pod_log(name: str, namespace: str, pod: str) -> Path:
