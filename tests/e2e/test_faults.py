@@ -43,14 +43,7 @@ def test_agent_killed_during_cni_add_burst_leaks_nothing(cli: Cli) -> None:
     node_ns = state["nodes"]["n1"]["netns"]
     sock = cli.home / "labs" / lab / "n1" / "pylium.sock"
     conf_path = cli.home / "labs" / lab / "n1" / "cni" / "net.d" / "05-cilium.conflist"
-    deadline = time.monotonic() + 30
-    while not conf_path.exists():  # written once the agent's datapath is ready
-        assert time.monotonic() < deadline, "the agent never wrote its CNI configuration"
-        time.sleep(0.2)
-    conflist = json.loads(conf_path.read_text())
-    conf = json.dumps(
-        {"cniVersion": conflist["cniVersion"], "name": conflist["name"], **conflist["plugins"][0]}
-    )
+    conf = ""
     plugin = str(Path(sys.executable).with_name("pylium-cni"))
 
     def cni(command: str, i: int, cid: str) -> subprocess.CompletedProcess[str]:
@@ -73,6 +66,15 @@ def test_agent_killed_during_cni_add_burst_leaks_nothing(cli: Cli) -> None:
         )
 
     try:
+        deadline = time.monotonic() + 30
+        while not conf_path.exists():  # written once the agent's datapath is ready
+            assert time.monotonic() < deadline, "the agent never wrote its CNI configuration"
+            time.sleep(0.2)
+        conflist = json.loads(conf_path.read_text())
+        conf = json.dumps(
+            {"cniVersion": conflist["cniVersion"], "name": conflist["name"]}
+            | conflist["plugins"][0]
+        )
         for ns in namespaces:
             subprocess.run(["ip", "netns", "add", ns], check=True)
         ids = [uuid.uuid4().hex for _ in range(PODS)]
