@@ -14,6 +14,7 @@ import pytest
 from pylium.agent.health import HealthDaemon, targets_from
 from pylium.agent.status import HEARTBEAT_CONTROLLER, Controllers, describe_store, status_response
 from pylium.core.health import Target
+from pylium.core.hubble.ring import FlowRing
 from pylium.core.ipam.hostscope import Usage
 from pylium.model.config import AgentSettings
 
@@ -85,6 +86,7 @@ def fake_agent(*, ready: bool = True, datapath_error: str = "") -> Any:
         datapath_error=datapath_error,
         endpoints=SimpleNamespace(obj=object() if ready else None),
         started=time.time(),
+        hubble=SimpleNamespace(ring=FlowRing(4095), started=time.time() - 10),
     )
 
 
@@ -103,7 +105,12 @@ def test_status_response_ok() -> None:
     assert resp["ipam"]["state"] == "Ok"
     assert resp["routing"]["inter-host-routing-mode"] == "Tunnel"
     assert resp["routing"]["tunnel-protocol"] == "vxlan"
-    assert resp["kube-proxy-replacement"] == {"mode": "False"}
+    assert resp["kube-proxy-replacement"]["mode"] == "False"
+    assert not resp["kube-proxy-replacement"]["features"]["socketLB"]["enabled"]
+    assert resp["hubble"] == {
+        "state": "Ok",
+        "msg": "Current/Max Flows: 0/4095 (0.00%), Flows/s: 0.00",
+    }
     assert resp["cilium-health"]["state"] == "Disabled"
     assert resp["cluster"]["health"] is None
     assert resp["identity-range"] == {"min-identity": 256, "max-identity": 65535}

@@ -23,6 +23,7 @@ from pylium import __version__
 from pylium.adapters.store.api import Store
 from pylium.agent.endpoints import EndpointManager
 from pylium.agent.health import HealthDaemon
+from pylium.agent.hubble import HubbleObserver
 from pylium.agent.ipam import IPAM
 from pylium.core.health import rfc3339
 from pylium.core.identity.numeric import cluster_range
@@ -137,6 +138,8 @@ class Agent(Protocol):
     def endpoints(self) -> EndpointManager: ...
     @property
     def started(self) -> float: ...
+    @property
+    def hubble(self) -> HubbleObserver: ...
 
 
 def describe_store(store: object) -> str:
@@ -155,6 +158,22 @@ def _sub(state: str, msg: str = "", hint: str = "") -> dict[str, str]:
     if hint:
         out["hint"] = hint
     return out
+
+
+def _hubble(agent: Agent) -> dict[str, str]:
+    """Upstream's line: ``Ok   Current/Max Flows: 4095/4095 (100.00%), Flows/s: 12.34``."""
+    if not agent.settings.enable_hubble:
+        return _sub("Disabled")
+    ring = agent.hubble.ring
+    uptime = max(time.time() - agent.hubble.started, 1e-9)
+    share = 100.0 * len(ring) / ring.capacity
+    msg = (
+        f"Current/Max Flows: {len(ring)}/{ring.capacity} ({share:.2f}%), "
+        f"Flows/s: {ring.seen / uptime:.2f}"
+    )
+    if ring.lost:
+        msg += f", Lost events: {ring.lost}"
+    return _sub("Ok", msg)
 
 
 def status_response(agent: Agent, health: HealthDaemon) -> dict[str, Any]:
@@ -228,7 +247,14 @@ def status_response(agent: Agent, health: HealthDaemon) -> dict[str, Any]:
     return {
         "kvstore": kvstore,
         "kubernetes": _sub("Disabled", "no Kubernetes API server: resources come from the kvstore"),
-        "kube-proxy-replacement": {"mode": "False"},
+        "kube-proxy-replacement": {
+            "mode": "True" if s.kube_proxy_replacement else "False",
+            "features": {
+                "socketLB": {"enabled": s.socket_lb},
+                "nodePort": {"enabled": s.socket_lb, "mode": "SNAT"},
+                "sessionAffinity": {"enabled": s.socket_lb},
+            },
+        },
         "host-firewall": {"mode": "Enabled" if s.enable_host_firewall else "Disabled"},
         "srv6": {"enabled": False},
         "cni-chaining": {"mode": s.cni_chaining_mode.value},
@@ -259,7 +285,7 @@ def status_response(agent: Agent, health: HealthDaemon) -> dict[str, Any]:
             "min-identity": identities.start,
             "max-identity": identities.stop - 1,
         },
-        "hubble": _sub("Disabled", "not implemented yet"),
+        "hubble": _hubble(agent),
         "encryption": {"mode": "Disabled"},
         "cluster": {
             "self": agent.name,
