@@ -8,6 +8,7 @@ Run: ``.venv/bin/python benchmarks/report.py`` (``make bench`` runs it last).
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,6 +189,8 @@ def main() -> None:
         "",
         "Ratios against a baseline measured in the same run (absolute figures on this shared",
         "2-vCPU machine are noise); goals from `perf-anchors.md` §8. Regenerate with `make bench`.",
+        f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} from `benchmarks/results/`;",
+        "runs on a machine shared with other work spread by +-10-30% (see each JSON's samples).",
         "",
         "| anchor | what | ratio | goal | absolute | met |",
         "|---|---|---|---|---|---|",
