@@ -189,7 +189,7 @@ def main() -> None:
         "",
         "Ratios against a baseline measured in the same run (absolute figures on this shared",
         "2-vCPU machine are noise); goals from `perf-anchors.md` §8. Regenerate with `make bench`.",
-        f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} from `benchmarks/results/`;",
+        f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} from the results;",
         "runs on a machine shared with other work spread by +-10-30% (see each JSON's samples).",
         "",
         "| anchor | what | ratio | goal | absolute | met |",
