@@ -187,6 +187,7 @@ print(json.dumps(out))
         ("tunnel", "local", 1500),
         pytest.param("tunnel", "etcd", 9000, marks=pytest.mark.etcd),  # jumbo frames
         ("native", "local", 1500),
+        pytest.param("native", "etcd", 1500, marks=pytest.mark.etcd),
         ("router", "local", 1500),
     ],
 )
