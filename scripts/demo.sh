@@ -73,6 +73,25 @@ fi
 "$PYLIUM" apply -f examples/policy.yaml
 "$PYLIUM" get cnp -A
 
+step "Policy enforced in eBPF: only app=frontend may reach the server; explained; seen by Hubble"
+"$PYLIUM" apply -f - <<'YAML'
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: server-from-frontend, namespace: default}
+spec:
+  endpointSelector: {matchLabels: {app: server}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: frontend}}]
+    toPorts: [{ports: [{port: "8080", protocol: TCP}]}]
+YAML
+sleep 0.5
+nsenter --net="/run/netns/$(podns default/client netns)" python3 -c "
+import socket
+try: socket.create_connection(('$SERVER_IP', 8080), timeout=1); print('client: connected?!')
+except OSError as e: print('client: no answer (dropped):', type(e).__name__)"
+"$PYLIUM" policy explain --from client --to server --port 8080/tcp || true
+"$PYLIUM" observe --verdict DROPPED --last 2 --print-policy-names
+
 step "pylium lab down"
 "$PYLIUM" lab down --name "$LAB"
 trap - EXIT
