@@ -252,11 +252,12 @@ def test_event_burst_is_bounded_and_losses_are_reported(cli: Cli) -> None:
             assert time.monotonic() - started < 5  # not stalled by the backlog
         finally:
             burst.wait(60)
+        time.sleep(1.5)  # the reader has drained the backlog and read the loss counter
         status = n2.get("/v1/hubble/status")
-        assert status["num_flows"] <= status["max_flows"] == 4095  # bounded
-        assert status["seen_flows"] > status["max_flows"]
+        assert status["num_flows"] <= status["max_flows"] == 4095, status  # bounded
+        assert status["seen_flows"] > status["max_flows"], status
         assert status["lost_events"] > 0, status  # the reader fell behind and says so
         with ObserverClient(f"unix:{cli.home / 'labs' / lab / 'n2' / 'hubble.sock'}") as hubble:
-            assert hubble.status().lost_events == status["lost_events"]
+            assert hubble.status().lost_events >= status["lost_events"]
     finally:
         cli("lab", "down", "--name", lab, check=False)
