@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 from pylium.adapters.hubbleapi import flow_pb
@@ -121,44 +123,32 @@ def from_pb(msg: Any) -> Flow:
     )
 
 
+# FlowFilter fields whose protobuf form differs from the core's: (from protobuf, to protobuf)
+# per element. Every other field is a repeated scalar carried as is.
+_FILTER_CONVERSIONS: dict[str, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {
+    "source_port": (int, str),
+    "destination_port": (int, str),
+    "verdict": (Verdict, int),
+    "event_type": (lambda e: e.type, lambda t: flow_pb().EventTypeFilter(type=t)),
+    "traffic_direction": (TrafficDirection, int),
+}
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
 def filter_from_pb(f: Any) -> FlowFilter:
-    return FlowFilter(
-        source_ip=tuple(f.source_ip),
-        destination_ip=tuple(f.destination_ip),
-        source_pod=tuple(f.source_pod),
-        destination_pod=tuple(f.destination_pod),
-        source_label=tuple(f.source_label),
-        destination_label=tuple(f.destination_label),
-        source_identity=tuple(f.source_identity),
-        destination_identity=tuple(f.destination_identity),
-        source_port=tuple(int(p) for p in f.source_port),
-        destination_port=tuple(int(p) for p in f.destination_port),
-        verdict=tuple(Verdict(v) for v in f.verdict),
-        event_type=tuple(e.type for e in f.event_type),
-        protocol=tuple(f.protocol),
-        traffic_direction=tuple(TrafficDirection(d) for d in f.traffic_direction),
-        reply=tuple(f.reply),
-        node_name=tuple(f.node_name),
-    )
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(FlowFilter):
+        convert = _FILTER_CONVERSIONS.get(field.name, (_identity, _identity))[0]
+        values[field.name] = tuple(convert(v) for v in getattr(f, field.name))
+    return FlowFilter(**values)
 
 
 def filter_to_pb(f: FlowFilter) -> Any:
-    pb = flow_pb()
-    return pb.FlowFilter(
-        source_ip=list(f.source_ip),
-        destination_ip=list(f.destination_ip),
-        source_pod=list(f.source_pod),
-        destination_pod=list(f.destination_pod),
-        source_label=list(f.source_label),
-        destination_label=list(f.destination_label),
-        source_identity=list(f.source_identity),
-        destination_identity=list(f.destination_identity),
-        source_port=[str(p) for p in f.source_port],
-        destination_port=[str(p) for p in f.destination_port],
-        verdict=[int(v) for v in f.verdict],
-        event_type=[pb.EventTypeFilter(type=t) for t in f.event_type],
-        protocol=list(f.protocol),
-        traffic_direction=[int(d) for d in f.traffic_direction],
-        reply=list(f.reply),
-        node_name=list(f.node_name),
-    )
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(FlowFilter):
+        convert = _FILTER_CONVERSIONS.get(field.name, (_identity, _identity))[1]
+        values[field.name] = [convert(v) for v in getattr(f, field.name)]
+    return flow_pb().FlowFilter(**values)
