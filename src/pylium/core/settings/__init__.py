@@ -214,6 +214,11 @@ def resolve(
             if sources.get(key, DEFAULT) == DEFAULT:
                 data[key], sources[key] = value, source
 
+    for key, (trigger, why) in chart.required_keys(merged).items():
+        if not data.get(key):
+            touched = _last_touch((trigger,), layers)
+            problems.append(ConfigError(key, why, source=touched[0] if touched else DEFAULT))
+
     labels = {k: s for k, s in sources.items()}
     parsed: dict[type, Any] = {}
     for cls in (AgentSettings, OperatorSettings):

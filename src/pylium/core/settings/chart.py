@@ -190,6 +190,8 @@ def _on(values: Values, path: str) -> bool:
 def _ipam(values: Values) -> str:
     if _on(values, "eni.enabled"):
         return "eni"
+    if _on(values, "gke.enabled"):  # GKE allocates PodCIDRs: kubernetes host-scope IPAM
+        return "kubernetes"
     return render_scalar(v.get(values, "ipam.mode") or "cluster-pool")
 
 
@@ -308,30 +310,30 @@ def _eni_only(inner: Callable[[Values], str | None]) -> Callable[[Values], str |
 
 ROWS: tuple[Row, ...] = (
     # IPAM
-    Row("ipam", ("ipam.mode", "eni.enabled"), _ipam),
+    Row("ipam", ("ipam.mode", "eni.enabled", "gke.enabled"), _ipam),
     Row(
         "cluster-pool-ipv4-cidr",
         ("ipam.operator.clusterPoolIPv4PodCIDRList",),
         _cluster_pool("ipam.operator.clusterPoolIPv4PodCIDRList", "ipv4"),
-        ("ipam.mode", "eni.enabled", "ipv4.enabled"),
+        ("ipam.mode", "eni.enabled", "gke.enabled", "ipv4.enabled"),
     ),
     Row(
         "cluster-pool-ipv4-mask-size",
         ("ipam.operator.clusterPoolIPv4MaskSize",),
         _cluster_pool("ipam.operator.clusterPoolIPv4MaskSize", "ipv4"),
-        ("ipam.mode", "eni.enabled", "ipv4.enabled"),
+        ("ipam.mode", "eni.enabled", "gke.enabled", "ipv4.enabled"),
     ),
     Row(
         "cluster-pool-ipv6-cidr",
         ("ipam.operator.clusterPoolIPv6PodCIDRList",),
         _cluster_pool("ipam.operator.clusterPoolIPv6PodCIDRList", "ipv6"),
-        ("ipam.mode", "eni.enabled", "ipv6.enabled"),
+        ("ipam.mode", "eni.enabled", "gke.enabled", "ipv6.enabled"),
     ),
     Row(
         "cluster-pool-ipv6-mask-size",
         ("ipam.operator.clusterPoolIPv6MaskSize",),
         _cluster_pool("ipam.operator.clusterPoolIPv6MaskSize", "ipv6"),
-        ("ipam.mode", "eni.enabled", "ipv6.enabled"),
+        ("ipam.mode", "eni.enabled", "gke.enabled", "ipv6.enabled"),
     ),
     row("ipam-pre-allocate", "ipam.nodeSpec.ipamPreAllocate"),
     row("ipam-min-allocate", "ipam.nodeSpec.ipamMinAllocate"),
@@ -505,6 +507,23 @@ ROWS: tuple[Row, ...] = (
     row("identity-gc-interval", "operator.identityGCInterval"),
     row("identity-heartbeat-timeout", "operator.identityHeartbeatTimeout"),
 )
+
+
+def required_keys(values: Values) -> dict[str, tuple[str, str]]:
+    """Keys the chart refuses to render without (its ``fail`` calls): key -> (the Helm value
+    that requires it, why). GKE routes pod CIDRs natively, so it must be told which
+    destinations need no masquerading."""
+    out: dict[str, tuple[str, str]] = {}
+    if _on(values, "gke.enabled"):
+        out["ipv4-native-routing-cidr"] = (
+            "gke.enabled",
+            (
+                "ipv4-native-routing-cidr must be set when gke.enabled is true (Helm "
+                "ipv4NativeRoutingCIDR: the cluster's pod CIDR range, routed natively by GCP "
+                "alias IPs and not masqueraded)"
+            ),
+        )
+    return out
 
 
 def known_paths() -> frozenset[str]:
