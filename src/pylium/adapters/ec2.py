@@ -13,13 +13,19 @@ Responses come back as the core's types (:mod:`pylium.core.ipam.eni.plan`).
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from pylium.base.errors import PyliumError
+from pylium.adapters.cloudapi import (
+    DEFAULT_BURST,
+    DEFAULT_QPS,
+    CloudAPIError,
+    Metrics,
+    RateLimitedClient,
+    TokenBucket,
+)
 from pylium.core.ipam.eni.limits import Limits, from_describe_instance_types
 from pylium.core.ipam.eni.plan import ENI, SecurityGroup, Subnet, Tags, tags_of
 
@@ -34,54 +40,12 @@ THROTTLE_CODES = frozenset(
         "TooManyRequestsException",
     }
 )
-DEFAULT_QPS = 4.0
-"""Upstream ``limit-ipam-api-qps`` default."""
-DEFAULT_BURST = 20
-"""Upstream ``limit-ipam-api-burst`` default."""
 
 
-class EC2Error(PyliumError):
+class EC2Error(CloudAPIError):
     """An EC2 call failed (after retries when it was throttled)."""
 
-    def __init__(self, operation: str, code: str, message: str) -> None:
-        self.operation = operation
-        self.code = code
-        self.message = message
-        super().__init__(f"EC2 {operation}: {code}: {message}")
-
-
-class TokenBucket:
-    """``qps`` tokens a second, at most ``burst`` saved up; :meth:`wait` blocks for one and
-    returns how long it waited. Clock and sleep are injectable for tests."""
-
-    def __init__(
-        self,
-        qps: float,
-        burst: int,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        if qps <= 0 or burst < 1:
-            raise ValueError("token bucket needs qps > 0 and burst >= 1")
-        self.qps = qps
-        self.burst = burst
-        self._clock = clock
-        self._sleep = sleep
-        self._tokens = float(burst)
-        self._last = clock()
-        self._lock = threading.Lock()
-
-    def wait(self) -> float:
-        with self._lock:
-            now = self._clock()
-            self._tokens = min(self.burst, self._tokens + (now - self._last) * self.qps)
-            self._last = now
-            self._tokens -= 1
-            delay = -self._tokens / self.qps if self._tokens < 0 else 0.0
-        if delay > 0:
-            self._sleep(delay)
-        return delay
+    api = "EC2"
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,37 +61,6 @@ class Interface:
     attachment_id: str = ""
 
 
-@dataclass(slots=True)
-class Metrics:
-    """Counters under upstream's names: calls and seconds per (operation, response code),
-    seconds spent waiting for the rate limiter per operation, throttled attempts."""
-
-    calls: dict[tuple[str, str], int] = field(default_factory=dict)
-    seconds: dict[tuple[str, str], float] = field(default_factory=dict)
-    rate_limit_seconds: dict[str, float] = field(default_factory=dict)
-    rate_limit_waits: dict[str, int] = field(default_factory=dict)
-    throttled: dict[str, int] = field(default_factory=dict)
-
-    def total_calls(self, operation: str | None = None) -> int:
-        return sum(n for (op, _), n in self.calls.items() if operation in (None, op))
-
-    def as_prometheus(self) -> dict[str, float]:
-        """Samples in Prometheus text naming: ``name{labels}`` -> value."""
-        out: dict[str, float] = {}
-        base = "cilium_operator_ec2_api_duration_seconds"
-        for (op, code), n in sorted(self.calls.items()):
-            labels = f'{{operation="{op}",response_code="{code}"}}'
-            out[f"{base}_count{labels}"] = n
-            out[f"{base}_sum{labels}"] = self.seconds.get((op, code), 0.0)
-        for op, secs in sorted(self.rate_limit_seconds.items()):
-            out[f'cilium_operator_ec2_api_rate_limit_duration_seconds_sum{{operation="{op}"}}'] = (
-                secs
-            )
-        for op, n in sorted(self.throttled.items()):
-            out[f'cilium_operator_ec2_api_throttled_total{{operation="{op}"}}'] = n
-        return out
-
-
 def _tag_specs(tags: Tags) -> list[dict[str, Any]]:
     return [
         {
@@ -141,8 +74,13 @@ def _tags(raw: list[dict[str, str]] | None) -> Tags:
     return tags_of({t["Key"]: t["Value"] for t in raw or []})
 
 
-class EC2API:
+__all__ = ["DEFAULT_BURST", "DEFAULT_QPS", "EC2API", "EC2Error", "Metrics", "TokenBucket"]
+
+
+class EC2API(RateLimitedClient):
     """The EC2 calls the ENI allocator needs, over any boto3-shaped EC2 client."""
+
+    throttle_codes = THROTTLE_CODES
 
     def __init__(
         self,
@@ -155,14 +93,11 @@ class EC2API:
         max_results: int = 0,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        super().__init__(
+            api="ec2", qps=qps, burst=burst, max_retries=max_retries, backoff=backoff, sleep=sleep
+        )
         self.client = client
-        self.bucket = TokenBucket(qps, burst, sleep=sleep)
-        self.max_retries = max_retries
-        self.backoff = backoff
         self.max_results = max_results
-        self._sleep = sleep
-        self.metrics = Metrics()
-        self._lock = threading.Lock()
 
     @classmethod
     def connect(
@@ -190,47 +125,22 @@ class EC2API:
 
     # -- the call wrapper -------------------------------------------------------------------
 
-    def _record(self, operation: str, code: str, seconds: float) -> None:
-        with self._lock:
-            key = (operation, code)
-            self.metrics.calls[key] = self.metrics.calls.get(key, 0) + 1
-            self.metrics.seconds[key] = self.metrics.seconds.get(key, 0.0) + seconds
-
     def call(self, operation: str, **params: Any) -> dict[str, Any]:
         """``client.<operation>(**params)``, rate-limited, retried when throttled."""
         from botocore.exceptions import ClientError, EndpointConnectionError
 
-        for attempt in range(self.max_retries + 1):
-            method = getattr(self.client, operation)
-            waited = self.bucket.wait()
-            if waited:
-                with self._lock:
-                    rl = self.metrics.rate_limit_seconds
-                    rl[operation] = rl.get(operation, 0.0) + waited
-                    rw = self.metrics.rate_limit_waits
-                    rw[operation] = rw.get(operation, 0) + 1
-            start = time.monotonic()
+        def attempt() -> dict[str, Any]:
             try:
-                result: dict[str, Any] = method(**params)
+                result: dict[str, Any] = getattr(self.client, operation)(**params)
             except ClientError as err:
                 code = str(err.response.get("Error", {}).get("Code", "Unknown"))
                 message = str(err.response.get("Error", {}).get("Message", err))
-                self._record(operation, code, time.monotonic() - start)
-                if code in THROTTLE_CODES and attempt < self.max_retries:
-                    with self._lock:
-                        th = self.metrics.throttled
-                        th[operation] = th.get(operation, 0) + 1
-                    delay = self.backoff * (2**attempt)
-                    log.info("EC2 throttled; backing off", extra={"op": operation, "s": delay})
-                    self._sleep(delay)
-                    continue
                 raise EC2Error(operation, code, message) from err
             except EndpointConnectionError as err:
-                self._record(operation, "ConnectionError", time.monotonic() - start)
                 raise EC2Error(operation, "ConnectionError", str(err)) from err
-            self._record(operation, "OK", time.monotonic() - start)
             return result
-        raise AssertionError("unreachable")
+
+        return self._limited(operation, attempt)
 
     def _pages(self, operation: str, key: str, **params: Any) -> Iterator[dict[str, Any]]:
         token = ""

@@ -8,25 +8,11 @@ DescribeInstanceTypes returns (:func:`from_describe_instance_types`) over this t
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
+from pylium.core.ipam.cloud.plan import Limits
 
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """What one instance type allows (``ipamTypes.Limits`` upstream)."""
-
-    adapters: int
-    """Network interfaces per instance (``MaximumNetworkInterfaces``)."""
-    ipv4: int
-    """IPv4 addresses per interface, the primary included (``Ipv4AddressesPerInterface``)."""
-    ipv6: int = 0
-    """IPv6 addresses per interface (``Ipv6AddressesPerInterface``)."""
-
-    @property
-    def max_secondary_ips(self) -> int:
-        """Pod IPs one instance can hold: every interface's addresses but its primary."""
-        return self.adapters * (self.ipv4 - 1)
+__all__ = ["STATIC_LIMITS", "Limits", "from_describe_instance_types"]
 
 
 def _family(sizes: dict[str, tuple[int, int]]) -> dict[str, Limits]:
