@@ -25,12 +25,11 @@ from pylium.adapters.resources import ResourceClient
 from pylium.adapters.store.api import Store
 from pylium.base.errors import PyliumError
 from pylium.core.health import HealthBook, HealthReport, Target, probe_interval
+from pylium.runtime.nodekeys import HEALTH_PREFIX
 from pylium.runtime.unixhttp import HttpError, Request
 
 log = logging.getLogger(__name__)
 
-HEALTH_PREFIX = "nodes/health/"
-"""Store key prefix of each agent's last health report (value: HealthStatusResponse JSON)."""
 TARGETS_EVERY = 2.0
 """Seconds between two reads of the node list (new nodes are probed at the next read)."""
 ICMP_DEADLINE = 10.0

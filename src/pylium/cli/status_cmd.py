@@ -22,9 +22,7 @@ from pylium.adapters.agentapi import AgentClient
 from pylium.adapters.resources import ResourceClient
 from pylium.adapters.store.api import Store
 from pylium.adapters.store.factory import open_store
-from pylium.agent.health import HEALTH_PREFIX
-from pylium.agent.main import HEARTBEAT_PREFIX
-from pylium.base.errors import AgentUnavailable, PyliumError
+from pylium.base.errors import AgentUnavailable, PyliumError, StoreUnavailable
 from pylium.cli.common import dump, store_url
 from pylium.core.health import HealthReport, format_health_status, merge_cluster
 from pylium.core.status import (
@@ -37,6 +35,12 @@ from pylium.core.status import (
 from pylium.lab import cluster
 from pylium.model.config import Duration
 from pylium.operator.main import LEADER_KEY
+from pylium.runtime.nodekeys import (
+    HEALTH_PREFIX,
+    HEARTBEAT_PREFIX,
+    OPERATOR_INSTANCES_PREFIX,
+    OPERATOR_REPLICAS_KEY,
+)
 
 OutputOption = Annotated[str, typer.Option("-o", "--output", help="text|json|yaml")]
 LabOption = Annotated[str | None, typer.Option("--lab", help="Lab name (default: current).")]
@@ -59,6 +63,8 @@ def gather(store: Store) -> ClusterStatus:
     cilium_nodes = [r.name for r in client.list("CiliumNode")[0]]
     beats = [kv.key.removeprefix(HEARTBEAT_PREFIX) for kv in store.list(HEARTBEAT_PREFIX).items]
     leader_kv = store.get(LEADER_KEY)
+    operators = [kv.value.decode() for kv in store.list(OPERATOR_INSTANCES_PREFIX).items]
+    replicas_kv = store.get(OPERATOR_REPLICAS_KEY)
     pods = [
         (r.namespace, r.name)
         for r in client.list("Pod")[0]
@@ -74,6 +80,10 @@ def gather(store: Store) -> ClusterStatus:
         endpoints=endpoints,
         health_reports=health_reports(store),
         version=__version__,
+        operators=operators,
+        operator_replicas=int(replicas_kv.value)
+        if replicas_kv and replicas_kv.value.isdigit()
+        else 1,
     )
 
 
@@ -92,6 +102,18 @@ def _cluster(ctx: typer.Context, *, wait: bool, wait_duration: float, output: st
         store = open_store(url)
         try:
             st: ClusterStatus | None = gather(store)
+        except StoreUnavailable as err:
+            if not wait:
+                print(
+                    f"Error: Unable to determine status: {err}\n"
+                    "  The store is failing: check that it is up (`pylium lab status`; the "
+                    "lab's etcd.log for an etcd lab; no other process holding the SQLite file "
+                    "locked for a local one). Agents keep forwarding meanwhile and catch up "
+                    "when it is back.",
+                    file=sys.stderr,
+                )
+                raise typer.Exit(1) from None
+            st, problem = None, str(err)
         except PyliumError as err:
             if not wait:
                 raise

@@ -3,7 +3,9 @@
 
 The cluster view counts like the DaemonSet and Deployment that upstream reads: *desired*
 agents are the registered nodes (``Node``), *ready* and *available* ones hold a heartbeat
-lease (``nodes/heartbeat/<node>``); the operator is ready when it holds the leader lease.
+lease (``nodes/heartbeat/<node>``); the operator Deployment desires ``operator.replicas``
+(``operator/replicas``, 1 when unset) and counts as ready the replicas registered under
+``operator/instances/`` (each bound to its election lease), one of which must lead.
 Pods are *managed by Cilium* when they have a CiliumEndpoint. A failing subsystem is listed
 under ``Errors:``/``Warnings:`` (cluster) or expanded under its line (node) with what to do
 next.
@@ -154,9 +156,12 @@ def cluster_status(
     endpoints: Collection[tuple[str, str]],
     health_reports: Mapping[str, HealthReport],
     version: str,
+    operators: Collection[str] = (),
+    operator_replicas: int = 1,
 ) -> ClusterStatus:
     """``pods``/``endpoints``: (namespace, name) of every Pod (not on the host network) and
-    every CiliumEndpoint; ``health_reports``: each live agent's last report."""
+    every CiliumEndpoint; ``health_reports``: each live agent's last report; ``operators``:
+    the identities of the operator replicas up, ``operator_replicas`` how many should be."""
     errors: list[Problem] = []
     warnings: list[Problem] = []
     ready = [n for n in sorted(nodes) if n in heartbeats]
@@ -184,6 +189,17 @@ def cluster_status(
                 "(`pylium lab restart operator`) and read operator.log",
             )
         )
+    running = len(operators) or (1 if leader else 0)
+    if leader and running < operator_replicas:
+        warnings.append(
+            Problem(
+                OPERATOR,
+                "",
+                f"{running}/{operator_replicas} operator replicas running (leader {leader}): "
+                "no standby to take over; start the missing ones (`pylium lab restart "
+                "operator`) and read their operator.log",
+            )
+        )
     health = None
     if health_reports:
         health = merge_cluster(sorted(nodes), health_reports)
@@ -197,7 +213,13 @@ def cluster_status(
     managed = sum(1 for p in pods if p in set(endpoints))
     return ClusterStatus(
         agents=Workload("DaemonSet", AGENT, len(nodes), len(ready), len(ready)),
-        operator=Workload("Deployment", OPERATOR, 1, 1 if leader else 0, 1 if leader else 0),
+        operator=Workload(
+            "Deployment",
+            OPERATOR,
+            max(operator_replicas, running),
+            running if leader else 0,
+            running if leader else 0,
+        ),
         leader=leader,
         pods_managed=managed,
         pods_total=len(pods),
@@ -398,4 +420,66 @@ def format_status_response(
     for i, line in enumerate(lines):
         out.append(line)
         out.extend(notes.get(i, []))
+    if verbose and resp.get("kube-proxy-replacement"):
+        out.extend(kube_proxy_replacement_details(resp["kube-proxy-replacement"]))
     return out
+
+
+def kube_proxy_replacement_details(kpr: Mapping[str, Any]) -> list[str]:
+    """The ``KubeProxyReplacement Details:`` section of ``cilium-dbg status --verbose``
+    (one tabwriter, padding 3: rows without a cell break the alignment, as in Go)."""
+    features = kpr.get("features") or {}
+
+    def on(name: str) -> str:
+        return "Enabled" if (features.get(name) or {}).get("enabled") else "Disabled"
+
+    node_port = features.get("nodePort") or {}
+    devices = ", ".join(
+        " ".join([str(d.get("name", "")), *d.get("ip", [])])
+        + (" (Direct Routing)" if d.get("name") == kpr.get("directRoutingDevice") else "")
+        for d in kpr.get("deviceList") or []
+    )
+    head: list[list[str]] = [
+        ["  Status:", str(kpr.get("mode", "False"))],
+        ["  Socket LB:", on("socketLB")],
+        ["  Socket LB Tracing:", on("socketLBTracing")],
+        [
+            "  Socket LB Coverage:",
+            "Hostns-only" if features.get("bpfSocketLBHostnsOnly") else "Full",
+        ],
+    ]
+    if kpr.get("mode") == "True":
+        head.append(["  Devices:", devices])
+    if node_port.get("enabled"):
+        mode = str(node_port.get("mode", "SNAT"))
+        head.append(["  Mode:", mode])
+        if mode != "SNAT":
+            head.append(["    DSR Dispatch Mode:", str(node_port.get("dsrMode", ""))])
+        selection = str(node_port.get("algorithm", "Random"))
+        if selection == "Maglev":
+            selection += f" (Table Size: {node_port.get('lutSize')})"
+        head.append(["  Backend Selection:", selection])
+    head.append(["  Session Affinity:", on("sessionAffinity")])
+    head.append(["  NAT46/64 Support:", on("nat46X64")])
+    if node_port.get("enabled"):
+        head.append(["  XDP Acceleration:", str(node_port.get("acceleration", "None"))])
+    port_range = f"{node_port.get('portMin')}-{node_port.get('portMax')}"
+    services = [
+        ["  - ClusterIP:", "Enabled"],
+        [
+            "  - NodePort:",
+            f"Enabled (Range: {port_range})" if node_port.get("enabled") else "Disabled",
+        ],
+        ["  - LoadBalancer:", on("nodePort")],
+        ["  - externalIPs:", on("externalIPs")],
+        ["  - HostPort:", on("hostPort")],
+    ]
+    annotations = list(features.get("annotations") or [])
+    return [
+        "KubeProxyReplacement Details:",
+        *tabwrite(head, padding=3),
+        "  Services:",
+        *tabwrite(services, padding=3),
+        "  Annotations:" if annotations else "  Annotations:   (n/a)",
+        *(f"  - {a}" for a in annotations),
+    ]

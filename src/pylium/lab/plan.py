@@ -41,7 +41,10 @@ from pylium.base.errors import LabError
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]{0,7}$")
 """Lab names are short so that derived interface names stay within 15 characters."""
+NODE_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]{0,14}$")
+"""A node's name is also its fabric-side interface name."""
 MAX_NODES = 32
+MAX_OPERATOR_REPLICAS = 5
 TOPOLOGIES = ("flat", "router")
 MIN_MTU, MAX_MTU = 1280, 9000
 ETCD_CLIENT_PORT = 2379
@@ -184,17 +187,7 @@ def plan_lab(
     if subnet is None:
         raise LabError("no free /24 for the lab's underlay (192.168.201-250.0/24, 172.30.0.0/16)")
     state_dir = home / "labs" / name
-    node_plans = tuple(
-        NodePlan(
-            name=f"n{i}",
-            netns=f"pl-{name}-n{i}",
-            address=ipaddress.IPv4Interface(f"{subnet[10 + i]}/{subnet.prefixlen}"),
-            fabric_port=f"n{i}",
-            state_dir=state_dir / f"n{i}",
-            bpf_dir=bpf_root(name) / f"n{i}",
-        )
-        for i in range(1, nodes + 1)
-    )
+    node_plans = tuple(node_plan(name, state_dir, subnet, f"n{i}", i) for i in range(1, nodes + 1))
     plan = LabPlan(
         name=name,
         subnet=subnet,
@@ -208,6 +201,50 @@ def plan_lab(
     if too_long:
         raise LabError(f"interface names longer than {IFNAMSIZ} characters: {', '.join(too_long)}")
     return plan
+
+
+def node_plan(
+    lab: str, state_dir: Path, subnet: ipaddress.IPv4Network, name: str, index: int
+) -> NodePlan:
+    """Node number ``index`` (1-based; its underlay address is the subnet's 10+index-th)."""
+    return NodePlan(
+        name=name,
+        netns=f"pl-{lab}-{name}",
+        address=ipaddress.IPv4Interface(f"{subnet[10 + index]}/{subnet.prefixlen}"),
+        fabric_port=name,
+        state_dir=state_dir / name,
+        bpf_dir=bpf_root(lab) / name,
+    )
+
+
+def plan_added_node(
+    lab: str,
+    state_dir: Path,
+    subnet: ipaddress.IPv4Network,
+    name: str,
+    taken: Iterable[ipaddress.IPv4Interface],
+    existing: Iterable[str],
+) -> NodePlan:
+    """A node joining a running lab: the first underlay address no node holds."""
+    if not NODE_NAME_PATTERN.match(name):
+        raise LabError(
+            f"node name {name!r}: use 1-15 lowercase letters and digits, starting with a letter"
+        )
+    if name in set(existing):
+        raise LabError(f"lab {lab} already has a node {name!r}")
+    used = {a.ip for a in taken}
+    for index in range(1, MAX_NODES + 1):
+        if subnet[10 + index] not in used:
+            return node_plan(lab, state_dir, subnet, name, index)
+    raise LabError(f"lab {lab} has {MAX_NODES} nodes already")
+
+
+def check_operator_replicas(replicas: int) -> None:
+    if not 1 <= replicas <= MAX_OPERATOR_REPLICAS:
+        raise LabError(
+            f"operator replicas {replicas}: use 1 to {MAX_OPERATOR_REPLICAS} "
+            "(--operator-replicas or --set operator.replicas)"
+        )
 
 
 def pod_cidr_routes(

@@ -6,7 +6,13 @@ controller of its mode (cluster-pool node CIDRs, multi-pool chunks, or AWS ENI I
 CiliumNode change and at least every few seconds, the identity garbage collector every
 ``identity-gc-interval``, and the service controller (ClusterIP and NodePort allocation,
 EndpointSlices from Services' selectors and Pods: :mod:`pylium.operator.services`), woken by
-every Service and Pod change.
+every Service and Pod change, and the node garbage collector (:mod:`pylium.operator.nodegc`:
+the state of nodes removed from the cluster).
+
+Several replicas may run (Helm ``operator.replicas``): each registers under
+``operator/instances/`` and campaigns; the controllers write through a
+:class:`~pylium.runtime.leader.FencedStore`, so a deposed leader's late write fails instead of
+allocating next to its successor's. Store errors are logged and retried at the next pass.
 """
 
 from __future__ import annotations
@@ -34,13 +40,15 @@ from pylium.operator.eni import ENIController
 from pylium.operator.identity_gc import IdentityGC
 from pylium.operator.multipool import MultiPoolController
 from pylium.operator.nodecidr import NodeCIDRController
+from pylium.operator.nodegc import NodeGC
 from pylium.operator.services import ServiceController
 from pylium.runtime.daemon import read_configmap, setup_logging, stop_on_signals
-from pylium.runtime.leader import LeaderElector
+from pylium.runtime.leader import FencedStore, LeaderElector
+from pylium.runtime.nodekeys import OPERATOR_INSTANCES_PREFIX, OPERATOR_LEADER_KEY
 
 log = logging.getLogger("pylium.operator")
 
-LEADER_KEY = "operator/leader"
+LEADER_KEY = OPERATOR_LEADER_KEY
 LEADER_TTL = 5
 RESYNC_SECONDS = 2.0
 
@@ -105,13 +113,21 @@ def main(argv: list[str] | None = None) -> None:
         settings = OperatorSettings.from_configmap(read_configmap(args.config))
         store = open_store(args.store)
         store.revision()
-        eni = eni_controller(store, settings) if settings.ipam is IPAMMode.ENI else None
+        elector = LeaderElector(
+            store,
+            key=LEADER_KEY,
+            identity=args.identity,
+            ttl=LEADER_TTL,
+            presence_prefix=OPERATOR_INSTANCES_PREFIX,
+        )
+        fenced = FencedStore(store, elector)
+        eni = eni_controller(fenced, settings) if settings.ipam is IPAMMode.ENI else None
     except PyliumError as err:
         print(f"Error: {err}", file=sys.stderr)
         sys.exit(1)
     log.info("starting pylium-operator %s", __version__, extra={"identity": args.identity})
-    elector = LeaderElector(store, key=LEADER_KEY, identity=args.identity, ttl=LEADER_TTL)
-    thread = threading.Thread(target=elector.run, args=(stop,), name="leader-election")
+    wake = threading.Event()  # set on every watched change and when leadership changes
+    thread = threading.Thread(target=elector.run, args=(stop, wake), name="leader-election")
     thread.start()
     metrics = operator_metrics.start(
         settings,
@@ -119,20 +135,20 @@ def main(argv: list[str] | None = None) -> None:
         lambda: elector.is_leader,
         extra=[eni.collector()] if eni is not None else [],
     )
-    wake = threading.Event()
     for kind in ("CiliumNode", "Service", "Pod"):
         threading.Thread(
             target=_watch_nodes, args=(store, stop, wake, kind), daemon=True, name=f"watch-{kind}"
         ).start()
-    services = ServiceController(store, service_cidr=args.service_cluster_ip_range)
+    services = ServiceController(fenced, service_cidr=args.service_cluster_ip_range)
     controller: NodeCIDRController | MultiPoolController | ENIController
     if isinstance(eni, ENIController):
         controller = eni
     elif settings.ipam is IPAMMode.MULTI_POOL:
-        controller = MultiPoolController(store)
+        controller = MultiPoolController(fenced)
     else:
-        controller = NodeCIDRController(store, settings)
-    gc = IdentityGC(store, grace_seconds=settings.identity_heartbeat_timeout.total_seconds())
+        controller = NodeCIDRController(fenced, settings)
+    gc = IdentityGC(fenced, grace_seconds=settings.identity_heartbeat_timeout.total_seconds())
+    node_gc = NodeGC(fenced)
     gc_interval = settings.identity_gc_interval.total_seconds()
     last_gc = time.monotonic()
     last_mode_error = ""
@@ -140,13 +156,14 @@ def main(argv: list[str] | None = None) -> None:
         while not stop.is_set():
             if elector.is_leader:
                 try:
+                    node_gc.run_once()
                     mode_error = ipam_mode.guard(
-                        store, settings.ipam.value, force=args.force_ipam_mode_change
+                        fenced, settings.ipam.value, force=args.force_ipam_mode_change
                     )
                     if mode_error:
                         if mode_error != last_mode_error:
                             log.error("%s", mode_error)
-                            ipam_mode.report(store, mode_error)
+                            ipam_mode.report(fenced, mode_error)
                         last_mode_error = mode_error
                     else:
                         controller.reconcile()
