@@ -45,13 +45,13 @@ from pylium.core.ipam.multipool import DEFAULT_POOL, select_pool
 from pylium.model.config import VXLAN_PORT, AgentSettings, IPAMMode, RoutingMode, TunnelProtocol
 from pylium.model.resource import Resource
 from pylium.runtime.daemon import read_configmap, setup_logging, stop_on_signals
+from pylium.runtime.nodekeys import HEARTBEAT_PREFIX
 from pylium.runtime.policy import policy_config
 from pylium.runtime.unixhttp import HttpError, Request, Router, UnixHttpServer
 from pylium.runtime.wakeup import Wakeup
 
 log = logging.getLogger("pylium.agent")
 
-HEARTBEAT_PREFIX = "nodes/heartbeat/"
 HEARTBEAT_TTL = 10
 
 
