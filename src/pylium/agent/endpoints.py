@@ -40,10 +40,10 @@ from pylium.base.errors import DatapathError, PyliumError
 from pylium.core.identity.labels import Label, LabelFilter, host_labels, identity_labels
 from pylium.core.identity.numeric import ReservedIdentity
 from pylium.model.resource import Resource
+from pylium.runtime.nodekeys import RECORDS_PREFIX
 
 log = logging.getLogger(__name__)
 
-RECORDS_PREFIX = "endpoints/"
 PROGRAM = "cil_from_container"
 TO_CONTAINER_PROGRAM = "cil_to_container"
 OVERLAY_PROGRAM = "cil_from_overlay"
