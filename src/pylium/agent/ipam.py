@@ -49,10 +49,10 @@ from pylium.core.ipam.hostscope import (
 )
 from pylium.core.ipam.multipool import DEFAULT_POOL
 from pylium.model.config import IPAMMode
+from pylium.runtime.nodekeys import ALLOCATIONS_PREFIX
 
 log = logging.getLogger(__name__)
 
-ALLOCATIONS_PREFIX = "ipam/"
 POD_CIDR_ANNOTATION = "network.cilium.io/ipv4-pod-cidr"
 MORE_CIDR_WAIT = 10.0
 """How long an allocation waits for the operator to give a full node more addresses."""
