@@ -26,19 +26,26 @@ from pylium.adapters import fsmount, procs
 from pylium.adapters.netlink import netns as nl
 from pylium.adapters.resources import ResourceClient
 from pylium.adapters.store.factory import open_store
-from pylium.agent.main import HEARTBEAT_PREFIX
 from pylium.base.errors import LabError, PyliumError
 from pylium.lab.plan import (
     ETCD_CLIENT_PORT,
     ETCD_PEER_PORT,
     LabPlan,
+    NodePlan,
     bpf_root,
+    check_operator_replicas,
+    plan_added_node,
     plan_lab,
     pod_cidr_routes,
 )
 from pylium.model.resource import Resource
 from pylium.operator.main import LEADER_KEY
 from pylium.runtime import context
+from pylium.runtime.nodekeys import (
+    HEARTBEAT_PREFIX,
+    OPERATOR_INSTANCES_PREFIX,
+    OPERATOR_REPLICAS_KEY,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +68,14 @@ class LabState:
     """``namespace/name`` -> node, netns, container ID, IP."""
     topology: str = "flat"
     mtu: int = 1500
+    operator_replicas: int = 1
+
+    @property
+    def operator_roles(self) -> list[str]:
+        """``operator``, ``operator-2``, ... (the first keeps the single operator's name)."""
+        return [
+            "operator" if i == 1 else f"operator-{i}" for i in range(1, self.operator_replicas + 1)
+        ]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -74,6 +89,7 @@ class LabState:
             "pods": self.pods,
             "topology": self.topology,
             "mtu": self.mtu,
+            "operator_replicas": self.operator_replicas,
         }
 
     @classmethod
@@ -89,6 +105,7 @@ class LabState:
             pods=dict(data.get("pods", {})),
             topology=data.get("topology", "flat"),
             mtu=int(data.get("mtu", 1500)),
+            operator_replicas=int(data.get("operator_replicas", 1)),
         )
 
 
@@ -149,8 +166,10 @@ def up(
     configmap: Mapping[str, str],
     topology: str = "flat",
     mtu: int = 1500,
+    operator_replicas: int = 1,
 ) -> LabState:
     """Build the lab; on any failure, remove what was built and re-raise."""
+    check_operator_replicas(operator_replicas)
     if load_state(name) is not None:
         raise LabError(f"lab {name!r} already exists: run `pylium lab down --name {name}` first")
     plan = plan_lab(
@@ -178,6 +197,7 @@ def up(
         subnet=str(plan.subnet),
         topology=plan.topology,
         mtu=plan.mtu,
+        operator_replicas=operator_replicas,
     )
     _save(state)
     try:
@@ -202,20 +222,7 @@ def _build(plan: LabPlan, state: LabState, configmap: Mapping[str, str]) -> None
         for scope in ("all", "default", plan.bridge):
             nl.set_sysctl(fab, f"net.ipv4.conf.{scope}.send_redirects", "0")
     for node in plan.nodes:
-        state.netns.append(node.netns)
-        _save(state)
-        nl.create_netns(node.netns)
-        nl.add_veth(fab, node.fabric_port, node.netns, "eth0", mtu=plan.mtu)
-        nl.set_master(fab, node.fabric_port, plan.bridge)
-        nl.add_address(node.netns, "eth0", node.address)
-        if plan.topology == "router":
-            nl.replace_route(node.netns, ipaddress.IPv4Network("0.0.0.0/0"), plan.gateway.ip)
-        state.nodes[node.name] = {
-            "netns": node.netns,
-            "address": str(node.address),
-            "state_dir": str(node.state_dir),
-        }
-        _save(state)
+        _build_node(state, node, plan.gateway.ip)
     plan.state_dir.mkdir(parents=True, exist_ok=True)
     # The lab's own cgroup v2 mount, so that pods' cgroups and the mount go with the lab.
     config = {**configmap, "cgroup-root": str(plan.cgroup_root)}
@@ -232,15 +239,123 @@ def _build(plan: LabPlan, state: LabState, configmap: Mapping[str, str]) -> None
     store = open_store(plan.store_url)
     try:
         store.revision()  # creates the SQLite database before several processes race for it
+        store.put(OPERATOR_REPLICAS_KEY, str(state.operator_replicas).encode())
     finally:
         store.close()
 
-    _spawn_operator(state)
+    for role in state.operator_roles:
+        _spawn_operator(state, role)
     for node in plan.nodes:
         _spawn_agent(state, node.name)
     _spawn_relay(plan, state)
     _wait_ready(plan, state)
     sync_router(state)
+
+
+def _build_node(state: LabState, node: NodePlan, gateway: ipaddress.IPv4Address) -> None:
+    """The node's namespace on the fabric, with its underlay address (recorded first)."""
+    fab = f"pl-{state.name}-fab"
+    state.netns.append(node.netns)
+    _save(state)
+    nl.create_netns(node.netns)
+    nl.add_veth(fab, node.fabric_port, node.netns, "eth0", mtu=state.mtu)
+    nl.set_master(fab, node.fabric_port, "br0")
+    nl.add_address(node.netns, "eth0", node.address)
+    if state.topology == "router":
+        nl.replace_route(node.netns, ipaddress.IPv4Network("0.0.0.0/0"), gateway)
+    state.nodes[node.name] = {
+        "netns": node.netns,
+        "address": str(node.address),
+        "state_dir": str(node.state_dir),
+    }
+    _save(state)
+
+
+def add_node(name: str, node: str) -> dict[str, str]:
+    """A new node joins the running lab (namespace, agent); returns once its agent is
+    registered and beating, like ``lab up`` does for its nodes."""
+    state = load_state(name)
+    if state is None:
+        raise LabError(f"no lab named {name!r}")
+    subnet = ipaddress.IPv4Network(state.subnet)
+    plan = plan_added_node(
+        name,
+        state_dir(name),
+        subnet,
+        node,
+        [ipaddress.IPv4Interface(n["address"]) for n in state.nodes.values()],
+        state.nodes,
+    )
+    if plan.netns in set(nl.list_netns()):
+        raise LabError(f"namespace {plan.netns} exists but the lab does not record it")
+    _build_node(state, plan, subnet[1])
+    pid = _spawn_agent(state, node)
+    deadline = time.monotonic() + READY_TIMEOUT
+    while True:
+        report = status(name)
+        mine = [p for p in report.problems if p.startswith(f"{node}: ")]
+        if not mine:
+            break
+        if not procs.alive(pid):
+            raise LabError(
+                f"agent-{node} (pid {pid}) exited; see {Path(state.nodes[node]['state_dir'])}"
+                "/agent.log"
+            )
+        if time.monotonic() > deadline:
+            raise LabError(f"node {node} not ready in time: " + "; ".join(mine))
+        time.sleep(0.2)
+    sync_router(state)
+    return state.nodes[node]
+
+
+def remove_node(name: str, node: str) -> list[str]:
+    """Take ``node`` out of the cluster as when a machine is decommissioned: its pods and
+    agent stop, its namespace, pins and cgroups go, and its Node, CiliumNode and Pods are
+    deleted from the store (the operator then frees its pod CIDR and what it held in the
+    store, the other agents drop its routes, ipcache entries and health probes)."""
+    state = load_state(name)
+    if state is None:
+        raise LabError(f"no lab named {name!r}")
+    if node not in state.nodes:
+        raise LabError(f"lab {name} has no node {node!r} (nodes: {', '.join(sorted(state.nodes))})")
+    removed: list[str] = []
+    pods = {k: v for k, v in state.pods.items() if v["node"] == node}
+    for key, pod in pods.items():
+        if pod.get("pid"):
+            procs.stop(int(pod["pid"]))
+        with contextlib.suppress(FileNotFoundError, LabError, OSError):
+            pod_cgroup(name, node, pod["container_id"]).rmdir()
+        nl.delete_netns(pod["netns"])
+        del state.pods[key]
+        _save(state)
+        removed.append(f"pod {key}")
+    pid = state.pids.pop(f"agent-{node}", 0)
+    if pid:
+        procs.stop(pid)
+        removed.append(f"agent {node} ({pid})")
+    _save(state)
+    info = state.nodes[node]
+    nl.delete_netns(info["netns"])  # its end of the fabric veth goes with it
+    state.netns.remove(info["netns"])
+    del state.nodes[node]
+    _save(state)
+    with contextlib.suppress(OSError):
+        (state_dir(name) / "cgroupv2" / f"pylium-lab-{name}" / node).rmdir()
+    shutil.rmtree(bpf_dir(name) / node, ignore_errors=True)
+    shutil.rmtree(info["state_dir"], ignore_errors=True)
+    store = open_store(state.store_url)
+    try:
+        client = ResourceClient(store)
+        for key in pods:
+            namespace, _, pod_name = key.partition("/")
+            client.delete("Pod", pod_name, namespace)
+        client.delete("CiliumNode", node)
+        client.delete("Node", node)
+    finally:
+        store.close()
+    removed.append(f"Node and CiliumNode {node}")
+    sync_router(state)
+    return removed
 
 
 def relay_socket(name: str) -> Path:
@@ -300,14 +415,15 @@ def _spawn_agent(state: LabState, node: str) -> int:
     return pid
 
 
-def _spawn_operator(state: LabState) -> int:
+def _spawn_operator(state: LabState, role: str = "operator") -> int:
+    """One operator replica (``operator``, ``operator-2``...), logging to ``<role>.log``."""
     argv = [_bin("pylium-operator"), "--store", state.store_url]
     argv += ["--config", str(state_dir(state.name) / "config.json")]
-    argv += ["--identity", f"{state.name}-operator"]
+    argv += ["--identity", f"{state.name}-{role}"]
     pid = procs.spawn(
-        argv, log_path=state_dir(state.name) / "operator.log", netns=f"pl-{state.name}-fab"
+        argv, log_path=state_dir(state.name) / f"{role}.log", netns=f"pl-{state.name}-fab"
     )
-    state.pids["operator"] = pid
+    state.pids[role] = pid
     _save(state)
     return pid
 
@@ -329,12 +445,15 @@ def restart(name: str, target: str, *, kill: bool = False) -> int:
     state = load_state(name)
     if state is None:
         raise LabError(f"no lab named {name!r}")
-    if target != "operator" and target not in state.nodes:
-        raise LabError(f"lab {name} has no node {target!r} (or use 'operator')")
-    pid = state.pids.get("operator" if target == "operator" else f"agent-{target}", 0)
+    operators = state.operator_roles
+    if target not in operators and target not in state.nodes:
+        raise LabError(
+            f"lab {name} has no node {target!r} (or use {' or '.join(repr(r) for r in operators)})"
+        )
+    pid = state.pids.get(target if target in operators else f"agent-{target}", 0)
     if pid:
         procs.stop(pid, kill=kill)
-    return _spawn_operator(state) if target == "operator" else _spawn_agent(state, target)
+    return _spawn_operator(state, target) if target in operators else _spawn_agent(state, target)
 
 
 def _start_etcd(plan: LabPlan, state: LabState) -> None:
@@ -455,10 +574,11 @@ def status(name: str) -> LabStatus:
         beats = {kv.key.removeprefix(HEARTBEAT_PREFIX) for kv in store.list(HEARTBEAT_PREFIX).items}
         leader_kv = store.get(LEADER_KEY)
         leader = leader_kv.value.decode() if leader_kv else ""
+        instances = {kv.value.decode() for kv in store.list(OPERATOR_INSTANCES_PREFIX).items}
         store.close()
     except PyliumError as err:
         problems.append(f"store {state.store_url} unreachable: {err}")
-        registered, cilium_nodes, beats, leader = set(), set(), set(), ""
+        registered, cilium_nodes, beats, leader, instances = set(), set(), set(), "", set()
     for node_name, info in sorted(state.nodes.items()):
         pid = state.pids.get(f"agent-{node_name}", 0)
         in_netns = info["netns"] in existing
@@ -483,11 +603,33 @@ def status(name: str) -> LabStatus:
             if not row[key]:
                 problems.append(f"{node_name}: {what}")
         nodes.append(row)
-    op_pid = state.pids.get("operator", 0)
-    operator = {"pid": op_pid, "running": bool(op_pid) and procs.alive(op_pid), "leader": leader}
-    if not operator["running"]:
-        problems.append("operator not running")
-    elif not leader:
+    replicas = []
+    for role in state.operator_roles:
+        pid = state.pids.get(role, 0)
+        identity = f"{state.name}-{role}"
+        replicas.append(
+            {
+                "role": role,
+                "identity": identity,
+                "pid": pid,
+                "running": bool(pid) and procs.alive(pid),
+                "registered": identity in instances,
+                "leader": identity == leader,
+            }
+        )
+    running = [r for r in replicas if r["running"]]
+    operator = {
+        "pid": replicas[0]["pid"],
+        "running": bool(running),
+        "leader": leader,
+        "replicas": replicas,
+        "desired": state.operator_replicas,
+        "ready": sum(1 for r in running if r["registered"]),
+    }
+    for replica in replicas:
+        if not replica["running"]:
+            problems.append(f"{replica['role']} not running")
+    if running and not leader:
         problems.append("operator has not acquired leadership")
     return LabStatus(state.name, state.store_url, nodes, operator, problems)
 
