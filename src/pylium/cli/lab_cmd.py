@@ -40,6 +40,13 @@ def up(
     mtu: Annotated[
         int, typer.Option("--mtu", help="MTU of the underlay (9000 for jumbo frames).")
     ] = 1500,
+    operator_replicas: Annotated[
+        int | None,
+        typer.Option(
+            "--operator-replicas",
+            help="Operators to run, one leading (default: Helm operator.replicas, else 1).",
+        ),
+    ] = None,
 ) -> None:
     """Create the lab: fabric, nodes, store, agents and operator; make it the current context."""
     from pathlib import Path
@@ -59,8 +66,12 @@ def up(
         configmap=resolved.as_configmap(),
         topology=topology,
         mtu=mtu,
+        operator_replicas=operator_replicas or resolved.operator_replicas,
     )
-    typer.echo(f"lab {state.name} is up: {len(state.nodes)} nodes, store {state.store_url}")
+    typer.echo(
+        f"lab {state.name} is up: {len(state.nodes)} nodes, "
+        f"{state.operator_replicas} operator(s), store {state.store_url}"
+    )
     typer.echo("pylium commands now talk to this lab (pylium lab down to remove it)")
 
 
@@ -78,9 +89,14 @@ def status(
         typer.echo(f"Store:    {report.store_url}")
         op = report.operator
         typer.echo(
-            f"Operator: {'running' if op['running'] else 'NOT RUNNING'} (pid {op['pid']}), "
-            f"leader: {op['leader'] or 'none'}"
+            f"Operator: {op['ready']}/{op['desired']} running, leader: {op['leader'] or 'none'}"
         )
+        for replica in op["replicas"]:
+            typer.echo(
+                f"  {replica['role']}: pid {replica['pid']}"
+                + ("" if replica["running"] else " (dead)")
+                + (" (leader)" if replica["leader"] else "")
+            )
         rows = [
             [
                 n["name"],
@@ -111,13 +127,41 @@ def down(
 
 @lab_app.command()
 def restart(
-    target: Annotated[str, typer.Argument(help="A node (its agent) or 'operator'.")],
+    target: Annotated[
+        str,
+        typer.Argument(help="A node (its agent) or an operator replica (operator, operator-2...)."),
+    ],
     name: NameOption = "lab",
     kill: Annotated[bool, typer.Option("--kill", help="SIGKILL it first, like a crash.")] = False,
 ) -> None:
     """Restart a node's agent or the operator; state is restored from the store."""
     pid = cluster.restart(name, target, kill=kill)
     typer.echo(f"{target} restarted (pid {pid})")
+
+
+node_app = typer.Typer(help="Nodes joining or leaving the lab.", no_args_is_help=True)
+lab_app.add_typer(node_app, name="node")
+
+
+@node_app.command("add")
+def node_add(
+    node: Annotated[str, typer.Argument(help="New node's name (e.g. n3).")],
+    name: NameOption = "lab",
+) -> None:
+    """Add a node: its namespace on the fabric and its agent; waits until it is registered."""
+    info = cluster.add_node(name, node)
+    typer.echo(f"node {node} added: {info['address']}")
+
+
+@node_app.command("remove")
+def node_remove(
+    node: Annotated[str, typer.Argument(help="The node to remove.")],
+    name: NameOption = "lab",
+) -> None:
+    """Remove a node from the cluster: its pods, agent and namespace, and its Node and
+    CiliumNode (the operator frees its pod CIDR; other nodes drop its routes)."""
+    removed = cluster.remove_node(name, node)
+    typer.echo(f"node {node} removed ({len(removed)} objects)")
 
 
 pod_app = typer.Typer(
