@@ -42,6 +42,8 @@ class Resolved:
     """ConfigMap key -> ``default``, ``values file X``, ``--set``, ``--set-string`` or
     ``configmap X``."""
     warnings: tuple[str, ...] = ()
+    operator_replicas: int = 1
+    """Helm ``operator.replicas`` (how many operators the lab runs; 1 when unset)."""
 
     def as_configmap(self) -> dict[str, str]:
         """The flat ``cilium-config`` data (agent and operator keys), sorted by key."""
@@ -185,6 +187,20 @@ def resolve(
             warnings.append(f"{dotted}: accepted but not used by pylium ({chart.PASSIVE[dotted]})")
 
     merged = v.coalesce(chart_defaults, user)
+    replicas = v.get(merged, "operator.replicas")
+    operator_replicas = 1
+    if replicas is not None:
+        if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
+            touched = _last_touch(("operator.replicas",), layers)
+            problems.append(
+                ConfigError(
+                    "operator.replicas",
+                    f"{replicas!r}: give a replica count of at least 1",
+                    source=touched[0] if touched else DEFAULT,
+                )
+            )
+        else:
+            operator_replicas = replicas
     data: dict[str, str] = {}
     sources: dict[str, str] = {}
     helm_paths: dict[str, str] = {}  # key -> the user-set Helm path that decided it
@@ -245,6 +261,7 @@ def resolve(
         operator=parsed[OperatorSettings],
         sources=dict(sorted(sources.items())),
         warnings=tuple(warnings + cross_warnings),
+        operator_replicas=operator_replicas,
     )
 
 
