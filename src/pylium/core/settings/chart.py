@@ -116,7 +116,11 @@ PASSIVE: Mapping[str, str] = {
     "cni.confPath": "a hostPath mount of the upstream DaemonSet",
     "hubble.relay.enabled": "deploys Hubble Relay; run it with pylium's hubble relay",
     "hubble.ui.enabled": "deploys the Hubble UI; run it with pylium's hubble ui",
-    "operator.replicas": "the operator Deployment's replica count",
+}
+
+# Helm values that shape the deployment rather than cilium-config: the lab reads them.
+DEPLOYMENT_VALUES: Mapping[str, str] = {
+    "operator.replicas": "how many operators run (one leads); upstream's default is 2, the lab's 1",
 }
 
 # Helm paths whose value is a free-form map: any key below them is accepted.
@@ -530,6 +534,7 @@ def known_paths() -> frozenset[str]:
     """Every Helm value path pylium accepts (leaves; lists and FREE_MAPS count as leaves)."""
     out = {p for r in ROWS for p in (*r.paths, *r.conditions)}
     out.update(PASSIVE)
+    out.update(DEPLOYMENT_VALUES)
     out.update(v.format_path(p) for p, _ in v.leaf_paths(CHART_DEFAULTS))
     out.update(FREE_MAPS)
     return frozenset(out)
