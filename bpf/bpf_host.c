@@ -11,7 +11,11 @@
  * the host firewall on, the host's egress policy judges what it sends this way.
  *
  * cil_from_netdev and cil_to_netdev, on the underlay device's tc ingress and egress, attached
- * only with the host firewall on (enable-host-firewall): the host endpoint's ingress policy
+ * with kube-proxy replacement or the host firewall on. With kube-proxy replacement
+ * (enable_nodeport), cil_from_netdev first serves NodePort, LoadBalancer and ExternalIPs
+ * frontends for clients outside the node and the replies of remote backends to what it SNATed
+ * (lib/nodeport.h, lib/nat.h); service traffic is not judged by the host firewall. Then, with
+ * the host firewall on (enable-host-firewall): the host endpoint's ingress policy
  * for packets to this node's own addresses (the source's identity from the ipcache: remote-node
  * for other nodes, a pod's on other nodes in native routing, world otherwise) and its egress
  * policy for packets from them, tracked so that replies pass. Everything else (pods' traffic
@@ -25,6 +29,7 @@
 #include "lib/events.h"
 #include "lib/encap.h"
 #include "lib/host_firewall.h"
+#include "lib/nodeport.h"
 
 SEC("tc")
 int cil_from_host(struct __sk_buff *skb)
@@ -78,6 +83,11 @@ int cil_from_netdev(struct __sk_buff *skb)
 		return TC_ACT_OK; /* ARP, IPv6: not judged (IPv4 only) */
 	if (parse_ipv4((void *)(eth + 1), data_end, &f))
 		return TC_ACT_OK; /* malformed: the kernel drops it */
+	ret = nodeport_lb4(skb, &f);
+	if (ret != NODEPORT_CONTINUE)
+		return ret;
+	f.src_identity = 0;
+	f.dst_identity = IDENTITY_HOST;
 	if (!is_host_address(f.daddr))
 		return TC_ACT_OK; /* forwarded: pods' own programs judge it */
 	struct remote_endpoint_info *src = ipcache_lookup4(f.saddr);

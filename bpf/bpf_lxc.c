@@ -18,7 +18,9 @@
  * skips the veth's egress).
  *
  * Forwards and drops are counted; drops and (per monitor aggregation) forwards are traced.
- * Service translation and masquerading arrive with their issues.
+ * A reply of a NodePort backend to a client outside the node (the connection was delivered by
+ * bpf_host's cil_from_netdev) leaves from the frontend's address, straight out of the device
+ * the FIB names (lib/nat.h).
  */
 #include "lib/common.h"
 #include "lib/config.h"
@@ -28,6 +30,7 @@
 #include "lib/events.h"
 #include "lib/policy.h"
 #include "lib/deliver.h"
+#include "lib/nat.h"
 
 SEC("tc")
 int cil_from_container(struct __sk_buff *skb)
@@ -83,6 +86,9 @@ int cil_from_container(struct __sk_buff *skb)
 		if (ret < 0)
 			return drop(skb, -ret, DIR_EGRESS, &f);
 	}
+	/* A NodePort backend's reply to a client outside: from the frontend (lib/nat.h). */
+	if (state == CT_REPLY && !local && nat_rev_dnat(skb, &f, DIR_EGRESS, notify, &ret))
+		return ret;
 
 	if (local)
 		return deliver_local(skb, dst, &f, DIR_EGRESS, state, notify);

@@ -8,7 +8,9 @@
  * node's own addresses (ipcache identity HOST: the router IP, where pods answer the other
  * nodes' hosts), once the host firewall's ingress policy let it in, goes to the stack as
  * addressed to this host (the inner Ethernet destination
- * is the sending pod's gateway on its node, so the frame arrived as PACKET_OTHERHOST);
+ * is the sending pod's gateway on its node, so the frame arrived as PACKET_OTHERHOST), unless
+ * it is a remote NodePort backend's reply to what bpf_host SNATed to the router IP: that one
+ * is translated back and sent to the client (lib/nat.h);
  * anything else goes to the kernel as it came. */
 #include "lib/common.h"
 #include "lib/config.h"
@@ -19,6 +21,7 @@
 #include "lib/policy.h"
 #include "lib/deliver.h"
 #include "lib/host_firewall.h"
+#include "lib/nat.h"
 
 SEC("tc")
 int cil_from_overlay(struct __sk_buff *skb)
@@ -52,6 +55,10 @@ int cil_from_overlay(struct __sk_buff *skb)
 		int state = 0;
 		if (info && info->sec_identity == IDENTITY_HOST) {
 			f.dst_identity = IDENTITY_HOST;
+			/* A remote NodePort backend's reply to the router IP it was SNATed to. */
+			if (nat_rev_snat(skb, &f, DIR_INGRESS,
+					 monitor_aggregation == MONITOR_AGGREGATION_NONE, &ret))
+				return ret;
 			ret = host_policy_ingress(skb, &f, &state);
 			if (ret)
 				return drop(skb, ret, DIR_INGRESS, &f);

@@ -11,7 +11,9 @@
 #define DROP_WRITE_ERROR 141
 #define DROP_TUNNEL_KEY 147
 #define DROP_CT_CREATE_FAILED 155
+#define DROP_NO_SERVICE 158 /* a service frontend without a backend */
 #define DROP_NO_TUNNEL_ENDPOINT 160
+#define DROP_NAT_NO_MAPPING 167 /* no free NodePort SNAT port */
 #define DROP_POLICY_DENY 181 /* a deny entry matched */
 
 #endif

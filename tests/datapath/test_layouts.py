@@ -55,6 +55,7 @@ def test_every_map_struct_is_covered() -> None:
         "lb4_affinity_key",
         "lb_affinity_val",
         "lb_affinity_match",
+        "ipv4_nat_entry",
     }
 
 

@@ -193,6 +193,17 @@ def sock_load_options(
     }
 
 
+def host_load_options(table_size: int, map_max: int) -> dict[str, dict[str, int]]:
+    """BpfObject keyword arguments for bpf_host, whose NodePort path shares these maps with
+    bpf_sock: the same Maglev table size and ``bpf-lb-map-max`` (a pin of another shape
+    could not be reused)."""
+    return {
+        "constants": {MAGLEV_CONSTANT: table_size},
+        "inner_value_sizes": {MAGLEV: 4 * table_size},
+        "max_entries": {name: map_max for name in SIZED},
+    }
+
+
 def _map_info(fd: int, offset: int) -> int:
     info = ctypes.create_string_buffer(_MAP_INFO_SIZE)
     size = ctypes.c_uint32(_MAP_INFO_SIZE)

@@ -208,3 +208,22 @@ def _ipam_limits(s: AgentSettings, out: _Collector) -> None:
             f'value "{s.ipam_min_allocate}": must not exceed ipam-max-allocate '
             f"({s.ipam_max_allocate})",
         )
+
+
+def lb_mode_notes(s: AgentSettings) -> tuple[str, ...]:
+    """What the agent says at start about ``bpf-lb-mode`` (kube-proxy replacement on): DSR and
+    hybrid need native routing (or a Geneve tunnel, which pylium lacks), and pylium's
+    per-packet path builds only snat so far: remote backends are reached with SNAT."""
+    if not s.kube_proxy_replacement or s.bpf_lb_mode is LBMode.SNAT:
+        return ()
+    mode = s.bpf_lb_mode.value
+    if s.routing_mode is RoutingMode.TUNNEL:
+        why = (
+            "impossible in tunnel routing (DSR needs native routing, or Geneve, which pylium lacks)"
+        )
+    else:
+        why = "not implemented by pylium's datapath yet"
+    return (
+        f"bpf-lb-mode {mode}: {why}; NodePort, LoadBalancer and ExternalIPs traffic to other "
+        "nodes' backends is SNATed to this node (snat mode)",
+    )
