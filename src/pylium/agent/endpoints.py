@@ -17,6 +17,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -92,6 +93,7 @@ class EndpointManager:
         label_filter: LabelFilter,
         tunnel_port: int = 0,
         host_firewall: bool = False,
+        nodeport: bool = False,
         mtu: int = 0,
         monitor_aggregation: int = 2,
         direct_routes: bool = False,
@@ -113,6 +115,12 @@ class EndpointManager:
         self.tunnel_port = tunnel_port
         self.host_firewall = host_firewall
         """``enable-host-firewall``: the host endpoint's policy on the underlay device."""
+        self.nodeport = nodeport
+        """kube-proxy replacement: NodePort, LoadBalancer and ExternalIPs for clients outside
+        the node, in bpf_host on the underlay device (bpf/lib/nodeport.h)."""
+        self.host_load_options: dict[str, dict[str, int]] = {}
+        """BpfObject arguments sizing bpf_host's load-balancer maps as the services engine
+        sizes them (they are the same pinned maps)."""
         self.mtu = mtu
         self.monitor_aggregation = monitor_aggregation
         """The datapath's ``monitor_aggregation`` (0 none ... 3 maximum)."""
@@ -162,9 +170,10 @@ class EndpointManager:
             tc.attach(TUNNEL_DEVICE, self.overlay.prog_fd(OVERLAY_PROGRAM))
             config.ConfigMap(self.obj.map_fd(config.NAME)).set(tunnel_ifindex=ifindex)
             # The host reaches other nodes' pods through cilium_host (routes in sync_remote).
-            self.host = BpfObject(build("bpf_host"), self.bpf_root, constants=constants).load()
+            self._load_host()
+            assert self.host is not None
             tc.attach(HOST_DEVICE, self.host.prog_fd(FROM_HOST_PROGRAM), ingress=False)
-        if self.host_firewall:
+        if self.host_firewall or self.nodeport:
             self._attach_host_firewall()
         self._restore()
         log.info("datapath ready", extra={"bpf_root": str(self.bpf_root), "router": str(router)})
@@ -250,20 +259,51 @@ class EndpointManager:
                 if prefix not in desired and prefix not in local:
                     self.ipcache_map.delete(prefix)
 
+    def _load_host(self) -> None:
+        """bpf_host, once: its NodePort path on (kube-proxy replacement) with this node's
+        addresses to SNAT to, its load-balancer maps sized as bpf_sock's."""
+        if self.host is not None:
+            return
+        router = self.ipam.router_ip
+        options = dict(self.host_load_options)
+        # Aggregated like the other programs: traced per packet, the node's own traffic
+        # (its Hubble and store streams included) would feed the flow pipeline with itself.
+        constants = {
+            **options.pop("constants", {}),
+            "monitor_aggregation": self.monitor_aggregation,
+            "enable_nodeport": int(self.nodeport),
+            "ipv4_nodeport": int.from_bytes(self.node_ip.packed, sys.byteorder),
+            "ipv4_gateway": int.from_bytes(router.packed, sys.byteorder)
+            if isinstance(router, ipaddress.IPv4Address)
+            else 0,
+        }
+        self.host = BpfObject(
+            build("bpf_host"),
+            self.bpf_root,
+            constants=constants,
+            inner_value_sizes=options.get("inner_value_sizes"),
+            max_entries=options.get("max_entries"),
+        ).load()
+
     def _attach_host_firewall(self) -> None:
         """cil_from_netdev / cil_to_netdev on the device holding the node's IP (upstream's
-        native devices); they judge nothing until the host endpoint's policy map exists."""
+        native devices): the NodePort path (kube-proxy replacement) and the host firewall,
+        which judges nothing until the host endpoint's policy map exists."""
         device = podnet.device_of(self.node_ip)
         if device is None:
             raise DatapathError(str(self.node_ip), "host firewall", "no device holds the node IP")
-        if self.host is None:
-            # Aggregated like the other programs: traced per packet, the node's own traffic
-            # (its Hubble and store streams included) would feed the flow pipeline with itself.
-            constants = {"monitor_aggregation": self.monitor_aggregation}
-            self.host = BpfObject(build("bpf_host"), self.bpf_root, constants=constants).load()
+        self._load_host()
+        assert self.host is not None
         tc.attach(device, self.host.prog_fd(FROM_NETDEV_PROGRAM))
         tc.attach(device, self.host.prog_fd(TO_NETDEV_PROGRAM), ingress=False)
-        log.info("host firewall attached", extra={"device": device})
+        log.info(
+            "bpf_host attached to the native device",
+            extra={
+                "device": device,
+                "nodeport": self.nodeport,
+                "host_firewall": self.host_firewall,
+            },
+        )
 
     def host_labels(self) -> frozenset[str]:
         """The host endpoint's labels: ``reserved:host`` and the Node's labels (filtered)."""
