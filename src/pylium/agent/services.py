@@ -128,15 +128,29 @@ class ServiceManager:
         self._last_full = 0.0
         self._lock = threading.Lock()
         self.problems: dict[str, str] = {}
+        self._pins_prepared = False
         """Services skipped, with why (unparsable objects)."""
 
     # -- datapath ---------------------------------------------------------------------------
 
+    def prepare_pins(self) -> None:
+        """Drop pinned load-balancer maps of another shape, before anything loads them
+        (bpf_host's NodePort path shares them; the agent calls this before the endpoints'
+        datapath starts). Once."""
+        if self._pins_prepared:
+            return
+        self._drop_stale_maglev()
+        self._drop_resized({name: self.map_max for name in lbmaps.SIZED})
+        self._pins_prepared = True
+
+    def host_load_options(self) -> dict[str, dict[str, int]]:
+        """BpfObject arguments for bpf_host: its load-balancer maps shaped as bpf_sock's."""
+        return lbmaps.host_load_options(self.table_size, self.map_max)
+
     def start(self) -> None:
         """Load bpf_sock (pinned maps), take IDs back from what the maps hold, attach."""
-        self._drop_stale_maglev()
+        self.prepare_pins()
         sized = {name: self.map_max for name in lbmaps.SIZED}
-        self._drop_resized(sized)
         self.obj = BpfObject(
             build("bpf_sock"),
             self.bpf_root,
