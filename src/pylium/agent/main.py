@@ -42,6 +42,7 @@ from pylium.base.errors import AllocationError, ConfigError, PyliumError, StoreE
 from pylium.core.identity.labels import Label, LabelFilter, identity_labels
 from pylium.core.ipam.hostscope import Address
 from pylium.core.ipam.multipool import DEFAULT_POOL, select_pool
+from pylium.core.settings.checks import lb_mode_notes
 from pylium.model.config import VXLAN_PORT, AgentSettings, IPAMMode, RoutingMode, TunnelProtocol
 from pylium.model.resource import Resource
 from pylium.runtime.daemon import read_configmap, setup_logging, stop_on_signals
@@ -124,6 +125,7 @@ class Agent:
             label_filter=LabelFilter.from_user(settings.labels),
             tunnel_port=tunnel_port(settings),
             host_firewall=settings.enable_host_firewall,
+            nodeport=settings.kube_proxy_replacement,
             mtu=settings.mtu,
             monitor_aggregation=settings.monitor_aggregation.level,
             direct_routes=settings.routing_mode is RoutingMode.NATIVE
@@ -152,6 +154,7 @@ class Agent:
             node_port_range=(settings.node_port_range.min, settings.node_port_range.max),
             map_max=settings.bpf_lb_map_max,
         )
+        self.endpoints.host_load_options = self.services.host_load_options()
         self.services_error = ""
         self._policy_lock = threading.Lock()
         self.controllers = agent_status.Controllers()
@@ -385,6 +388,7 @@ class Agent:
         if not self.ipam.wait_for_cidrs(stop):
             return
         try:
+            self.services.prepare_pins()  # before bpf_host loads the shared LB maps
             self.endpoints.start()
             self.register()  # now with the router IP (CiliumInternalIP)
             self.policy.attach(self.endpoints.policy_maps, self.endpoints.config_map)
@@ -631,6 +635,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"Error: {err}", file=sys.stderr)
         sys.exit(1)
     log.info("starting pylium-agent %s", __version__, extra={"node": args.node_name})
+    for note in lb_mode_notes(settings):
+        log.warning("%s", note)
     try:
         Agent(
             name=args.node_name,
