@@ -19,11 +19,12 @@
  * to the backend it chose last, within the timeout, as upstream's socket-LB does. A
  * service without backends refuses: connect()/sendmsg() fail with EHOSTUNREACH (upstream sets
  * it with bpf_set_retval; without it a refusal would read EPERM). ExternalIPs and HostPort
- * frontends are left to the per-packet path (upstream translates them here only for the
- * node's own addresses). NodePort from pods: a destination in node-port-range that is no
- * frontend itself but a node's address (the ipcache says host or remote-node) is looked up
- * as the surrogate 0.0.0.0:<port> frontend, as upstream's sock4_wildcard_lookup; the socket
- * keeps showing the address it connected to. Each translation records (socket cookie, backend) -> frontend in
+ * frontends are translated only for this node's own addresses (and HostPort for loopback);
+ * others are left to the per-packet path, as upstream's sock4_skip_xlate. NodePort and
+ * HostPort from pods: a destination that is no frontend itself but a node's address is
+ * looked up as the surrogate 0.0.0.0:<port> frontend, as upstream's sock4_wildcard_lookup:
+ * in node-port-range a NodePort on any node (ipcache host or remote-node), outside it a
+ * HostPort of this node (host); the socket keeps showing the address it connected to. Each translation records (socket cookie, backend) -> frontend in
  * pylium_lb4_reverse_sk (cilium_lb4_reverse_sk), which the reverse hooks read.
  */
 #include "lib/common.h"
@@ -62,20 +63,44 @@ struct {
 volatile const __u16 node_port_min = 30000;
 volatile const __u16 node_port_max = 32767;
 
-/* The surrogate 0.0.0.0:<port> NodePort frontend for a connection to a node's address. */
+static __always_inline bool sock4_is_loopback(__be32 address)
+{
+	return (bpf_ntohl(address) >> 24) == 127;
+}
+
+/* The surrogate 0.0.0.0:<port> frontend for a connection to a node's address, as upstream's
+ * sock4_wildcard_lookup_full: a port in node-port-range is a NodePort on any node (host or
+ * remote-node), any other port a HostPort of this node only (host). */
 static __always_inline struct lb4_service *sock4_wildcard_lookup(struct lb4_key *key)
 {
 	__u16 port = bpf_ntohs(key->dport);
+	bool node_port = port >= node_port_min && port <= node_port_max;
 	struct remote_endpoint_info *info;
+	struct lb4_service *svc;
 
-	if (port < node_port_min || port > node_port_max)
-		return NULL;
 	info = ipcache_lookup4(key->address);
 	if (!info || (info->sec_identity != IDENTITY_HOST &&
-		      info->sec_identity != IDENTITY_REMOTE_NODE))
+		      (!node_port || info->sec_identity != IDENTITY_REMOTE_NODE)))
 		return NULL;
 	key->address = 0;
-	return lb4_lookup_service(key);
+	svc = lb4_lookup_service(key);
+	if (svc && !(lb4_svc_flags(svc) & (node_port ? SVC_FLAG_NODEPORT : SVC_FLAG_HOSTPORT)))
+		return NULL;
+	return svc;
+}
+
+/* ExternalIPs and HostPort frontends are translated here only when the address connected
+ * to is this node's (or loopback); elsewhere the per-packet path has them (sock4_skip_xlate). */
+static __always_inline bool sock4_skip_xlate(const struct lb4_service *svc, __be32 address)
+{
+	struct remote_endpoint_info *info;
+
+	if (!(lb4_svc_flags(svc) & (SVC_FLAG_EXTERNAL_IPS | SVC_FLAG_HOSTPORT)))
+		return false;
+	if ((lb4_svc_flags(svc) & SVC_FLAG_HOSTPORT) && sock4_is_loopback(address))
+		return false;
+	info = ipcache_lookup4(address);
+	return !info || info->sec_identity != IDENTITY_HOST;
 }
 
 static __always_inline __u32 sock_select_slot(struct bpf_sock_addr *ctx)
@@ -104,7 +129,7 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx)
 		svc = sock4_wildcard_lookup(&key);
 	if (!svc)
 		return 0;
-	if (lb4_svc_flags(svc) & (SVC_FLAG_EXTERNAL_IPS | SVC_FLAG_HOSTPORT))
+	if (sock4_skip_xlate(svc, orig_address))
 		return 0;
 	if (!svc->count)
 		return -EHOSTUNREACH;

@@ -28,9 +28,10 @@ from pylium.adapters.bpf.objects import BpfObject
 from pylium.adapters.maps import ipcache, lb
 from pylium.adapters.netlink import netns as nl
 from pylium.core.lb import ids
+from pylium.core.lb.addr import ServiceName
 from pylium.core.lb.k8s import parse_endpoint_slice, parse_service
 from pylium.core.lb.maglev import maglev_config
-from pylium.core.lb.services import backends, frontends, select
+from pylium.core.lb.services import backends, frontends, hostport_frontends, select
 from pylium.core.lb.translate import LBSettings, Rows, plan, translate
 
 VIP = "10.96.0.10"
@@ -386,4 +387,44 @@ def test_nodeport_from_a_pod_to_any_node_address(
         ["127.0.0.2", ["192.0.2.2", 30080]],  # remote node
         101,  # world: not a node, not translated (no route)
         101,  # outside node-port-range
+    ]
+
+
+def test_hostport_only_on_this_node(
+    sock: BpfObject, cgroup_dir: Path, netns: str, servers: None
+) -> None:
+    """HostPort frontends from a pod's CNI portMappings: translated for this node's own
+    address (ipcache host), by the explicit frontend and by the surrogate 0.0.0.0:<hostPort>
+    for a host address without one; never for another node's address (remote-node: that
+    node's own datapath has it), as upstream's sock4_wildcard_lookup_full/sock4_skip_xlate.
+    ExternalIPs likewise only for the host's address."""
+    cache = ipcache.IPCacheMap(sock.map_fd(ipcache.NAME))
+    cache.upsert(ipaddress.IPv4Network("192.0.2.1/32"), ipcache.Entry(identity=1))
+    cache.upsert(ipaddress.IPv4Network("192.0.2.4/32"), ipcache.Entry(identity=1))
+    cache.upsert(ipaddress.IPv4Network("192.0.2.2/32"), ipcache.Entry(identity=6))
+    sels = hostport_frontends(
+        ServiceName("default", "web"),
+        ipaddress.ip_address("127.0.0.3"),
+        [{"hostPort": 4000, "containerPort": 8080, "protocol": "tcp"}],
+        node_name="n1",
+        node_addresses=(ipaddress.ip_address("192.0.2.1"), ipaddress.ip_address("192.0.2.2")),
+    )
+    maps = maps_of(sock)
+    rows = translate(
+        sels, {}, LBSettings(), service_ids=ids.service_ids(), backend_ids=ids.backend_ids()
+    )
+    maps.apply(list(plan(Rows(), rows)[0]))
+    targets = ["192.0.2.1:4000", "192.0.2.4:4000", "192.0.2.2:4000"]
+    result = subprocess.run(
+        ["nsenter", f"--net=/run/netns/{netns}", sys.executable, "-c", CONNECT, *targets],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=lambda: (cgroup_dir / "cgroup.procs").write_text(str(os.getpid())),
+        check=True,
+    )
+    assert json.loads(result.stdout) == [
+        ["127.0.0.3", ["192.0.2.1", 4000]],  # this node: its explicit frontend
+        ["127.0.0.3", ["192.0.2.4", 4000]],  # another host address: the surrogate
+        101,  # a frontend here, but the address is remote-node: left to the packet path
     ]
