@@ -10,7 +10,8 @@ from typing import Any
 
 from pylium.adapters.resources import ResourceClient
 from pylium.adapters.store import open_store
-from pylium.core.lb.k8s import parse_endpoint_slice
+from pylium.core.lb.k8s import parse_endpoint_slice, parse_service
+from pylium.core.lb.services import backends
 from pylium.model.resource import Resource
 from pylium.operator.services import MANAGED_BY_LABEL, ServiceController
 
@@ -145,3 +146,37 @@ def test_named_target_port_groups_pods(tmp_path: Path) -> None:
         (82, "10.0.1.2"),
     ]
     store.close()
+
+
+def test_terminating_pod_keeps_serving(tmp_path: Path) -> None:
+    """A pod being deleted (deletionTimestamp) stays in the slice as serving and terminating,
+    not ready, as the endpointslice controller writes it (KEP-1672); the agent's core reads
+    that as a terminating backend."""
+    store = open_store(f"local:{tmp_path / 'store.db'}")
+    client = ResourceClient(store)
+    ctl = ServiceController(store)
+    client.apply([svc("web", selector={"app": "web"})])
+    going = pod("web-1", "10.0.1.5", "n1", {"app": "web"})
+    going.body["metadata"]["deletionTimestamp"] = "2026-12-01T23:00:00Z"
+    stopped = pod("web-2", "10.0.2.5", "n2", {"app": "web"})
+    stopped.body["metadata"]["deletionTimestamp"] = "2026-12-01T23:00:00Z"
+    stopped.body["status"]["phase"] = "Succeeded"
+    client.apply([going, stopped, pod("web-3", "10.0.3.5", "n3", {"app": "web"})])
+    ctl.reconcile()
+    (es,) = [parse_endpoint_slice(s.body) for s in client.list("EndpointSlice", "default")[0]]
+    got = {str(e.addresses[0]): (e.ready, e.serving, e.terminating) for e in es.endpoints}
+    assert got == {
+        "10.0.1.5": (False, True, True),
+        "10.0.2.5": (False, False, True),
+        "10.0.3.5": (True, True, False),
+    }
+    web = client.get("Service", "web", "default")
+    assert web is not None
+    states = {
+        str(b.address.address): b.state.value for b in backends(parse_service(web.body), [es])
+    }
+    assert states == {
+        "10.0.1.5": "terminating",
+        "10.0.2.5": "terminating-not-serving",
+        "10.0.3.5": "active",
+    }

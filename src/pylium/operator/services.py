@@ -13,8 +13,9 @@ Run by the leading operator (one writer, so allocations never race):
   ``allocateLoadBalancerNodePorts: false``) get a nodePort from 30000-32767 per port that has
   none, the same way.
 * **EndpointSlices** (the endpointslice controller): for every Service with a selector, the
-  Pods of its namespace whose labels match and that have an IP, with ``ready`` from the Pod
-  phase (Running and not being deleted), their node and a targetRef; numeric or defaulted
+  Pods of its namespace whose labels match and that have an IP, with ``serving`` from the Pod
+  phase (Running), ``terminating`` while it is being deleted (``deletionTimestamp``) and
+  ``ready`` = serving and not terminating, their node and a targetRef; numeric or defaulted
   ``targetPort`` as the slice port, a named one resolved from each Pod's container ports
   (Pods resolving differently go to different slices). Slices are labelled
   ``kubernetes.io/service-name`` and ``endpointslice.kubernetes.io/managed-by:
@@ -54,9 +55,17 @@ def _selector_matches(selector: Mapping[str, str], labels: Mapping[str, str]) ->
     return all(labels.get(k) == v for k, v in selector.items())
 
 
-def _pod_ready(pod: Resource) -> bool:
-    status = pod.body.get("status") or {}
-    return status.get("phase") == "Running" and not pod.metadata.get("deletionTimestamp")
+def _pod_serving(pod: Resource) -> bool:
+    """The pod can take traffic (its Ready condition: here, Running), terminating or not."""
+    return (pod.body.get("status") or {}).get("phase") == "Running"
+
+
+def _conditions(pod: Resource) -> dict[str, bool]:
+    """The endpointslice controller's conditions: ``serving`` follows readiness even while
+    the pod terminates (KEP-1672), ``ready`` is serving and not terminating."""
+    terminating = bool(pod.metadata.get("deletionTimestamp"))
+    serving = _pod_serving(pod)
+    return {"ready": serving and not terminating, "serving": serving, "terminating": terminating}
 
 
 def _target_port(port: Mapping[str, Any], pod: Resource) -> int | None:
@@ -114,11 +123,7 @@ def endpoint_slices(service: Resource, pods: Sequence[Resource]) -> list[dict[st
                 "endpoints": [
                     {
                         "addresses": [str((pod.body.get("status") or {})["podIP"])],
-                        "conditions": {
-                            "ready": _pod_ready(pod),
-                            "serving": _pod_ready(pod),
-                            "terminating": bool(pod.metadata.get("deletionTimestamp")),
-                        },
+                        "conditions": _conditions(pod),
                         "nodeName": str((pod.body.get("spec") or {}).get("nodeName") or ""),
                         "targetRef": {
                             "kind": "Pod",
