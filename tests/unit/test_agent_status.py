@@ -3,6 +3,7 @@ Failure with a hint (a failing or stale heartbeat means the store; no CIDR means
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 import time
 from pathlib import Path
@@ -84,7 +85,9 @@ def fake_agent(*, ready: bool = True, datapath_error: str = "") -> Any:
         lease=2,
         ipam=SimpleNamespace(usage=lambda: usage, ready=ready_event),
         datapath_error=datapath_error,
-        endpoints=SimpleNamespace(obj=object() if ready else None),
+        endpoints=SimpleNamespace(
+            obj=object() if ready else None, node_ip=ipaddress.IPv4Address("192.0.2.1")
+        ),
         started=time.time(),
         hubble=SimpleNamespace(ring=FlowRing(4095), started=time.time() - 10),
     )

@@ -17,9 +17,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from ipaddress import IPv4Address
 from typing import Any, Protocol, TypeVar
 
 from pylium import __version__
+from pylium.adapters.netlink import podnet
 from pylium.adapters.store.api import Store
 from pylium.agent.endpoints import EndpointManager
 from pylium.agent.health import HealthDaemon
@@ -27,7 +29,14 @@ from pylium.agent.hubble import HubbleObserver
 from pylium.agent.ipam import IPAM
 from pylium.core.health import rfc3339
 from pylium.core.identity.numeric import cluster_range
-from pylium.model.config import AgentSettings, RoutingMode
+from pylium.core.lb.services import (
+    LB_ALGORITHM_ANNOTATION,
+    NODE_ANNOTATION,
+    NODE_SELECTOR_ANNOTATION,
+    TYPE_ANNOTATION,
+)
+from pylium.model.config import AgentSettings, DSRDispatch, LBAcceleration, LBMode, RoutingMode
+from pylium.model.config import LBAlgorithm as ConfigAlgorithm
 from pylium.runtime.unixhttp import Request
 
 T = TypeVar("T")
@@ -176,6 +185,57 @@ def _hubble(agent: Agent) -> dict[str, str]:
     return _sub("Ok", msg)
 
 
+def _devices(s: AgentSettings, node_ip: IPv4Address) -> list[tuple[str, str]]:
+    """(device, address) of the native devices: ``devices``, or the one holding the node IP."""
+    if s.devices:
+        return [(name, "") for name in s.devices]
+    device = podnet.device_of(node_ip)
+    return [(device, str(node_ip))] if device else []
+
+
+def kube_proxy_replacement(s: AgentSettings, devices: list[tuple[str, str]]) -> dict[str, Any]:
+    """Upstream's ``KubeProxyReplacement`` status model from the settings: socket-LB always
+    follows ``bpf-lb-sock``/kube-proxy replacement; NodePort, LoadBalancer, externalIPs and
+    HostPort are enabled with kube-proxy replacement (upstream's implied ``enable-*``)."""
+    kpr = s.kube_proxy_replacement
+    direct = s.direct_routing_device or (devices[0][0] if devices else "")
+    annotations = [NODE_ANNOTATION, NODE_SELECTOR_ANNOTATION, TYPE_ANNOTATION]
+    if s.bpf_lb_algorithm_annotation:
+        annotations.append(LB_ALGORITHM_ANNOTATION)
+    return {
+        "mode": "True" if kpr else "False",
+        "deviceList": [{"name": name, "ip": [ip] if ip else []} for name, ip in devices],
+        "directRoutingDevice": direct,
+        "features": {
+            "socketLB": {"enabled": s.socket_lb},
+            "bpfSocketLBHostnsOnly": s.bpf_lb_sock_hostns_only,
+            # Hubble's socket-LB trace events (trace-sock) are not emitted here.
+            "socketLBTracing": {"enabled": False},
+            "nodePort": {
+                "enabled": kpr,
+                "mode": {LBMode.SNAT: "SNAT", LBMode.DSR: "DSR"}.get(s.bpf_lb_mode, "Hybrid"),
+                "dsrMode": {DSRDispatch.OPT: "IP Option/Extension", DSRDispatch.IPIP: "IPIP"}.get(
+                    s.bpf_lb_dsr_dispatch, "Geneve"
+                ),
+                "algorithm": "Maglev" if s.bpf_lb_algorithm is ConfigAlgorithm.MAGLEV else "Random",
+                "lutSize": s.bpf_lb_maglev_table_size,
+                "portMin": s.node_port_range.min,
+                "portMax": s.node_port_range.max,
+                "acceleration": {
+                    LBAcceleration.DISABLED: "None",
+                    LBAcceleration.NATIVE: "Native",
+                }.get(s.bpf_lb_acceleration, "Best-Effort"),
+            },
+            "hostPort": {"enabled": kpr},
+            "externalIPs": {"enabled": kpr},
+            "sessionAffinity": {"enabled": s.socket_lb},
+            "gracefulTermination": {"enabled": s.socket_lb},
+            "nat46X64": {"enabled": False},
+            "annotations": annotations if kpr else [],
+        },
+    }
+
+
 def status_response(agent: Agent, health: HealthDaemon) -> dict[str, Any]:
     """The StatusResponse of this agent, now."""
     s = agent.settings
@@ -247,14 +307,9 @@ def status_response(agent: Agent, health: HealthDaemon) -> dict[str, Any]:
     return {
         "kvstore": kvstore,
         "kubernetes": _sub("Disabled", "no Kubernetes API server: resources come from the kvstore"),
-        "kube-proxy-replacement": {
-            "mode": "True" if s.kube_proxy_replacement else "False",
-            "features": {
-                "socketLB": {"enabled": s.socket_lb},
-                "nodePort": {"enabled": s.socket_lb, "mode": "SNAT"},
-                "sessionAffinity": {"enabled": s.socket_lb},
-            },
-        },
+        "kube-proxy-replacement": kube_proxy_replacement(
+            s, _devices(s, agent.endpoints.node_ip) if agent.endpoints.obj is not None else []
+        ),
         "host-firewall": {"mode": "Enabled" if s.enable_host_firewall else "Disabled"},
         "srv6": {"enabled": False},
         "cni-chaining": {"mode": s.cni_chaining_mode.value},
