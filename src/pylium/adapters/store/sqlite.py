@@ -8,6 +8,10 @@ and gets the next revision; all operations of one ``commit`` share it, as in etc
 Lease expiry is lazy and needs no daemon: any process that writes, reads or polls a watch
 first deletes the keys of leases past ``expires_at`` (one revision per lease, logged as
 DELETE events), inside a write transaction, so concurrent expirers cannot double-delete.
+Readers and watchers only *try* (they do not wait for the write lock): while another process
+holds the file locked, reads keep answering from the last committed state (WAL readers are
+never blocked) and expiry happens once the lock is gone. Reads also have their own connection,
+so a write waiting ``busy_timeout`` for the lock does not stall the process's readers.
 Watchers poll ``PRAGMA data_version`` (a shared-memory read) and only query the log when
 another connection has committed.
 """
@@ -38,6 +42,8 @@ from pylium.base.errors import CompactedError, StoreError, StoreUnavailable
 BUSY_TIMEOUT = 30.0
 """Seconds a writer waits for another process's write transaction before StoreUnavailable."""
 
+LOCKED_RETRY = 0.5
+"""Seconds a watcher waits before trying to expire leases again while the file is locked."""
 _WATCH_BATCH = 1000
 """Revisions read per watch query, so a watcher far behind does not load the whole log."""
 
@@ -136,7 +142,10 @@ class _Database:
                             raise
                         time.sleep(0.01)
                 conn.execute("PRAGMA synchronous=NORMAL")
-                conn.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
+                # Only a new file needs the schema (and the write lock for it): opening an
+                # existing one must not wait for another process's transaction.
+                if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone():
+                    conn.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
             except BaseException:
                 conn.close()
                 raise
@@ -153,7 +162,7 @@ class _Database:
         """A consistent snapshot (deferred transaction); leases due are expired first."""
         conn = self.connect()
         with self.errors(key):
-            self.expire_due(conn)
+            self.expire_due(conn, wait=False)
             conn.execute("BEGIN")
             try:
                 yield conn
@@ -182,13 +191,24 @@ class _Database:
         row = conn.execute("SELECT min(expires_at) FROM leases").fetchone()
         return None if row[0] is None else float(row[0])
 
-    def expire_due(self, conn: sqlite3.Connection) -> bool:
-        """Expire leases past their time; True when a write was needed."""
+    def expire_due(self, conn: sqlite3.Connection, *, wait: bool = True) -> bool:
+        """Expire leases past their time; True when a write was needed. Without ``wait``,
+        give up at once (False) when another connection holds the write lock."""
         due = self.next_expiry(conn)
         if due is None or due > self.clock():
             return False
-        with self.write("lease"):
-            pass
+        if wait:
+            with self.write("lease"):
+                pass
+            return True
+        conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            with self.write("lease"):
+                pass
+        except StoreUnavailable:
+            return False
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
         return True
 
 
@@ -271,11 +291,13 @@ class SqliteStore:
         self._clock = clock
         self._db = _Database(self.path, clock)
         self._lock = threading.Lock()
+        self._reader = _Database(self.path, clock)
+        self._read_lock = threading.Lock()
 
     # -- reads ------------------------------------------------------------------------------
 
     def get(self, key: str) -> KeyValue | None:
-        with self._lock, self._db.read(key) as conn:
+        with self._read_lock, self._reader.read(key) as conn:
             row = conn.execute(
                 f"SELECT {_KV_COLUMNS} FROM kv WHERE key = ?", (key.encode(),)
             ).fetchone()
@@ -283,7 +305,7 @@ class SqliteStore:
 
     def list(self, prefix: str) -> ListResult:
         where, args = _prefix_clause(prefix)
-        with self._lock, self._db.read(prefix) as conn:
+        with self._read_lock, self._reader.read(prefix) as conn:
             rev = conn.execute("SELECT revision FROM meta WHERE id = 0").fetchone()[0]
             rows = conn.execute(
                 f"SELECT {_KV_COLUMNS} FROM kv WHERE {where} ORDER BY key", args
@@ -291,7 +313,7 @@ class SqliteStore:
         return ListResult(items=tuple(_kv(r) for r in rows), revision=rev)
 
     def revision(self) -> int:
-        with self._lock, self._db.read("revision") as conn:
+        with self._read_lock, self._reader.read("revision") as conn:
             rev: int = conn.execute("SELECT revision FROM meta WHERE id = 0").fetchone()[0]
         return rev
 
@@ -373,6 +395,8 @@ class SqliteStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+        with self._read_lock:
+            self._reader.close()
 
 
 class SqliteWatch:
@@ -404,9 +428,11 @@ class SqliteWatch:
             with self._db.errors(self._prefix):
                 version = conn.execute("PRAGMA data_version").fetchone()[0]
                 expired = next_expiry is not None and next_expiry <= self._db.clock()
-                if expired:
-                    # This watcher may be the only live process: it collects dead leases.
-                    self._db.expire_due(conn)
+                # This watcher may be the only live process: it collects dead leases (unless
+                # another process holds the file locked; then it tries again later).
+                if expired and not self._db.expire_due(conn, wait=False):
+                    expired = False
+                    next_expiry = self._db.clock() + LOCKED_RETRY
                 if version == seen_version and not expired:
                     self._closed.wait(POLL_INTERVAL)
                     continue
