@@ -1,7 +1,11 @@
 """L5: ``pylium-hubble-relay``: Hubble Relay. Finds every node's Hubble server (the CiliumNodes'
-InternalIP, port 4244) in the store, follows each one's flows into one merged ring, and serves
-Hubble's Observer API for the whole cluster (:4245 and a unix socket): GetFlows merged by
-time, ServerStatus summed with connected/unavailable nodes, GetNodes per node.
+InternalIP, port 4244) in the store and serves Hubble's Observer API for the whole cluster
+(:4245 and a unix socket): GetFlows merged by time, ServerStatus summed with
+connected/unavailable nodes, GetNodes per node.
+
+As upstream's relay, it works on demand: a request fans out to the nodes and their answers are
+merged; nodes are followed only while some client follows (and for ``IDLE_S`` after the last
+request). An idle relay decodes nothing, so it costs no CPU while flows pass through the nodes.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ import logging
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,40 +34,101 @@ log = logging.getLogger("pylium.hubble.relay")
 
 PEER_REFRESH = 5.0
 DEFAULT_CAPACITY = 65535
+IDLE_S = 30.0
+"""Nodes stay followed this long after the last request."""
+FOLLOW_CHUNK_S = 5.0
+"""A follow stream is renewed this often, so that an idle follower notices and stops."""
+STATUS_TTL_S = 1.0
+"""ServerStatus answers are reused this long (a following client polls the status)."""
+PEER_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class PeerStatus:
+    connected: bool
+    num_flows: int = 0
+    max_flows: int = 0
+    seen_flows: int = 0
+    uptime_ns: int = 0
+    lost_events: int = 0
+    error: str = ""
 
 
 class Peer:
-    """One node's Hubble server, followed in a thread for as long as the node exists."""
+    """One node's Hubble server: asked on demand, followed into the relay's ring while a
+    client follows."""
 
     def __init__(self, name: str, address: str, ring: FlowRing) -> None:
         self.name, self.address, self.ring = name, address, ring
-        self.connected = False
-        self.error = ""
-        self.lost = 0
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, name=f"peer:{name}", daemon=True)
+        self.client = ObserverClient(address, timeout=PEER_TIMEOUT_S)
+        self.removed = threading.Event()
+        self._lock = threading.Lock()
+        self._follower: threading.Thread | None = None
+        self._status: tuple[float, PeerStatus] | None = None
+        self.last_ns = 0
+        """Time of the newest flow this peer's follower put into the ring."""
 
-    def _lost(self, count: int) -> None:
-        self.lost += count
+    def query(self, query: Query) -> list[Flow]:
+        return list(
+            self.client.flows(
+                number=query.number,
+                first=query.first,
+                since_ns=query.since_ns,
+                until_ns=query.until_ns,
+                allow=query.allow,
+                deny=query.deny,
+            )
+        )
 
-    def _run(self) -> None:
-        history = 4095  # the first connection brings the node's ring along
-        while not self.stop.is_set():
-            client = ObserverClient(self.address)
+    def status(self) -> PeerStatus:
+        with self._lock:
+            cached = self._status
+        if cached and time.monotonic() - cached[0] < STATUS_TTL_S:
+            return cached[1]
+        try:
+            s = self.client.status()
+            status = PeerStatus(
+                connected=True,
+                num_flows=s.num_flows,
+                max_flows=s.max_flows,
+                seen_flows=s.seen_flows,
+                uptime_ns=s.uptime_ns,
+                lost_events=s.lost_events,
+            )
+        except PyliumError as err:
+            status = PeerStatus(connected=False, error=str(err))
+        with self._lock:
+            self._status = (time.monotonic(), status)
+        return status
+
+    def follow(self, since_ns: int, demanded: Any) -> None:
+        """Follow from ``since_ns`` while ``demanded()`` is true (idempotent)."""
+        with self._lock:
+            if self._follower is not None and self._follower.is_alive():
+                return
+            self.last_ns = max(self.last_ns, since_ns - 1)
+            self._follower = threading.Thread(
+                target=self._follow, args=(demanded,), name=f"peer:{self.name}", daemon=True
+            )
+            self._follower.start()
+
+    def _follow(self, demanded: Any) -> None:
+        while demanded() and not self.removed.is_set():
             try:
-                self.connected = True
-                self.error = ""
-                for flow in client.flows(number=history, follow=True, on_lost=self._lost):
-                    self.ring.add([flow])
-                    if self.stop.is_set():
-                        break
+                # since: what came while the previous chunk's stream was being renewed.
+                for flow in self.client.flows(
+                    follow=True, since_ns=self.last_ns + 1, deadline=FOLLOW_CHUNK_S
+                ):
+                    if flow.time_ns > self.last_ns:
+                        self.last_ns = flow.time_ns
+                        self.ring.add([flow])
             except PyliumError as err:
-                self.error = str(err)
-            finally:
-                self.connected = False
-                client.close()
-            history = 0  # after a reconnect only new flows (no duplicates)
-            self.stop.wait(1.0)
+                log.debug("following %s: %s", self.name, err)
+                self.removed.wait(1.0)
+
+    def close(self) -> None:
+        self.removed.set()
+        self.client.close()
 
 
 class RelaySource:
@@ -71,51 +138,104 @@ class RelaySource:
         self.ring = FlowRing(capacity)
         self.peers: dict[str, Peer] = {}
         self.started = time.time()
+        self._demand_until = 0.0
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="fan-out")
 
     def set_peers(self, wanted: dict[str, str]) -> None:
         for name, peer in list(self.peers.items()):
             if wanted.get(name) != peer.address:
-                peer.stop.set()
+                peer.close()
                 del self.peers[name]
                 log.info("peer removed", extra={"node": name})
         for name, address in wanted.items():
             if name not in self.peers:
-                peer = Peer(name, address, self.ring)
-                self.peers[name] = peer
-                peer.thread.start()
+                self.peers[name] = Peer(name, address, self.ring)
                 log.info("peer added", extra={"node": name, "address": address})
 
+    def _demanded(self) -> bool:
+        return time.monotonic() < self._demand_until
+
+    def _demand(self, since_ns: int) -> None:
+        self._demand_until = time.monotonic() + IDLE_S
+        for peer in list(self.peers.values()):
+            peer.follow(since_ns, self._demanded)
+
+    def _fan_out(self, query: Query) -> list[Flow]:
+        peers = list(self.peers.values())
+        flows: list[Flow] = []
+        for peer, result in zip(peers, self._pool.map(_safe_query(query), peers), strict=True):
+            if result is None:
+                log.debug("peer %s did not answer", peer.name)
+            else:
+                flows.extend(result)
+        return flows
+
     def read(self, query: Query) -> tuple[list[Flow], Any]:
-        flows, seq = self.ring.read(
-            Query(
-                since_ns=query.since_ns, until_ns=query.until_ns, allow=query.allow, deny=query.deny
-            )
-        )
+        # Following starts before the nodes are asked, so nothing falls between the answer
+        # and the stream; what both bring is told apart by each node's newest answered time.
+        self._demand(time.time_ns())
+        _, seq = self.ring.read(Query(number=1))
+        flows = self._fan_out(query)
         flows.sort(key=lambda f: f.time_ns)
         if query.number:
             flows = flows[: query.number] if query.first else flows[-query.number :]
-        return flows, seq
+        marks: dict[str, int] = {}
+        for flow in flows:
+            marks[flow.node_name] = max(marks.get(flow.node_name, 0), flow.time_ns)
+        return flows, (seq, marks)
 
     def after(self, query: Query, cursor: Any, timeout: float) -> tuple[list[Flow], Any]:
-        return self.ring.after(query, int(cursor), timeout)
+        self._demand(time.time_ns())
+        seq, marks = cursor
+        flows, seq = self.ring.after(query, seq, timeout)
+        fresh = [f for f in flows if f.time_ns > marks.get(f.node_name, 0)]
+        return fresh, (seq, marks)
+
+    def _statuses(self) -> dict[str, PeerStatus]:
+        peers = list(self.peers.values())
+        return dict(zip((p.name for p in peers), self._pool.map(Peer.status, peers), strict=True))
 
     def status(self) -> dict[str, Any]:
-        unavailable = sorted(n for n, p in self.peers.items() if not p.connected)
+        statuses = self._statuses()
+        up = [s for s in statuses.values() if s.connected]
         return {
-            "num_flows": len(self.ring),
-            "max_flows": self.ring.capacity,
-            "seen_flows": self.ring.seen,
+            "num_flows": sum(s.num_flows for s in up),
+            "max_flows": sum(s.max_flows for s in up),
+            "seen_flows": sum(s.seen_flows for s in up),
             "uptime_ns": int((time.time() - self.started) * 1e9),
-            "num_connected_nodes": len(self.peers) - len(unavailable),
-            "lost_events": sum(p.lost for p in self.peers.values()),
-            "unavailable_nodes": unavailable,
+            "num_connected_nodes": len(up),
+            "lost_events": sum(s.lost_events for s in up),
+            "unavailable_nodes": sorted(n for n, s in statuses.items() if not s.connected),
         }
 
     def nodes(self) -> list[NodeInfo]:
         return [
-            NodeInfo(name=n, address=p.address, connected=p.connected)
-            for n, p in sorted(self.peers.items())
+            NodeInfo(
+                name=name,
+                address=self.peers[name].address,
+                connected=s.connected,
+                num_flows=s.num_flows,
+                max_flows=s.max_flows,
+                seen_flows=s.seen_flows,
+                uptime_ns=s.uptime_ns,
+            )
+            for name, s in sorted(self._statuses().items())
         ]
+
+    def close(self) -> None:
+        for peer in self.peers.values():
+            peer.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _safe_query(query: Query) -> Any:
+    def ask(peer: Peer) -> list[Flow] | None:
+        try:
+            return peer.query(query)
+        except PyliumError:
+            return None
+
+    return ask
 
 
 def peers_from_store(client: ResourceClient, port: int) -> dict[str, str]:
@@ -168,7 +288,6 @@ def main(argv: list[str] | None = None) -> None:
                 break
     finally:
         server.stop()
-        for peer in source.peers.values():
-            peer.stop.set()
+        source.close()
         store.close()
     log.info("stopped")
