@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -341,3 +342,66 @@ def test_pod_routing_through_its_eni_table() -> None:
         [plan],
         pod_prefixes=["192.168.105.44/32", "192.168.105.9/32"],
     ) == [gone]
+
+
+def _cilium_node_with_eni() -> dict[str, Any]:
+    """A CiliumNode as the operator writes it: the pool names each IP's ENI."""
+    return {
+        "spec": {
+            "ipam": {
+                "pool": {
+                    "100.64.1.20": {"resource": "eni-1"},
+                    "100.64.1.21": {"resource": "eni-gone"},
+                }
+            }
+        },
+        "status": {
+            "eni": {
+                "enis": {
+                    "eni-1": {
+                        "id": "eni-1",
+                        "mac": "02:00:00:AA:BB:CC",
+                        "number": 2,
+                        "subnet": {"id": "subnet-1", "cidr": "100.64.1.0/24"},
+                        "vpc": {
+                            "id": "vpc-1",
+                            "primary-cidr": "10.0.0.0/16",
+                            "cidrs": ["100.64.1.0/24", "10.0.0.0/16"],
+                        },
+                    }
+                }
+            }
+        },
+    }
+
+
+def test_pod_eni_from_the_cilium_node() -> None:
+    from pylium.core.ipam.eni import routing
+
+    node = _cilium_node_with_eni()
+    eni = routing.pod_eni(node, "100.64.1.20")
+    assert eni == routing.PodENI(
+        id="eni-1",
+        number=2,
+        mac="02:00:00:aa:bb:cc",
+        subnet_cidr="100.64.1.0/24",
+        vpc_cidrs=("10.0.0.0/16", "100.64.1.0/24"),
+    )
+    # Not in the pool, or its ENI's status not written yet: nothing to route by.
+    assert routing.pod_eni(node, "100.64.1.99") is None
+    assert routing.pod_eni(node, "100.64.1.21") is None
+    assert routing.pod_eni({}, "100.64.1.20") is None
+    assert routing.egress_cidrs(eni) == ["10.0.0.0/16", "100.64.1.0/24"]
+    assert routing.egress_cidrs(eni, "172.16.0.0/12") == [
+        "10.0.0.0/16",
+        "100.64.1.0/24",
+        "172.16.0.0/12",
+    ]
+    assert routing.egress_cidrs(eni, "10.0.0.0/16") == ["10.0.0.0/16", "100.64.1.0/24"]
+
+
+def test_egress_masquerade_interfaces_as_nftables_names() -> None:
+    from pylium.adapters.netlink.masquerade import nft_interface
+
+    assert nft_interface("eth0") == '"eth0"'
+    assert nft_interface("eth+") == '"eth*"'

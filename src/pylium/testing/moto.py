@@ -1,10 +1,10 @@
 """Testing helper (not part of the layered package): a real moto EC2 server on loopback.
 
-``moto_server()`` starts moto's EC2-protocol server (``moto.server`` from the venv, through a
-launcher that fixes its duplicate secondary IPs: see ``_LAUNCHER``) on a free 127.0.0.1 port,
-waits until it answers, and on exit kills it by PID. ``reset()`` wipes its state between
-tests. Nothing ever talks to real AWS: clients get dummy credentials and the loopback
-endpoint.
+``moto_server()`` starts moto's EC2-protocol server (``moto.server`` from the venv, through the
+launcher the lab uses too, which fixes its address picks: ``pylium.lab.vpc.MOTO_LAUNCHER``) on
+a free 127.0.0.1 port, waits until it answers, and on exit kills it by PID. ``reset()`` wipes
+its state between tests. Nothing ever talks to real AWS: clients get dummy credentials and the
+loopback endpoint.
 """
 
 from __future__ import annotations
@@ -22,49 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pylium.testing.etcd import _die_with_parent, free_port
+from pylium.adapters.procs import free_port
+from pylium.lab.vpc import CREDENTIALS, REGION
+from pylium.lab.vpc import MOTO_LAUNCHER as _LAUNCHER
+from pylium.testing.etcd import _die_with_parent
 
 START_TIMEOUT = 120.0  # generous: the 2-core VM is shared with other test runs
-
-# moto 5.2.5 picks secondary IPs at random in the subnet and only avoids the addresses of the
-# same ENI, so two ENIs can end up holding one address (real EC2 never does that). The server
-# is started through this launcher, which makes the pick avoid every address any ENI holds.
-_LAUNCHER = """
-import collections
-import sys
-from moto.ec2.models import elastic_network_interfaces as enis
-from moto.ec2.models import ec2_backends
-from moto.server import main
-
-_pick = enis.random_private_ip
-_recent = collections.deque(maxlen=64)  # picked for an ENI being built, not yet on it
-
-def _held():
-    out = set()
-    for regions in ec2_backends.values():
-        for backend in regions.values():
-            for eni in backend.enis.values():
-                out.update(p["PrivateIpAddress"] for p in eni.private_ip_addresses
-                           if isinstance(p, dict))
-                out.add(eni.private_ip_address)
-    return out
-
-def _unique(cidr=None, ipv6=False):
-    if ipv6:
-        return _pick(cidr, ipv6=True)
-    held = _held() | set(_recent)
-    for _ in range(10000):
-        ip = _pick(cidr)
-        if ip not in held:
-            _recent.append(ip)
-            return ip
-    raise RuntimeError("subnet " + str(cidr) + " has no free address")
-
-enis.random_private_ip = _unique
-main(sys.argv[1:])
-"""
-REGION = "us-east-1"
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 
 
 @dataclass(slots=True)

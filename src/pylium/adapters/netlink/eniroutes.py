@@ -111,3 +111,22 @@ def remove(ns: str | None, stale: list[Rule]) -> None:
                     raise DatapathError(
                         rule.src or rule.dst, f"delete rule lookup {rule.table}", str(err)
                     ) from err
+
+
+def device_by_mac(ns: str | None, mac: str) -> str | None:
+    """The name of the device with hardware address ``mac`` (an ENI's), or None."""
+    wanted = mac.lower()
+    with _ipr(ns) as ipr:
+        for link in ipr.get_links():
+            if str(link.get_attr("IFLA_ADDRESS") or "").lower() == wanted:
+                return str(link.get_attr("IFLA_IFNAME"))
+    return None
+
+
+def set_up(ns: str | None, device: str) -> None:
+    """Bring an ENI's device up (a freshly attached ENI may be down)."""
+    with _ipr(ns) as ipr:
+        found = ipr.link_lookup(ifname=device)
+        if not found:
+            raise DatapathError(device, "set up", f"no such device in {ns or 'this namespace'}")
+        ipr.link("set", index=found[0], state="up")

@@ -182,3 +182,73 @@ def set_sysctl(ns: str, name: str, value: str) -> None:
     )
     if done.returncode:
         raise DatapathError(f"netns {ns}", f"sysctl {name}={value}", done.stderr.strip())
+
+
+def set_mac(ns: str | None, ifname: str, mac: str) -> None:
+    """Give ``ifname`` the hardware address ``mac`` (a lab ENI's, as EC2 reports it)."""
+    with _ipr(ns) as ipr:
+        found = ipr.link_lookup(ifname=ifname)
+        if not found:
+            raise DatapathError(ifname, "set address", f"no such device in {ns}")
+        up = bool(ipr.get_links(found[0])[0]["flags"] & 1)  # IFF_UP
+        try:
+            # Not every driver changes the address of a running device: down, set, up.
+            ipr.link("set", index=found[0], state="down")
+            ipr.link("set", index=found[0], address=mac)
+            if up:
+                ipr.link("set", index=found[0], state="up")
+        except NetlinkError as err:
+            raise DatapathError(ifname, f"set address {mac}", str(err)) from err
+
+
+def link_macs(ns: str | None) -> dict[str, str]:
+    """Every device of ``ns``: name -> hardware address (lower case)."""
+    with _ipr(ns) as ipr:
+        return {
+            str(link.get_attr("IFLA_IFNAME")): str(link.get_attr("IFLA_ADDRESS") or "").lower()
+            for link in ipr.get_links()
+        }
+
+
+NUD_PERMANENT = 0x80
+
+
+def permanent_neighbors(ns: str | None, ifname: str) -> dict[ipaddress.IPv4Address, str]:
+    """The static (permanent) IPv4 neighbour entries on ``ifname``: IP -> MAC."""
+    out = {}
+    with _ipr(ns) as ipr:
+        found = ipr.link_lookup(ifname=ifname)
+        if not found:
+            return {}
+        for msg in ipr.get_neighbours(family=2, ifindex=found[0]):
+            if msg["state"] & NUD_PERMANENT and msg.get_attr("NDA_LLADDR"):
+                ip = ipaddress.IPv4Address(msg.get_attr("NDA_DST"))
+                out[ip] = str(msg.get_attr("NDA_LLADDR")).lower()
+    return out
+
+
+def replace_neighbor(ns: str | None, ifname: str, ip: ipaddress.IPv4Address, mac: str) -> None:
+    """A permanent neighbour entry ``ip lladdr mac dev ifname``."""
+    with _ipr(ns) as ipr:
+        try:
+            ipr.neigh(
+                "replace",
+                dst=str(ip),
+                lladdr=mac,
+                ifindex=ipr.link_lookup(ifname=ifname)[0],
+                state=NUD_PERMANENT,
+            )
+        except (NetlinkError, IndexError) as err:
+            raise DatapathError(str(ip), f"neighbour {mac} on {ifname} in {ns}", str(err)) from err
+
+
+def delete_neighbor(ns: str | None, ifname: str, ip: ipaddress.IPv4Address) -> None:
+    with _ipr(ns) as ipr:
+        found = ipr.link_lookup(ifname=ifname)
+        if not found:
+            return
+        try:
+            ipr.neigh("del", dst=str(ip), ifindex=found[0])
+        except NetlinkError as err:
+            if err.code != 2:  # ENOENT: already gone
+                raise DatapathError(str(ip), f"delete neighbour on {ifname}", str(err)) from err

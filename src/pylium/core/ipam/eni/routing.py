@@ -17,8 +17,9 @@ Pure: the plan is data; the netlink adapter applies it.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 RULE_PRIORITY_INGRESS = 20
 """``linux_defaults.RulePriorityIngress``."""
@@ -111,3 +112,49 @@ def stale(
         for r in installed
         if r.priority in ours and (r.src in prefixes or r.dst in prefixes) and r not in keep
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class PodENI:
+    """What routing a pod IP needs to know of the ENI holding it (CiliumNode
+    ``status.eni.enis[<id>]``, found through ``spec.ipam.pool[<ip>].resource``)."""
+
+    id: str
+    number: int
+    """The ENI's device index: its routing table is ``10 + number``."""
+    mac: str
+    """How the agent finds the ENI's device on the node (upstream looks it up by MAC)."""
+    subnet_cidr: str
+    vpc_cidrs: tuple[str, ...]
+    """The VPC's primary CIDR first."""
+
+
+def pod_eni(cilium_node: Mapping[str, Any], ip: str) -> PodENI | None:
+    """The ENI of ``ip`` as the operator published it, or None (not in the pool, or the ENI's
+    status not written yet)."""
+    spec = cilium_node.get("spec") or {}
+    entry = ((spec.get("ipam") or {}).get("pool") or {}).get(ip) or {}
+    eni_id = str(entry.get("resource", ""))
+    enis = ((cilium_node.get("status") or {}).get("eni") or {}).get("enis") or {}
+    eni = enis.get(eni_id) if eni_id else None
+    if not eni or not eni.get("mac") or not (eni.get("subnet") or {}).get("cidr"):
+        return None
+    vpc = eni.get("vpc") or {}
+    cidrs = [str(vpc["primary-cidr"])] if vpc.get("primary-cidr") else []
+    cidrs += [str(c) for c in vpc.get("cidrs") or [] if str(c) not in cidrs]
+    return PodENI(
+        id=eni_id,
+        number=int(eni.get("number", 0)),
+        mac=str(eni["mac"]).lower(),
+        subnet_cidr=str(eni["subnet"]["cidr"]),
+        vpc_cidrs=tuple(cidrs),
+    )
+
+
+def egress_cidrs(eni: PodENI, native_routing_cidr: str = "") -> list[str]:
+    """The destinations a masqueraded pod reaches through its ENI (upstream's IPAM result
+    ``cidrs``): the VPC's CIDRs, and ``ipv4-native-routing-cidr`` when set."""
+    out = list(eni.vpc_cidrs)
+    if native_routing_cidr and native_routing_cidr not in out:
+        out.append(native_routing_cidr)
+    return out
