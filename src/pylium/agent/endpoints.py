@@ -35,6 +35,7 @@ from pylium.adapters.netlink import masquerade, podnet
 from pylium.adapters.netlink import netns as nl
 from pylium.adapters.resources import ResourceClient
 from pylium.adapters.store.api import Store
+from pylium.agent.eni import ENIRouting
 from pylium.agent.ipam import IPAM
 from pylium.agent.policy import LocalEndpoint
 from pylium.base.errors import DatapathError, PyliumError
@@ -99,6 +100,8 @@ class EndpointManager:
         direct_routes: bool = False,
         skip_unreachable: bool = False,
         masquerade_keep: Sequence[ipaddress.IPv4Network] = (),
+        masquerade_interfaces: Sequence[str] = (),
+        eni_routing: ENIRouting | None = None,
     ) -> None:
         self.store = store
         self.client = ResourceClient(store)
@@ -130,7 +133,11 @@ class EndpointManager:
         self._installed_routes: set[ipaddress.IPv4Network] = set()
         self.masquerade_keep = tuple(masquerade_keep)
         """Destinations not masqueraded; empty: masquerading off."""
+        self.masquerade_interfaces = tuple(masquerade_interfaces)
+        """``egress-masquerade-interfaces``: masquerade only traffic leaving through these."""
         self._masqueraded: tuple[ipaddress.IPv4Network, ...] | None = None
+        self.eni_routing = eni_routing
+        """ENI IPAM: each pod's rules and its ENI's routing table."""
         self.cidr_identities: dict[ipaddress.IPv4Network, int] = {}
         """Prefixes named by policy -> their CIDR identity (set by the policy engine); the
         ipcache holds them so outside addresses resolve to the right CIDR identity."""
@@ -244,7 +251,7 @@ class EndpointManager:
                 if c.version == 4
             )
             if pod_cidrs != self._masqueraded:
-                masquerade.apply(pod_cidrs, self.masquerade_keep)
+                masquerade.apply(pod_cidrs, self.masquerade_keep, self.masquerade_interfaces)
                 self._masqueraded = pod_cidrs
         # Under the endpoints' lock: an endpoint being created has its ipcache entry written
         # before its record is stored, and must not be taken for a stale entry meanwhile
@@ -354,6 +361,8 @@ class EndpointManager:
                 self._teardown(record)
                 continue
             self._program(record)
+        if self.eni_routing is not None:
+            self.eni_routing.prune()
         log.info("endpoints restored", extra={"count": len(self.records())})
 
     def _program(self, record: EndpointRecord) -> None:
@@ -381,6 +390,8 @@ class EndpointManager:
         # natively) meets the pod's ingress policy on the veth's egress.
         tc.attach(record.host_ifname, self.obj.prog_fd(TO_CONTAINER_PROGRAM), ingress=False)
         podnet.endpoint_route(record.host_ifname, ip, record.pod_mac)
+        if self.eni_routing is not None:
+            self.eni_routing.install(ip)
 
     def _sync_node_routes(
         self, cilium_nodes: list[Resource], node_ips: dict[str, ipaddress.IPv4Address]
@@ -516,6 +527,8 @@ class EndpointManager:
             self.ipcache_map.delete(ipaddress.IPv4Network(f"{ip}/32"))
             # IDs are reused: the next endpoint with this ID must not inherit this policy.
             self.policy_maps.delete(record.endpoint_id)
+        if self.eni_routing is not None:
+            self.eni_routing.remove(ip)
         self.identities.release(record.identity)
         self.ipam.release(ip)
         self.store.delete(self._key(record.container_id))
