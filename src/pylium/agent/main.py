@@ -33,6 +33,7 @@ from pylium.agent import cniconf
 from pylium.agent import metrics as agent_metrics
 from pylium.agent import status as agent_status
 from pylium.agent.endpoints import EndpointManager
+from pylium.agent.eni import ENIRouting
 from pylium.agent.health import HealthDaemon
 from pylium.agent.hubble import HubbleObserver
 from pylium.agent.ipam import IPAM
@@ -114,6 +115,18 @@ class Agent:
             cni_conf=settings.read_cni_conf,
         )
         self.identities = IdentityAllocator(store, name, cluster_id=settings.cluster_id)
+        native = settings.ipv4_native_routing_cidr
+        self.eni_routing = (
+            ENIRouting(
+                self.client,
+                name,
+                masquerade=settings.enable_ipv4_masquerade,
+                native_routing_cidr=str(native) if native is not None else "",
+                masquerade_interfaces=settings.egress_masquerade_interfaces,
+            )
+            if settings.ipam is IPAMMode.ENI
+            else None
+        )
         self.endpoints = EndpointManager(
             store=store,
             node=name,
@@ -132,6 +145,8 @@ class Agent:
             and settings.auto_direct_node_routes,
             skip_unreachable=settings.direct_routing_skip_unreachable,
             masquerade_keep=masquerade_keep(settings),
+            masquerade_interfaces=settings.egress_masquerade_interfaces,
+            eni_routing=self.eni_routing,
         )
         self.datapath_error = ""
         self.policy = PolicyManager(self.client, policy_config(settings))
@@ -189,6 +204,11 @@ class Agent:
 
         self.client.mutate("CiliumNode", self.name, fn=merge)
         log.info("registered node", extra={"node": self.name, "ip": str(self.ip)})
+
+    def _sync_eni_masquerade(self) -> None:
+        if self.eni_routing is not None:
+            pods = [c for c in self.ipam.usage().cidrs if isinstance(c, ipaddress.IPv4Network)]
+            self.eni_routing.sync_masquerade(pods)
 
     def heartbeat(self) -> None:
         """Renew the heartbeat lease, re-creating it after an expiry."""
@@ -532,6 +552,8 @@ class Agent:
                         self.controllers.run("ipam-sync-cidrs", self.ipam.sync_cidrs)
                         self.controllers.run("policy-sync", self.sync_policy)
                         self.controllers.run("sync-remote-endpoints", self.endpoints.sync_remote)
+                        if self.eni_routing is not None:
+                            self.controllers.run("eni-masquerade", self._sync_eni_masquerade)
                     if time.monotonic() - last_beat >= HEARTBEAT_TTL / 3:
                         self.controllers.run(agent_status.HEARTBEAT_CONTROLLER, self.heartbeat)
                         last_beat = time.monotonic()
@@ -567,8 +589,9 @@ def tunnel_port(settings: AgentSettings) -> int:
 
 def masquerade_keep(settings: AgentSettings) -> tuple[ipaddress.IPv4Network, ...]:
     """Destinations pod traffic keeps its source address for (empty: no masquerading): the
-    native-routing CIDR when set, else the cluster's pod pools."""
-    if not settings.enable_ipv4_masquerade:
+    native-routing CIDR when set, else the cluster's pod pools. ENI IPAM masquerades through
+    :class:`ENIRouting` (beyond the VPC's CIDRs, which only the operator knows)."""
+    if not settings.enable_ipv4_masquerade or settings.ipam is IPAMMode.ENI:
         return ()
     if settings.ipv4_native_routing_cidr is not None:
         return (settings.ipv4_native_routing_cidr,)
