@@ -27,6 +27,7 @@ from pylium.adapters.netlink import netns as nl
 from pylium.adapters.resources import ResourceClient
 from pylium.adapters.store.factory import open_store
 from pylium.base.errors import LabError, PyliumError
+from pylium.lab import vpc
 from pylium.lab.plan import (
     ETCD_CLIENT_PORT,
     ETCD_PEER_PORT,
@@ -226,6 +227,8 @@ def _build(plan: LabPlan, state: LabState, configmap: Mapping[str, str]) -> None
     plan.state_dir.mkdir(parents=True, exist_ok=True)
     # The lab's own cgroup v2 mount, so that pods' cgroups and the mount go with the lab.
     config = {**configmap, "cgroup-root": str(plan.cgroup_root)}
+    if vpc.enabled(config):
+        config.update(_build_vpc(plan, state, config))
     plan.config_path.write_text(json.dumps(config, indent=2, sort_keys=True))
 
     if plan.store == "etcd":
@@ -358,6 +361,27 @@ def remove_node(name: str, node: str) -> list[str]:
     return removed
 
 
+def _build_vpc(plan: LabPlan, state: LabState, config: Mapping[str, str]) -> dict[str, str]:
+    """ENI IPAM: the lab's EC2 (moto) and a VPC of its namespaces (:mod:`pylium.lab.vpc`)."""
+
+    def record(role: str, pid: int) -> None:
+        state.pids[role] = pid
+        _save(state)
+
+    return vpc.build(
+        lab=plan.name,
+        lab_dir=plan.state_dir,
+        underlay=plan.subnet,
+        gateway=plan.gateway.ip,
+        fabric_netns=plan.fabric_netns,
+        bridge=plan.bridge,
+        mtu=plan.mtu,
+        nodes={n.name: (n.netns, n.address) for n in plan.nodes},
+        config=config,
+        record=record,
+    )
+
+
 def relay_socket(name: str) -> Path:
     """Where the lab's Hubble Relay also listens (reachable from any namespace)."""
     return state_dir(name) / "hubble-relay.sock"
@@ -409,7 +433,8 @@ def _spawn_agent(state: LabState, node: str) -> int:
     argv += ["--cni-bin-path", str(node_dir / "cni" / "bin")]
     # Socket-LB attaches where this node's pods live (pod_cgroup), not at the shared root.
     argv += ["--cgroup-subtree", f"pylium-lab-{state.name}/{node}"]
-    pid = procs.spawn(argv, log_path=node_dir / "agent.log", netns=info["netns"])
+    env = vpc.agent_env(state_dir(state.name), node)
+    pid = procs.spawn(argv, log_path=node_dir / "agent.log", netns=info["netns"], env=env)
     state.pids[f"agent-{node}"] = pid
     _save(state)
     return pid
@@ -420,9 +445,8 @@ def _spawn_operator(state: LabState, role: str = "operator") -> int:
     argv = [_bin("pylium-operator"), "--store", state.store_url]
     argv += ["--config", str(state_dir(state.name) / "config.json")]
     argv += ["--identity", f"{state.name}-{role}"]
-    pid = procs.spawn(
-        argv, log_path=state_dir(state.name) / f"{role}.log", netns=f"pl-{state.name}-fab"
-    )
+    placement = vpc.operator_placement(state_dir(state.name), f"pl-{state.name}-fab")
+    pid = procs.spawn(argv, log_path=state_dir(state.name) / f"{role}.log", **placement)
     state.pids[role] = pid
     _save(state)
     return pid
