@@ -872,6 +872,22 @@ class OperatorSettings(ClusterSettings):
     """Only allocate from subnets carrying all these tags."""
     instance_tags_filter: tuple[tuple[str, str], ...] = setting("instance-tags-filter", (), Tags())
     """Only manage instances carrying all these tags."""
+    azure_subscription_id: str = setting("azure-subscription-id", "", Str())
+    """Azure IPAM: the subscription of the nodes' resource group (Helm
+    ``azure.subscriptionID``); upstream falls back to the instance metadata."""
+    azure_resource_group: str = setting("azure-resource-group", "", Str())
+    """Azure IPAM: the resource group whose VMs and scale sets hold the nodes' NICs (Helm
+    ``azure.resourceGroup``)."""
+    azure_user_assigned_identity_id: str = setting("azure-user-assigned-identity-id", "", Str())
+    """Azure IPAM: client ID of the user-assigned managed identity to authenticate with
+    (Helm ``azure.userAssignedIdentityID``); empty = the system-assigned identity or a client
+    secret."""
+    alibaba_cloud_vpc_id: str = setting("alibaba-cloud-vpc-id", "", Str())
+    """AlibabaCloud IPAM: only ENIs, vSwitches and security groups of this VPC."""
+    alibaba_cloud_release_excess_ips: bool = setting(
+        "alibaba-cloud-release-excess-ips", False, Bool()
+    )
+    """AlibabaCloud IPAM: release IPs above min-allocate + max-above-watermark."""
     limit_ipam_api_qps: float = setting("limit-ipam-api-qps", 4.0, Float(0.001))
     """Cloud API (EC2) calls per second the operator allows itself: the token bucket's rate."""
     limit_ipam_api_burst: int = setting("limit-ipam-api-burst", 20, Int(1))

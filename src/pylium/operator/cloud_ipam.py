@@ -87,8 +87,8 @@ class CloudProvider(Protocol):
     def node_spec(self, spec: Mapping[str, Any]) -> NodeSpec:
         """The provider's section of ``CiliumNode.spec`` as a :class:`NodeSpec`."""
 
-    def interfaces_of(self, instance_id: str) -> list[Interface]:
-        """The instance's attached interfaces, by device index (from the cache)."""
+    def interfaces_of(self, spec: NodeSpec) -> list[Interface]:
+        """The node's instance's attached interfaces, by device index (from the cache)."""
 
     def subnets(self) -> list[Subnet]:
         """Every subnet (vSwitch) with its free addresses (from the cache)."""
@@ -174,7 +174,7 @@ class CloudIPAMController:
         key = self.provider.spec_key
         for node in nodes:
             body = dict(node.body)
-            if not (body.get("spec") or {}).get(key):
+            if key not in (body.get("spec") or {}):  # `azure: {}` is a node of ours too
                 continue
             try:
                 reports[node.name] = self._reconcile_node(node.name, body)
@@ -207,14 +207,14 @@ class CloudIPAMController:
         used_all = set((status_ipam.get("used") or {}).keys())
         watermarks = Watermarks.from_spec(spec_raw.get("ipam") or {})
         limits = p.limits_of(spec)
-        interfaces = p.interfaces_of(spec.instance_id)
+        interfaces = p.interfaces_of(spec)
         last_look = self._looked_up.get(spec.instance_id, float("-inf"))
         if not interfaces and self.clock() - last_look >= self.resync:
             # A new instance since the last refresh, or a wrong instance-id: one look per
             # resync period, not one per pass.
             self._looked_up[spec.instance_id] = self.clock()
             p.refresh_instance(spec.instance_id)
-            interfaces = p.interfaces_of(spec.instance_id)
+            interfaces = p.interfaces_of(spec)
         if not interfaces:
             report.error = (
                 f"instance {spec.instance_id} not found in {p.cloud} (no network interface "
@@ -244,7 +244,7 @@ class CloudIPAMController:
             except CloudAPIError as err:
                 errors.append(str(err))
             p.refresh_instance(spec.instance_id)
-            interfaces = p.interfaces_of(spec.instance_id)
+            interfaces = p.interfaces_of(spec)
             log.info(
                 "allocated cloud IPs",
                 extra={"node": name, "ips": report.allocated, "needed": plan.needed},
@@ -256,7 +256,7 @@ class CloudIPAMController:
                 name, spec, watermarks, interfaces, used_all, release_ips
             )
             if report.released:
-                interfaces = p.interfaces_of(spec.instance_id)
+                interfaces = p.interfaces_of(spec)
         report.error = "; ".join(errors)
         self._write(name, spec=spec, interfaces=interfaces, error=report.error, release_ops=ops)
         return report
@@ -381,7 +381,7 @@ class CloudIPAMController:
         for spec in list(self.specs.values()):
             limits = self.provider.limits_of(spec)
             if limits is not None:
-                free += max(limits.adapters - len(self.provider.interfaces_of(spec.instance_id)), 0)
+                free += max(limits.adapters - len(self.provider.interfaces_of(spec)), 0)
         return free
 
     def collector(self) -> Collector:

@@ -1,8 +1,8 @@
 """L5: ``pylium-operator``, one active per cluster (leader-elected through the store).
 
 The operator campaigns for the ``operator/leader`` lease; while it leads, it runs the IPAM
-controller of its mode (cluster-pool node CIDRs, multi-pool chunks, or AWS ENI IPs:
-:mod:`pylium.operator.eni`), woken by every
+controller of its mode (cluster-pool node CIDRs, multi-pool chunks, or cloud IPs -- AWS ENI,
+Azure, AlibabaCloud: :mod:`pylium.operator.clouds`), woken by every
 CiliumNode change and at least every few seconds, the identity garbage collector every
 ``identity-gc-interval``, and the service controller (ClusterIP and NodePort allocation,
 EndpointSlices from Services' selectors and Pods: :mod:`pylium.operator.services`), woken by
@@ -27,16 +27,16 @@ import time
 from pathlib import Path
 
 from pylium import __version__
-from pylium.adapters.ec2 import EC2API
 from pylium.adapters.resources import ResourceClient
 from pylium.adapters.store.api import Store
 from pylium.adapters.store.factory import open_store
-from pylium.base.errors import ConfigError, PyliumError
+from pylium.base.errors import PyliumError
 from pylium.core.lb.allocate import DEFAULT_SERVICE_CIDR
 from pylium.model.config import IPAMMode, OperatorSettings
 from pylium.operator import ipam_mode
 from pylium.operator import metrics as operator_metrics
-from pylium.operator.eni import ENIController
+from pylium.operator.cloud_ipam import CloudIPAMController
+from pylium.operator.clouds import cloud_controller
 from pylium.operator.identity_gc import IdentityGC
 from pylium.operator.multipool import MultiPoolController
 from pylium.operator.nodecidr import NodeCIDRController
@@ -67,23 +67,6 @@ def _watch_nodes(
         except PyliumError as err:
             log.warning("%s watch failed: %s", kind, err)
             stop.wait(1.0)
-
-
-def eni_controller(store: Store, settings: OperatorSettings) -> ENIController:
-    """The ENI allocator, talking to EC2 in ``$AWS_REGION`` (or ``$AWS_DEFAULT_REGION``;
-    there is no instance metadata service to ask) at ``ec2-api-endpoint`` if set, with the
-    usual AWS credential chain."""
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or ""
-    if not region:
-        raise ConfigError("ipam", "eni IPAM needs the EC2 region: set AWS_REGION")
-    api = EC2API.connect(
-        region=region,
-        endpoint_url=settings.ec2_api_endpoint,
-        qps=settings.limit_ipam_api_qps,
-        burst=settings.limit_ipam_api_burst,
-        max_results=settings.aws_max_results_per_call,
-    )
-    return ENIController(store, api, settings)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -121,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
             presence_prefix=OPERATOR_INSTANCES_PREFIX,
         )
         fenced = FencedStore(store, elector)
-        eni = eni_controller(fenced, settings) if settings.ipam is IPAMMode.ENI else None
+        cloud = cloud_controller(fenced, settings)
     except PyliumError as err:
         print(f"Error: {err}", file=sys.stderr)
         sys.exit(1)
@@ -133,16 +116,16 @@ def main(argv: list[str] | None = None) -> None:
         settings,
         ResourceClient(store),
         lambda: elector.is_leader,
-        extra=[eni.collector()] if eni is not None else [],
+        extra=[cloud.collector()] if cloud is not None else [],
     )
     for kind in ("CiliumNode", "Service", "Pod"):
         threading.Thread(
             target=_watch_nodes, args=(store, stop, wake, kind), daemon=True, name=f"watch-{kind}"
         ).start()
     services = ServiceController(fenced, service_cidr=args.service_cluster_ip_range)
-    controller: NodeCIDRController | MultiPoolController | ENIController
-    if isinstance(eni, ENIController):
-        controller = eni
+    controller: NodeCIDRController | MultiPoolController | CloudIPAMController
+    if cloud is not None:
+        controller = cloud
     elif settings.ipam is IPAMMode.MULTI_POOL:
         controller = MultiPoolController(fenced)
     else:
