@@ -198,3 +198,14 @@ def test_wrapper_quotes_the_interpreter_path() -> None:
     text = plugin_wrapper("/srv/my venv/bin/python")
     assert text.startswith("#!/bin/sh\n")
     assert "exec '/srv/my venv/bin/python' -I -m pylium.cni \"$@\"" in text
+
+
+def test_kube_proxy_replacement_declares_port_mappings() -> None:
+    """With kube-proxy replacement cilium-cni takes the portMappings capability itself (the
+    agent serves hostPorts from the LB maps); not when portmap is chained (it would DNAT the
+    same ports again), and never without kube-proxy replacement."""
+    kpr = json.loads(render(host_ports=True))["plugins"]
+    assert kpr[0]["capabilities"] == {"portMappings": True}
+    chained = json.loads(render(host_ports=True, chaining_mode="portmap"))["plugins"]
+    assert "capabilities" not in chained[0] and chained[1]["type"] == "portmap"
+    assert "capabilities" not in json.loads(render())["plugins"][0]

@@ -59,6 +59,7 @@ def install(settings: AgentSettings, socket_path: Path) -> Path | None:
         debug=settings.debug,
         extra={"socket-path": str(socket_path)},
         chained_plugins=[p.value for p in settings.cni_chained_plugins],
+        host_ports=settings.kube_proxy_replacement,
     )
     target.parent.mkdir(parents=True, exist_ok=True)
     decided = cniconf.plan(

@@ -90,6 +90,7 @@ def add(client: AgentClient, request: CniRequest) -> dict[str, Any]:
                 "k8s-namespace": request.pod_namespace or "default",
                 "k8s-pod-name": request.pod_name or request.container_id[:12],
                 "labels": dict(request.config.get("labels") or {}),
+                "port-mappings": [m.to_wire() for m in request.port_mappings],
             },
         )
     except BaseException:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +71,15 @@ class PortMapping:
     container_port: int
     protocol: str = "tcp"
     host_ip: str = ""
+
+    def to_wire(self) -> dict[str, Any]:
+        """The capability's JSON shape (what :func:`parse_port_mappings` reads back)."""
+        return {
+            "hostPort": self.host_port,
+            "containerPort": self.container_port,
+            "protocol": self.protocol,
+            "hostIP": self.host_ip,
+        }
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -166,7 +175,7 @@ def parse_request(env: Mapping[str, str], stdin: bytes) -> CniRequest:
         plugin_type=str(config.get("type", "")),
         config=config,
         prev_result=config.get("prevResult"),
-        port_mappings=_port_mappings(runtime_config.get("portMappings") or []),
+        port_mappings=parse_port_mappings(runtime_config.get("portMappings") or []),
     )
 
 
@@ -182,7 +191,12 @@ def _decode_config(stdin: bytes) -> dict[str, Any]:
     return config
 
 
-def _port_mappings(raw: Sequence[Any]) -> tuple[PortMapping, ...]:
+def parse_port_mappings(raw: Any) -> tuple[PortMapping, ...]:
+    """The ``portMappings`` capability's entries, or INVALID_NETWORK_CONFIG naming the bad one."""
+    if not isinstance(raw, list):
+        raise CniError(
+            ErrorCode.INVALID_NETWORK_CONFIG, "invalid portMappings", "runtimeConfig.portMappings"
+        )
     out = []
     for index, item in enumerate(raw):
         try:

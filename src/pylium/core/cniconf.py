@@ -10,6 +10,9 @@ renamed to ``<name>.cilium_bak``; a legacy ``05-cilium.conf`` always is.
 pylium adds ``cni-chained-plugins``: reference plugins (``portmap``, ``bandwidth``) appended
 after cilium-cni, each declaring the capability the runtime fills in (``portMappings``,
 ``bandwidth``), so that hostPorts and traffic shaping work without a hand-written conflist.
+With kube-proxy replacement and no portmap in the chain, cilium-cni itself declares
+``portMappings``: the agent serves hostPorts from the load-balancer maps (no chaining needed,
+as upstream with kube-proxy replacement, which reads them from the Pod spec instead).
 With ``cni-install`` the agent puts the executable named by the conflist's ``type``
 (``cilium-cni``) into the CNI bin directory: :func:`plugin_wrapper` is its content.
 """
@@ -54,12 +57,15 @@ def render(
     debug: bool = False,
     extra: Mapping[str, Any] | None = None,
     chained_plugins: Sequence[str] = (),
+    host_ports: bool = False,
 ) -> str:
     """The conflist for a chaining mode (``none`` or ``portmap``); ``extra`` adds keys to the
     cilium-cni entry (pylium adds ``socket-path``); ``chained_plugins`` (keys of
     :data:`CHAINED_CAPABILITIES`) follow cilium-cni in order. Mode ``portmap`` names the network
     ``portmap`` and puts portmap first, as upstream does; otherwise the network is ``cilium``.
-    The spec version is upstream's 0.3.1, or 1.0.0 when ``chained_plugins`` are asked for."""
+    The spec version is upstream's 0.3.1, or 1.0.0 when ``chained_plugins`` are asked for.
+    ``host_ports`` (kube-proxy replacement): cilium-cni declares ``portMappings`` unless
+    portmap is in the chain (it would DNAT the same ports again)."""
     plugin: dict[str, Any] = {"type": PLUGIN_TYPE, "enable-debug": debug}
     if log_file:
         plugin["log-file"] = log_file
@@ -70,6 +76,8 @@ def render(
             raise ValueError(f"cannot chain {name!r}: one of {', '.join(CHAINED_CAPABILITIES)}")
         if name not in chain:
             chain.append(name)
+    if host_ports and "portmap" not in chain:
+        plugin["capabilities"] = {"portMappings": True}
     plugins = [plugin]
     plugins += [{"type": n, "capabilities": dict(CHAINED_CAPABILITIES[n])} for n in chain]
     name = "portmap" if chaining_mode == "portmap" else "cilium"
