@@ -38,7 +38,8 @@ from pylium.adapters.store.api import Store
 from pylium.agent.eni import ENIRouting
 from pylium.agent.ipam import IPAM
 from pylium.agent.policy import LocalEndpoint
-from pylium.base.errors import DatapathError, PyliumError
+from pylium.base.errors import DatapathError, Location, PyliumError, ValidationError
+from pylium.core.cni import CniError, parse_port_mappings
 from pylium.core.identity.labels import Label, LabelFilter, host_labels, identity_labels
 from pylium.core.identity.numeric import ReservedIdentity
 from pylium.model.resource import Resource
@@ -74,6 +75,9 @@ class EndpointRecord:
     pod_mac: str
     identity: int
     labels: tuple[str, ...]
+    port_mappings: tuple[dict[str, Any], ...] = ()
+    """The CNI ADD's ``portMappings`` (wire shape): this pod's HostPorts, served by the
+    services engine from the load-balancer maps."""
 
 
 def _mac(text: str) -> bytes:
@@ -340,6 +344,11 @@ class EndpointManager:
             for r in self.records()
         ]
 
+    @property
+    def records_prefix(self) -> str:
+        """Where this node's endpoint records live in the store (watched for changes)."""
+        return self._key("")
+
     def _key(self, container_id: str) -> str:
         return f"{RECORDS_PREFIX}{self.node}/{container_id}"
 
@@ -349,6 +358,7 @@ class EndpointManager:
         for kv in items:
             data = json.loads(kv.value)
             data["labels"] = tuple(data["labels"])
+            data["port_mappings"] = tuple(data.get("port_mappings") or ())
             out.append(EndpointRecord(**data))
         return out
 
@@ -467,6 +477,11 @@ class EndpointManager:
             endpoint_id = next(i for i in range(1, HOST_ENDPOINT_ID) if i not in used)
             namespace = str(request.get("k8s-namespace", "default"))
             pod = str(request.get("k8s-pod-name", container_id[:12]))
+            try:
+                mappings = parse_port_mappings(request.get("port-mappings") or [])
+            except CniError as err:
+                where = Location(source="EndpointChangeRequest", path=("port-mappings",))
+                raise ValidationError([(where, f"{err.msg}: {err.details}")]) from err
             labels = self._labels(namespace, pod, dict(request.get("labels") or {}))
             identity = self.identities.allocate(labels)
             record = EndpointRecord(
@@ -480,6 +495,7 @@ class EndpointManager:
                 pod_mac=str(request["mac"]),
                 identity=identity,
                 labels=tuple(str(lb) for lb in labels),
+                port_mappings=tuple(m.to_wire() for m in mappings),
             )
             try:
                 self.policy_maps.delete(endpoint_id)  # a stale map of an earlier holder of the ID
