@@ -29,12 +29,23 @@ Session affinity (``sessionAffinity: ClientIP``, its timeout): the agent keeps t
 match map (the active backends of such services); bpf_sock keeps each client namespace's
 choice.
 
+``service.cilium.io/node``: the node's labels are read on every sync that follows a change of
+its Node (a store watch), so relabelling a node installs or removes such services at once,
+without the restart upstream needs.
+
+HostPort (kube-proxy replacement): each local endpoint's CNI ``portMappings`` become HostPort
+frontends (the surrogate ``0.0.0.0:<hostPort>`` and one per node address, or the mapping's
+``hostIP``) with the pod as the only backend; the endpoint records are watched too, so a pod's
+hostPort is served once its CNI ADD is done and removed with its DEL. Two pods claiming the
+same hostPort: the first (by container ID) keeps it, as the portmap plugin would fail the second.
+
 Not yet: the per-packet (tc) translation for traffic socket-LB cannot see,
 NodePort/LoadBalancer from outside the node, IPv6.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import threading
@@ -48,13 +59,21 @@ from pylium.adapters.bpf.objects import BpfObject
 from pylium.adapters.maps import lb as lbmaps
 from pylium.adapters.maps.base import open_pinned
 from pylium.adapters.resources import ResourceClient
+from pylium.agent.endpoints import EndpointManager
 from pylium.base.errors import PyliumError, ValidationError
 from pylium.core.lb import ids
 from pylium.core.lb.addr import IPAddress, L3n4Addr, ServiceName
 from pylium.core.lb.k8s import EndpointSlice, Service, parse_endpoint_slice, parse_service
 from pylium.core.lb.listing import format_service_list
 from pylium.core.lb.maglev import DEFAULT_TABLE_SIZE, maglev_config
-from pylium.core.lb.services import backends, frontends, node_exposes, select
+from pylium.core.lb.services import (
+    Selection,
+    backends,
+    frontends,
+    hostport_frontends,
+    node_exposes,
+    select,
+)
 from pylium.core.lb.translate import LBAlgorithm, LBSettings, Rows, plan, translate
 from pylium.model.config import AgentSettings
 from pylium.model.config import LBAlgorithm as ConfigAlgorithm
@@ -98,11 +117,13 @@ class ServiceManager:
         settings: LBSettings | None = None,
         node_port_range: tuple[int, int] = (30000, 32767),
         map_max: int = 65536,
+        endpoints: EndpointManager | None = None,
     ) -> None:
         """``settings.maglev`` gives the Maglev table size the object is loaded with,
         ``node_port_range`` the ports a connection to a node address may be a NodePort on,
         ``map_max`` the entries of the service, backend, reverse-NAT, Maglev and affinity
-        maps (``bpf-lb-map-max``)."""
+        maps (``bpf-lb-map-max``); ``endpoints`` the local pods whose CNI port mappings
+        become HostPort frontends (with kube-proxy replacement)."""
         self.client = client
         self.node = node
         self.node_addresses = node_addresses
@@ -113,6 +134,7 @@ class ServiceManager:
         self.settings = settings or LBSettings(maglev=maglev_config())
         self.node_port_range = node_port_range
         self.map_max = map_max
+        self.endpoints = endpoints
         self.table_size = (
             self.settings.maglev.table_size if self.settings.maglev else DEFAULT_TABLE_SIZE
         )
@@ -168,14 +190,14 @@ class ServiceManager:
             for prog, typ in HOOKS.items():
                 cgroup.detach(self.cgroup_path, typ, prog[:15])
         self._signature = None
-        self._wakeups = [
-            Wakeup(self.client.store, prefix).start()
-            for prefix in (
-                self.client.prefix_of("Service"),
-                self.client.prefix_of("EndpointSlice"),
-                self.client.prefix_of("Node") + self.node,
-            )
+        prefixes = [
+            self.client.prefix_of("Service"),
+            self.client.prefix_of("EndpointSlice"),
+            self.client.prefix_of("Node") + self.node,
         ]
+        if self.endpoints is not None:
+            prefixes.append(self.endpoints.records_prefix)
+        self._wakeups = [Wakeup(self.client.store, prefix).start() for prefix in prefixes]
 
     def _drop_stale_maglev(self) -> None:
         """A pinned Maglev map keeps the inner size it was made with: keep it only when it
@@ -251,15 +273,18 @@ class ServiceManager:
             slices, rev2 = self.client.list("EndpointSlice")
             node = self.client.get("Node", self.node)
             labels = dict(node.labels) if node is not None else {}
+            host_ports, host_port_problems = self._host_ports()
             signature = (
                 tuple((s.key, s.metadata.get("resourceVersion")) for s in services),
                 tuple((s.key, s.metadata.get("resourceVersion")) for s in slices),
                 tuple(sorted(labels.items())),
+                tuple((str(s.frontend.address), str(s.slots[0].address)) for s in host_ports),
             )
             if signature == self._signature:
                 self.revision = max(rev1, rev2)
                 return False
-            new = self._compute(services, slices, labels)
+            new = self._compute(services, slices, labels, host_ports)
+            self.problems.update(host_port_problems)
             upserts, deletes = plan(self.rows, new)
             ops = [*upserts, *deletes]
             self.maps.apply(ops)
@@ -277,7 +302,39 @@ class ServiceManager:
             self.revision = max(rev1, rev2)
             return True
 
-    def _compute(self, services: list[Any], slices: list[Any], labels: dict[str, str]) -> Rows:
+    def _host_ports(self) -> tuple[list[Selection], dict[str, str]]:
+        """HostPort frontends of this node's endpoints (first claim of a frontend wins), and
+        the pods whose claim lost."""
+        out: dict[L3n4Addr, Selection] = {}
+        problems: dict[str, str] = {}
+        if self.endpoints is None or not self.kube_proxy_replacement:
+            return [], problems
+        for record in sorted(self.endpoints.records(), key=lambda r: r.container_id):
+            if not record.port_mappings:
+                continue
+            for sel in hostport_frontends(
+                ServiceName(record.namespace, record.pod),
+                ipaddress.ip_address(record.ipv4),
+                record.port_mappings,
+                node_name=self.node,
+                node_addresses=self.node_addresses,
+            ):
+                if sel.frontend.address in out:
+                    problems[f"{record.namespace}/{record.pod}"] = (
+                        f"hostPort {sel.frontend.address} is taken by "
+                        f"{out[sel.frontend.address].frontend.service}"
+                    )
+                    continue
+                out[sel.frontend.address] = sel
+        return list(out.values()), problems
+
+    def _compute(
+        self,
+        services: list[Any],
+        slices: list[Any],
+        labels: dict[str, str],
+        host_ports: list[Selection],
+    ) -> Rows:
         parsed: dict[ServiceName, Service] = {}
         problems: dict[str, str] = {}
         for r in services:
@@ -296,7 +353,7 @@ class ServiceManager:
                 problems[f"EndpointSlice {r.namespace}/{r.name}"] = str(err)
                 continue
             eps.setdefault(es.service, []).append(es)
-        selections = []
+        selections = list(host_ports)
         for name, svc in parsed.items():
             candidates = backends(svc, eps.get(name, []))
             for fe in frontends(
