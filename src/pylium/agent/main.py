@@ -168,6 +168,7 @@ class Agent:
             settings=lb_settings(settings),
             node_port_range=(settings.node_port_range.min, settings.node_port_range.max),
             map_max=settings.bpf_lb_map_max,
+            endpoints=self.endpoints,
         )
         self.endpoints.host_load_options = self.services.host_load_options()
         self.services_error = ""
