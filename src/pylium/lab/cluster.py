@@ -27,6 +27,7 @@ from pylium.adapters.netlink import netns as nl
 from pylium.adapters.resources import ResourceClient
 from pylium.adapters.store.factory import open_store
 from pylium.base.errors import LabError, PyliumError
+from pylium.core.cni import PortMapping
 from pylium.lab import vpc
 from pylium.lab.plan import (
     ETCD_CLIENT_PORT,
@@ -756,9 +757,12 @@ def cni_conf_path(state: LabState, node: str) -> Path:
     return Path(state.nodes[node]["state_dir"]) / "cni" / "net.d" / "05-cilium.conflist"
 
 
-def _cni(state: LabState, node: str, env: dict[str, str]) -> dict[str, Any] | None:
+def _cni(
+    state: LabState, node: str, env: dict[str, str], host_ports: Sequence[PortMapping] = ()
+) -> dict[str, Any] | None:
     """Run pylium-cni in ``node``'s namespace as a container runtime would: the network
-    configuration comes from the conflist the agent installed once ready."""
+    configuration comes from the conflist the agent installed once ready; ``host_ports`` go
+    into ``runtimeConfig.portMappings`` only when the plugin declares that capability."""
     info = state.nodes[node]
     path = cni_conf_path(state, node)
     deadline = time.monotonic() + READY_TIMEOUT
@@ -772,6 +776,8 @@ def _cni(state: LabState, node: str, env: dict[str, str]) -> dict[str, Any] | No
         "name": conflist["name"],
         **conflist["plugins"][0],
     }
+    if host_ports and (conf.get("capabilities") or {}).get("portMappings"):
+        conf["runtimeConfig"] = {"portMappings": [m.to_wire() for m in host_ports]}
     cmd = ["nsenter", f"--net=/run/netns/{info['netns']}", "--", _bin("pylium-cni")]
     full_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "CNI_PATH": "/usr/lib/cni", **env}
     result = subprocess.run(
@@ -794,9 +800,12 @@ def add_pod(
     namespace: str = "default",
     labels: Mapping[str, str] = {},
     command: Sequence[str] = (),
+    host_ports: Sequence[PortMapping] = (),
 ) -> dict[str, str]:
     """Create a pod the way a runtime does: a namespace, CNI ADD through pylium-cni, then
-    ``command`` started detached inside it (output to the pod's log)."""
+    ``command`` started detached inside it (output to the pod's log). ``host_ports`` are
+    the containers' hostPorts, passed as the ``portMappings`` capability when the
+    conflist's plugins declare it (as containerd and CRI-O do)."""
     state = load_state(name)
     if state is None:
         raise LabError(f"no lab named {name!r}")
@@ -819,7 +828,20 @@ def add_pod(
                         "metadata": {"name": pod, "namespace": namespace, "labels": dict(labels)},
                         "spec": {
                             "nodeName": node,
-                            "containers": [{"name": "main", "image": "lab"}],
+                            "containers": [
+                                {
+                                    "name": "main",
+                                    "image": "lab",
+                                    "ports": [
+                                        {
+                                            "containerPort": m.container_port,
+                                            "hostPort": m.host_port,
+                                            "protocol": m.protocol.upper(),
+                                        }
+                                        for m in host_ports
+                                    ],
+                                }
+                            ],
                         },
                     }
                 )
@@ -836,7 +858,7 @@ def add_pod(
             "CNI_ARGS": f"K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={pod}",
         }
         try:
-            answer = _cni(state, node, env)
+            answer = _cni(state, node, env, host_ports)
         except LabError:
             nl.delete_netns(netns)
             del state.pods[key]
