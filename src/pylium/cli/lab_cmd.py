@@ -9,6 +9,7 @@ import typer
 
 from pylium.base.errors import ConfigError
 from pylium.cli.common import fail, print_table
+from pylium.core.cni import CniError, parse_port_mappings
 from pylium.lab import cluster
 from pylium.model.config import ConfigErrors
 from pylium.runtime.settings import load
@@ -177,16 +178,39 @@ def pod_run(
     node: Annotated[str, typer.Option("--node", help="Node to run on.")],
     namespace: Annotated[str, typer.Option("-n", "--namespace")] = "default",
     labels: Annotated[str, typer.Option("--labels", "-l", help="k=v,k2=v2")] = "",
+    hostport: Annotated[
+        list[str] | None,
+        typer.Option("--hostport", help="HOSTPORT:CONTAINERPORT[/tcp|udp] (repeatable)."),
+    ] = None,
     name: NameOption = "lab",
 ) -> None:
     """Run a pod like ``docker run -d``: namespace, CNI ADD, then ``-- CMD...`` detached."""
+    mappings = []
+    for item in hostport or []:
+        ports, _, proto = item.partition("/")
+        host, sep, container = ports.partition(":")
+        if not sep:
+            fail([f"--hostport {item}: expected HOSTPORT:CONTAINERPORT[/tcp|udp]"])
+        mappings.append({"hostPort": host, "containerPort": container, "protocol": proto or "tcp"})
+    try:
+        host_ports = parse_port_mappings(mappings)
+    except CniError as err:
+        fail([f"--hostport: {err.details}"])
     parsed = {}
     for item in filter(None, labels.split(",")):
         key, sep, value = item.partition("=")
         if not sep:
             fail([f"--labels {item}: expected key=value"])
         parsed[key] = value
-    info = cluster.add_pod(name, node, pod, namespace=namespace, labels=parsed, command=ctx.args)
+    info = cluster.add_pod(
+        name,
+        node,
+        pod,
+        namespace=namespace,
+        labels=parsed,
+        command=ctx.args,
+        host_ports=host_ports,
+    )
     typer.echo(f"pod {namespace}/{pod} on {node}: {info['ip']}")
 
 
