@@ -21,7 +21,8 @@ from pylium.core.ipam.cloud.plan import (
     Watermarks,
     plan_allocation,
 )
-from pylium.model.config import OperatorSettings
+from pylium.core.settings import resolve
+from pylium.model.config import IPAMMode, OperatorSettings
 from pylium.operator import clouds
 
 # -- AlibabaCloud: signing ----------------------------------------------------------------------
@@ -414,3 +415,28 @@ def test_cloud_modes_name_what_is_missing(tmp_path: Path) -> None:
         assert clouds.cloud_controller(store, cluster_pool, env={}) is None
     finally:
         store.close()
+
+
+def test_azure_helm_values_render_the_operator_keys() -> None:
+    sets = [
+        "azure.enabled=true",
+        "ipam.mode=azure",
+        "azure.subscriptionID=sub-1",
+        "azure.resourceGroup=rg-1",
+        "azure.userAssignedIdentityID=id-1",
+        "routingMode=native",
+        "ipv4NativeRoutingCIDR=10.0.0.0/8",
+    ]
+    resolved = resolve(sets=sets)
+    op = resolved.operator
+    assert (op.azure_subscription_id, op.azure_resource_group) == ("sub-1", "rg-1")
+    assert op.azure_user_assigned_identity_id == "id-1"
+    assert resolved.settings.ipam is IPAMMode.AZURE and resolved.settings.enable_endpoint_routes
+    assert resolved.sources["azure-resource-group"] == "--set"
+    # Without azure.enabled the chart renders none of them.
+    off = resolve(sets=["azure.resourceGroup=rg-1"]).operator
+    assert off.azure_resource_group == ""
+    alibaba = OperatorSettings.from_configmap(
+        {"alibaba-cloud-vpc-id": "vpc-1", "alibaba-cloud-release-excess-ips": "true"}
+    )
+    assert alibaba.alibaba_cloud_vpc_id == "vpc-1" and alibaba.alibaba_cloud_release_excess_ips

@@ -312,6 +312,11 @@ def _eni_only(inner: Callable[[Values], str | None]) -> Callable[[Values], str |
     return lambda values: inner(values) if _on(values, "eni.enabled") else None
 
 
+def _azure_only(path: str) -> Callable[[Values], str | None]:
+    inner = _truthy(path)
+    return lambda values: inner(values) if _on(values, "azure.enabled") else None
+
+
 ROWS: tuple[Row, ...] = (
     # IPAM
     Row("ipam", ("ipam.mode", "eni.enabled", "gke.enabled"), _ipam),
@@ -507,6 +512,24 @@ ROWS: tuple[Row, ...] = (
         ("eni.instanceTagsFilter",),
         _eni_only(_joined("eni.instanceTagsFilter", ",")),
         ("eni.enabled",),
+    ),
+    Row(
+        "azure-subscription-id",
+        ("azure.subscriptionID",),
+        _azure_only("azure.subscriptionID"),
+        ("azure.enabled",),
+    ),
+    Row(
+        "azure-resource-group",
+        ("azure.resourceGroup",),
+        _azure_only("azure.resourceGroup"),
+        ("azure.enabled",),
+    ),
+    Row(
+        "azure-user-assigned-identity-id",
+        ("azure.userAssignedIdentityID",),
+        _azure_only("azure.userAssignedIdentityID"),
+        ("azure.enabled",),
     ),
     row("identity-gc-interval", "operator.identityGCInterval"),
     row("identity-heartbeat-timeout", "operator.identityHeartbeatTimeout"),
