@@ -106,8 +106,8 @@ def test_pods_get_eni_ips_and_reach_each_other(
     lab.up(
         "--nodes",
         "2",
-        "--set",
-        "eni.enabled=true",
+        "--ipam",
+        "eni",
         "--set",
         "ipam.nodeSpec.ipamPreAllocate=4",
         "--set",

@@ -48,12 +48,21 @@ def up(
             help="Operators to run, one leading (default: Helm operator.replicas, else 1).",
         ),
     ] = None,
+    ipam: Annotated[
+        str | None,
+        typer.Option(
+            "--ipam",
+            help="IPAM mode (Helm ipam.mode); eni is eni.enabled=true: the lab becomes a VPC "
+            "around a moto EC2 server (docs/ipam-eni.md).",
+        ),
+    ] = None,
 ) -> None:
     """Create the lab: fabric, nodes, store, agents and operator; make it the current context."""
     from pathlib import Path
 
+    mode = ["eni.enabled=true"] if ipam == "eni" else [f"ipam.mode={ipam}"] if ipam else []
     try:
-        resolved = load(values_files=[Path(v) for v in values or []], sets=sets or [])
+        resolved = load(values_files=[Path(v) for v in values or []], sets=mode + (sets or []))
     except ConfigErrors as err:
         fail(err.lines())
     except ConfigError as err:

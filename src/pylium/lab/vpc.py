@@ -217,7 +217,7 @@ def build(
     if config.get("routing-mode") != "native":
         raise LabError(
             "ipam eni: ENI IPAM routes natively (upstream disables the tunnel): "
-            "use --set eni.enabled=true (or --set routingMode=native)"
+            "use --ipam eni (which is --set eni.enabled=true) or --set routingMode=native"
         )
     endpoint = _start_moto(lab_dir, record)
     ec2 = ec2_client(endpoint)
