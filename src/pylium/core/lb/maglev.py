@@ -178,7 +178,9 @@ def lookup_table(backends: Iterable[MaglevBackend], config: MaglevConfig) -> tup
         position.append(offset)
         skips.append(skip)
     weight_sum = sum(weights)
-    weighted = weight_sum // count > 1
+    # Equal weights never skip a turn (the test below is never true for them), so plain
+    # turns give the same table without the bookkeeping.
+    weighted = weight_sum // count > 1 and len(set(weights)) > 1
     # Upstream keeps these counters in float64; Python floats are the same doubles, so the
     # truncation below (uint64(weightCntr[i])) gives identical turns.
     counters = [w / count for w in weights]
