@@ -86,32 +86,36 @@ def vip(i: int) -> str:
     return str(ipaddress.IPv4Address("10.96.0.0") + 16 + i)
 
 
+def service_body(i: int, namespace: str = "bench") -> dict[str, Any]:
+    """Service ``svc-i``: ClusterIP :func:`vip` (i), port 80 -> 8080, no selector (its
+    EndpointSlice is the user's, :func:`slice_body`)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": f"svc-{i}", "namespace": namespace},
+        "spec": {"clusterIP": vip(i), "ports": [{"port": 80, "targetPort": 8080}]},
+    }
+
+
+def slice_body(i: int, namespace: str = "bench", backend: str = "127.0.0.2") -> dict[str, Any]:
+    """The EndpointSlice of ``svc-i``: one backend, port 8080."""
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": f"svc-{i}",
+            "namespace": namespace,
+            "labels": {"kubernetes.io/service-name": f"svc-{i}"},
+        },
+        "addressType": "IPv4",
+        "ports": [{"port": 8080}],
+        "endpoints": [{"addresses": [backend]}],
+    }
+
+
 def service_docs(start: int, stop: int) -> tuple[list[Service], list[EndpointSlice]]:
-    services, slices = [], []
-    for i in range(start, stop):
-        name = f"svc-{i}"
-        services.append(
-            parse_service(
-                {
-                    "metadata": {"name": name, "namespace": "bench"},
-                    "spec": {"clusterIP": vip(i), "ports": [{"port": 80, "targetPort": 8080}]},
-                }
-            )
-        )
-        slices.append(
-            parse_endpoint_slice(
-                {
-                    "metadata": {
-                        "name": name,
-                        "namespace": "bench",
-                        "labels": {"kubernetes.io/service-name": name},
-                    },
-                    "addressType": "IPv4",
-                    "ports": [{"port": 8080}],
-                    "endpoints": [{"addresses": ["127.0.0.2"]}],
-                }
-            )
-        )
+    services = [parse_service(service_body(i)) for i in range(start, stop)]
+    slices = [parse_endpoint_slice(slice_body(i)) for i in range(start, stop)]
     return services, slices
 
 
