@@ -4,6 +4,9 @@ the node garbage collector that clears a removed node's state."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 import pytest
 
 from pylium.adapters.resources import ResourceClient
@@ -16,10 +19,12 @@ KEY = "operator/leader"
 PRESENCE = "operator/instances/"
 
 
-def elector(store: Store, identity: str, **kwargs: object) -> LeaderElector:
+def elector(
+    store: Store, identity: str, clock: Callable[[], float] = time.monotonic
+) -> LeaderElector:
     return LeaderElector(
-        store, key=KEY, identity=identity, ttl=2, presence_prefix=PRESENCE, **kwargs
-    )  # type: ignore[arg-type]
+        store, key=KEY, identity=identity, ttl=2, presence_prefix=PRESENCE, clock=clock
+    )
 
 
 def test_one_leads_the_other_takes_over_when_its_lease_goes(store: Store) -> None:
