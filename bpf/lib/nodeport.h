@@ -19,7 +19,13 @@
  *   in 32768-65535 (upstream's NodePort NAT range), then into the tunnel or out of the device
  *   the FIB names (native routing). Replies come back to that address and port (lib/nat.h).
  *
- * Upstream's DSR and hybrid modes are not built: the agent says so at start.
+ * loadBalancer.mode dsr (hybrid: dsr for TCP, snat for UDP), native routing only (the agent
+ * leaves snat on through the tunnel, upstream's constraint without Geneve): a remote backend
+ * gets the packet DNATed but with the client's address, and the frontend travels in an IPv4
+ * option (upstream's dispatch "opt": type 0x9a, length 8, port, address) on a TCP SYN and on
+ * every UDP datagram. The backend's node (cil_from_netdev) records the reverse DNAT from that
+ * option, and the backend's reply leaves its node from the frontend, straight to the client
+ * (lib/nat.h at from-container): the backend sees the client, and replies skip this node.
  */
 #ifndef PYLIUM_NODEPORT_H
 #define PYLIUM_NODEPORT_H
@@ -41,11 +47,34 @@
 #define NODEPORT_PORT_MIN_NAT 32768
 #define NODEPORT_PORT_MAX_NAT 65535
 #define SNAT_COLLISION_RETRIES 16
+#define TCP_F_ACK 0x10
 
 /* Set by the agent with kube-proxy replacement; the node's addresses to SNAT to. */
 volatile const __u8 enable_nodeport = 0;
 volatile const __be32 ipv4_nodeport = 0; /* the node's InternalIP */
 volatile const __be32 ipv4_gateway = 0;	 /* the router IP (cilium_host) */
+
+/* loadBalancer.mode as the routing mode allows it (the agent decides). */
+#define NODEPORT_MODE_SNAT 0
+#define NODEPORT_MODE_DSR 1
+#define NODEPORT_MODE_HYBRID 2
+volatile const __u8 nodeport_mode = NODEPORT_MODE_SNAT;
+
+#define DSR_IPV4_OPT_TYPE 0x9a /* copied flag | option 26, upstream's */
+#define DSR_IPV4_OPT_LEN 8
+
+struct dsr_opt_v4 {
+	__u8 type;
+	__u8 len;
+	__be16 port;
+	__be32 addr;
+};
+
+static __always_inline bool nodeport_dsr(__u8 proto)
+{
+	return nodeport_mode == NODEPORT_MODE_DSR ||
+	       (nodeport_mode == NODEPORT_MODE_HYBRID && proto == IPPROTO_TCP);
+}
 
 #define SVC_FLAGS_FROM_OUTSIDE                                                        \
 	(SVC_FLAG_NODEPORT | SVC_FLAG_EXTERNAL_IPS | SVC_FLAG_LOADBALANCER | SVC_FLAG_HOSTPORT)
@@ -202,6 +231,54 @@ static __always_inline void nodeport_rev_dnat_entry(const struct flow_info *f, _
 	bpf_map_update_elem(&pylium_snat_v4_external, &t, &v, BPF_ANY);
 }
 
+/* Inserts the DSR option (the frontend) after the IPv4 header, which must have none: 0, or a
+ * drop reason. The header checksum is recomputed; the L4 checksum does not cover it. */
+static __always_inline int dsr_set_opt4(struct __sk_buff *skb, __be32 addr, __be16 port)
+{
+	struct {
+		struct iphdr ip;
+		struct dsr_opt_v4 opt;
+	} hdr;
+
+	if (bpf_skb_load_bytes(skb, NAT_IP_OFF, &hdr.ip, sizeof(hdr.ip)) < 0)
+		return DROP_WRITE_ERROR;
+	if (hdr.ip.ihl != 5)
+		return 0; /* options already: sent without (the backend answers untranslated) */
+	if (bpf_skb_adjust_room(skb, sizeof(hdr.opt), BPF_ADJ_ROOM_NET, 0) < 0)
+		return DROP_WRITE_ERROR;
+	hdr.ip.ihl = 7;
+	hdr.ip.tot_len = bpf_htons(bpf_ntohs(hdr.ip.tot_len) + sizeof(hdr.opt));
+	hdr.ip.check = 0;
+	hdr.opt.type = DSR_IPV4_OPT_TYPE;
+	hdr.opt.len = DSR_IPV4_OPT_LEN;
+	hdr.opt.port = port;
+	hdr.opt.addr = addr;
+	__u32 sum = (__u32)bpf_csum_diff(NULL, 0, (__be32 *)&hdr, sizeof(hdr), 0);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	hdr.ip.check = (__u16)~sum;
+	if (bpf_skb_store_bytes(skb, NAT_IP_OFF, &hdr, sizeof(hdr), 0) < 0)
+		return DROP_WRITE_ERROR;
+	return 0;
+}
+
+/* At the backend's node: a packet for a local pod carrying the DSR option gets the reverse
+ * DNAT of its connection recorded (the pod's replies leave from the frontend). */
+static __always_inline void dsr_record4(struct __sk_buff *skb, const struct flow_info *f)
+{
+	struct dsr_opt_v4 opt;
+	__u8 vihl;
+
+	if (bpf_skb_load_bytes(skb, NAT_IP_OFF, &vihl, 1) < 0 || (vihl & 0xf) != 7)
+		return;
+	if (bpf_skb_load_bytes(skb, NAT_IP_OFF + sizeof(struct iphdr), &opt, sizeof(opt)) < 0 ||
+	    opt.type != DSR_IPV4_OPT_TYPE || opt.len != DSR_IPV4_OPT_LEN)
+		return;
+	struct endpoint_info *ep = endpoint_lookup4(f->daddr);
+	if (ep && ep->ifindex)
+		nodeport_rev_dnat_entry(f, opt.addr, opt.port);
+}
+
 /* Into a pod on this node, as from-overlay delivers: its ingress policy, conntrack. */
 static __always_inline int nodeport_local(struct __sk_buff *skb, struct flow_info *f,
 					  const struct endpoint_info *ep)
@@ -237,6 +314,8 @@ static __always_inline int nodeport_lb4(struct __sk_buff *skb, struct flow_info 
 		return NODEPORT_CONTINUE;
 	if (nat_rev_snat(skb, f, DIR_INGRESS, notify, &verdict))
 		return verdict;
+	if (nodeport_mode != NODEPORT_MODE_SNAT)
+		dsr_record4(skb, f);
 
 	struct lb4_key key = {
 		.address = f->daddr,
@@ -270,6 +349,17 @@ static __always_inline int nodeport_lb4(struct __sk_buff *skb, struct flow_info 
 
 	struct remote_endpoint_info *info = ipcache_lookup4(be_addr);
 	bool tunnel = info && info->tunnel_endpoint;
+	if (!tunnel && nodeport_dsr(f->proto)) {
+		/* The frontend rides with the connection's first packet (every UDP datagram). */
+		if (f->proto == IPPROTO_UDP ||
+		    (f->tcp_flags & (TCP_F_SYN | TCP_F_ACK)) == TCP_F_SYN) {
+			ret = dsr_set_opt4(skb, fe_addr, fe_port);
+			if (ret)
+				return drop(skb, ret, DIR_INGRESS, f);
+		}
+		f->dst_identity = info ? info->sec_identity : IDENTITY_WORLD;
+		return nat_redirect_fib(skb, f, DIR_INGRESS, CT_NEW, notify);
+	}
 	__be32 snat_addr = tunnel ? ipv4_gateway : ipv4_nodeport;
 	__be16 snat_port;
 	ret = nodeport_snat_port(f, snat_addr, &snat_port);

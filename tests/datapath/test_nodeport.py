@@ -26,7 +26,7 @@ from pylium.adapters.bpf.objects import (
     BpfObject,
     prog_test_run,
 )
-from pylium.adapters.maps import config, events, ipcache, lb, nat
+from pylium.adapters.maps import config, endpoints, events, ipcache, lb, nat
 from pylium.core.lb import ids
 from pylium.core.lb.k8s import parse_endpoint_slice, parse_service
 from pylium.core.lb.services import backends, frontends, select
@@ -59,16 +59,20 @@ class Packet:
 def parse(frame: bytes) -> Packet:
     """The addresses and ports of an Ethernet/IPv4/TCP-or-UDP frame, after checking its IPv4
     header checksum and its L4 checksum (over the pseudo header)."""
-    ip = frame[14:34]
+    ip = frame[14 : 14 + (frame[14] & 0xF) * 4]
     assert _csum(ip) == 0, "IPv4 header checksum"
     total = struct.unpack("!H", ip[2:4])[0]
     proto = ip[9]
-    l4 = frame[34 : 14 + total]
+    l4 = frame[14 + len(ip) : 14 + total]
     pseudo = ip[12:20] + struct.pack("!BBH", 0, proto, len(l4))
     assert _csum(pseudo + l4) == 0, "L4 checksum"
     sport, dport = struct.unpack("!HH", l4[:4])
     src, dst = (str(ipaddress.IPv4Address(a)) for a in (ip[12:16], ip[16:20]))
     return Packet(src, dst, sport, dport, proto)
+
+
+def ip_options(frame: bytes) -> bytes:
+    return frame[34 : 14 + (frame[14] & 0xF) * 4]
 
 
 def service_doc(**spec: Any) -> dict[str, Any]:
@@ -132,7 +136,13 @@ def _be32(ip: ipaddress.IPv4Address) -> int:
 
 
 @pytest.fixture
-def objs(lxc: BpfObject, pin_dir: Path) -> Iterator[tuple[BpfObject, lb.LBMaps]]:
+def mode() -> int:
+    """bpf_host's nodeport_mode: 0 snat (1 dsr, 2 hybrid where a test says so)."""
+    return 0
+
+
+@pytest.fixture
+def objs(lxc: BpfObject, pin_dir: Path, mode: int) -> Iterator[tuple[BpfObject, lb.LBMaps]]:
     seed(lxc)
     ipc = ipcache.IPCacheMap(lxc.map_fd(ipcache.NAME))
     for ip, identity in ((NODE, 1), (ROUTER, 1)):
@@ -144,6 +154,7 @@ def objs(lxc: BpfObject, pin_dir: Path) -> Iterator[tuple[BpfObject, lb.LBMaps]]
         "ipv4_nodeport": _be32(NODE),
         "ipv4_gateway": _be32(ROUTER),
         "monitor_aggregation": 0,
+        "nodeport_mode": mode,
     }
     host = BpfObject(build("bpf_host"), pin_dir, constants=constants).load()
     maps = lb.LBMaps({name: sock.map_fd(name) for name in lb.NAMES})
@@ -272,3 +283,44 @@ def test_other_traffic_is_untouched(objs: tuple[BpfObject, lb.LBMaps]) -> None:
         ipv4_tcp(CLIENT, str(NODE), 40000, 22),
     ):
         assert run(host, FROM_NETDEV, packet) == (TC_ACT_OK, parse(packet))
+
+
+@pytest.mark.parametrize("mode", [1, 2], ids=["dsr", "hybrid"])
+def test_dsr_in_native_routing(
+    lxc: BpfObject, objs: tuple[BpfObject, lb.LBMaps], mode: int
+) -> None:
+    host, maps = objs
+    program(maps, [(NATIVE_REMOTE, "n2")])
+    # the SYN: DNATed, the client kept, the frontend in the IPv4 option (0x9a, 8, port, addr)
+    rc, out = prog_test_run(
+        host.prog_fd(FROM_NETDEV), ipv4_tcp(CLIENT, str(NODE), 40000, NODE_PORT)
+    )
+    assert parse(out) == Packet(CLIENT, NATIVE_REMOTE, 40000, 8080, 6)
+    assert ip_options(out) == bytes([0x9A, 8]) + struct.pack("!H", NODE_PORT) + NODE.packed
+    assert rc in (TC_ACT_REDIRECT, TC_ACT_OK)
+    # the rest of the connection: same backend, no option
+    rc, later = prog_test_run(
+        host.prog_fd(FROM_NETDEV), ipv4_tcp(CLIENT, str(NODE), 40000, NODE_PORT, ACK)
+    )
+    assert (parse(later), ip_options(later)) == (parse(out), b"")
+    # UDP: dsr carries the option on every datagram; hybrid SNATs it
+    _, udp = prog_test_run(host.prog_fd(FROM_NETDEV), ipv4_udp(CLIENT, LB_IP, 40001, 53))
+    if mode == 1:
+        assert parse(udp) == Packet(CLIENT, NATIVE_REMOTE, 40001, 5353, 17)
+        assert ip_options(udp)[:2] == bytes([0x9A, 8])
+    else:
+        assert parse(udp) == Packet(str(NODE), NATIVE_REMOTE, 40001, 5353, 17)
+
+    # The backend's node (the same maps stand for it): the pod is local there. Its
+    # from-netdev records the frontend from the option, the packet goes on to the pod
+    # (to-container), and the pod's reply leaves from the frontend, to the client.
+    endpoints.EndpointsMap(lxc.map_fd(endpoints.NAME)).upsert(
+        ipaddress.IPv4Address(NATIVE_REMOTE),
+        endpoints.EndpointInfo(ifindex=13, endpoint_id=103, identity=REMOTE_POD_ID),
+    )
+    rc, there = prog_test_run(host.prog_fd(FROM_NETDEV), out)
+    assert (rc, there) == (TC_ACT_OK, out)
+    assert prog_test_run(lxc.prog_fd("cil_to_container"), out)[0] == TC_ACT_OK
+    reply = ipv4_tcp(NATIVE_REMOTE, CLIENT, 8080, 40000, flags=SYN | ACK)
+    rc, back = run(lxc, "cil_from_container", reply)
+    assert back == Packet(str(NODE), CLIENT, NODE_PORT, 40000, 6)

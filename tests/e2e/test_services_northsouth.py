@@ -4,7 +4,9 @@ ExternalIPs frontends through bpf_host's per-packet path, in tunnel and in nativ
 on a two-node lab with kube-proxy replacement. The backends answer with the address they see
 the client as: a backend on the node the client went to sees the client; one on the other
 node sees the first node (SNAT: its router IP through the tunnel, its node IP in native
-routing). With externalTrafficPolicy=Local only the node's own backend answers, seeing the
+routing), or the client itself with loadBalancer.mode=dsr (native routing: the frontend
+travels in an IPv4 option and the backend's node answers the client directly). With
+externalTrafficPolicy=Local only the node's own backend answers, seeing the
 client, and a node without one drops. No iptables or nftables rule is made for a service."""
 
 from __future__ import annotations
@@ -100,10 +102,11 @@ def answers(out: dict[str, Any]) -> set[tuple[str, str]]:
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("mode", ["tunnel", "native"])
+@pytest.mark.parametrize("mode", ["tunnel", "native", "dsr"])
 def test_northsouth(cli: Cli, tmp_path: Path, mode: str) -> None:
     lab = f"ns{mode[0]}{os.getpid() % 10000}"
-    extra = NATIVE if mode == "native" else ()
+    dsr = ("--set", "loadBalancer.mode=dsr")
+    extra = {"tunnel": (), "native": NATIVE, "dsr": (*NATIVE, *dsr)}[mode]
     cli("lab", "up", "--nodes", "2", "--name", lab, "--set", "kubeProxyReplacement=true", *extra)
     try:
         state = cli.lab_state(lab)
@@ -126,7 +129,10 @@ def test_northsouth(cli: Cli, tmp_path: Path, mode: str) -> None:
         cli("apply", "-f", str(manifest))
 
         def snat_address(node: str) -> str:
-            """Where the node's SNAT sends from: the router IP through the tunnel."""
+            """The client as another node's backend sees it: the node's SNAT address (the
+            router IP through the tunnel), the client itself with DSR."""
+            if mode == "dsr":
+                return client
             if mode == "native":
                 return str(node_ip[node])
             cn = json.loads(cli("get", "ciliumnode", node, "-o", "json").stdout)

@@ -212,18 +212,33 @@ def _ipam_limits(s: AgentSettings, out: _Collector) -> None:
 
 def lb_mode_notes(s: AgentSettings) -> tuple[str, ...]:
     """What the agent says at start about ``bpf-lb-mode`` (kube-proxy replacement on): DSR and
-    hybrid need native routing (or a Geneve tunnel, which pylium lacks), and pylium's
-    per-packet path builds only snat so far: remote backends are reached with SNAT."""
+    hybrid need native routing (or a Geneve tunnel, which pylium lacks): through the tunnel
+    remote backends are reached with SNAT; in native routing the frontend travels in the IPv4
+    option (dispatch ``opt``) whatever ``bpf-lb-dsr-dispatch`` says."""
     if not s.kube_proxy_replacement or s.bpf_lb_mode is LBMode.SNAT:
         return ()
     mode = s.bpf_lb_mode.value
     if s.routing_mode is RoutingMode.TUNNEL:
-        why = (
-            "impossible in tunnel routing (DSR needs native routing, or Geneve, which pylium lacks)"
+        return (
+            f"bpf-lb-mode {mode}: impossible in tunnel routing (DSR needs native routing, or "
+            "Geneve, which pylium lacks); NodePort, LoadBalancer and ExternalIPs traffic to "
+            "other nodes' backends is SNATed to this node (snat mode)",
         )
-    else:
-        why = "not implemented by pylium's datapath yet"
-    return (
-        f"bpf-lb-mode {mode}: {why}; NodePort, LoadBalancer and ExternalIPs traffic to other "
-        "nodes' backends is SNATed to this node (snat mode)",
-    )
+    if s.bpf_lb_dsr_dispatch is not DSRDispatch.OPT:
+        return (
+            f"bpf-lb-dsr-dispatch {s.bpf_lb_dsr_dispatch.value}: not implemented by pylium; "
+            "the frontend travels in the IPv4 option (opt)",
+        )
+    return ()
+
+
+DATAPATH_LB_MODES = {LBMode.SNAT: 0, LBMode.DSR: 1, LBMode.HYBRID: 2}
+"""bpf_host's ``nodeport_mode`` load-time constant (bpf/lib/nodeport.h)."""
+
+
+def datapath_lb_mode(s: AgentSettings) -> int:
+    """The ``nodeport_mode`` bpf_host runs: ``bpf-lb-mode`` in native routing, snat through
+    the tunnel (:func:`lb_mode_notes` says so)."""
+    if s.routing_mode is RoutingMode.TUNNEL:
+        return DATAPATH_LB_MODES[LBMode.SNAT]
+    return DATAPATH_LB_MODES[s.bpf_lb_mode]
