@@ -43,7 +43,7 @@ from pylium.base.errors import AllocationError, ConfigError, PyliumError, StoreE
 from pylium.core.identity.labels import Label, LabelFilter, identity_labels
 from pylium.core.ipam.hostscope import Address
 from pylium.core.ipam.multipool import DEFAULT_POOL, select_pool
-from pylium.core.settings.checks import lb_mode_notes
+from pylium.core.settings.checks import datapath_lb_mode, lb_mode_notes
 from pylium.model.config import VXLAN_PORT, AgentSettings, IPAMMode, RoutingMode, TunnelProtocol
 from pylium.model.resource import Resource
 from pylium.runtime.daemon import read_configmap, setup_logging, stop_on_signals
@@ -170,7 +170,9 @@ class Agent:
             map_max=settings.bpf_lb_map_max,
             endpoints=self.endpoints,
         )
-        self.endpoints.host_load_options = self.services.host_load_options()
+        host_options = self.services.host_load_options()
+        host_options["constants"]["nodeport_mode"] = datapath_lb_mode(settings)
+        self.endpoints.host_load_options = host_options
         self.services_error = ""
         self._policy_lock = threading.Lock()
         self.controllers = agent_status.Controllers()
