@@ -152,6 +152,14 @@ class CTMap:
     def delete(self, t: Tuple) -> bool:
         return self.raw.delete(encode_key(t))
 
+    def flush_address(self, ip: ipaddress.IPv4Address) -> int:
+        """Delete every entry from or to ``ip`` (a deleted endpoint's, as upstream scrubs its
+        IPs from the conntrack table: a later holder of the IP must not inherit its state);
+        returns how many."""
+        packed = ip.packed
+        stale = [key for key in self.raw.iter_keys() if packed in (key[0:4], key[4:8])]
+        return sum(self.raw.delete(key) for key in stale)
+
     def dump(self) -> dict[Tuple, Entry]:
         out = {}
         for key in self.raw.iter_keys():
