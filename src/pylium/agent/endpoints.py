@@ -28,7 +28,7 @@ from pylium.adapters.bpf import tc
 from pylium.adapters.bpf.build import build
 from pylium.adapters.bpf.objects import BpfObject
 from pylium.adapters.identities import IdentityAllocator
-from pylium.adapters.maps import config, ipcache
+from pylium.adapters.maps import config, ct, ipcache
 from pylium.adapters.maps import endpoints as epmap
 from pylium.adapters.maps import policy as policy_maps
 from pylium.adapters.netlink import masquerade, podnet
@@ -172,6 +172,7 @@ class EndpointManager:
             self.obj.map_fd(policy_maps.NAME), pin_dir=self.bpf_root
         )
         self.config_map = config.ConfigMap(self.obj.map_fd(config.NAME))
+        self.ct_maps = [ct.CTMap(self.obj.map_fd(n), n) for n in (ct.TCP_NAME, ct.ANY_NAME)]
         if self.tunnel_port:
             # Same pinned maps: the overlay object reuses what bpf_lxc pinned.
             self.overlay = BpfObject(
@@ -543,6 +544,8 @@ class EndpointManager:
             self.ipcache_map.delete(ipaddress.IPv4Network(f"{ip}/32"))
             # IDs are reused: the next endpoint with this ID must not inherit this policy.
             self.policy_maps.delete(record.endpoint_id)
+            for ct_map in self.ct_maps:
+                ct_map.flush_address(ip)
         if self.eni_routing is not None:
             self.eni_routing.remove(ip)
         self.identities.release(record.identity)
