@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import socket
 import threading
 from pathlib import Path
 from typing import Any
@@ -10,7 +12,14 @@ import pytest
 
 from pylium.adapters.agentapi import AgentAPIError, AgentClient
 from pylium.base.errors import AgentUnavailable
-from pylium.runtime.unixhttp import HttpError, Request, Router, UnixHttpServer
+from pylium.runtime.unixhttp import (
+    HttpError,
+    Request,
+    Router,
+    UnixHttpServer,
+    body_object,
+    field_of,
+)
 
 
 @pytest.fixture
@@ -77,3 +86,57 @@ def test_unreachable_agent_is_named(tmp_path: Path) -> None:
     with pytest.raises(AgentUnavailable) as err:
         AgentClient(tmp_path / "nobody.sock", timeout=2).get("/v1/healthz")
     assert "nobody.sock" in str(err.value)
+
+
+def raw(srv: Any, request: bytes) -> tuple[int, Any]:
+    """One raw request; (status, JSON body) of the answer, read until the server closes."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(str(srv.socket_path))
+        s.sendall(request)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"GET /v1/counter HTTP/1.1\r\nContent-Length: abc\r\n\r\n", 400),
+        (b"GET /v1/counter HTTP/1.1\r\nContent-Length: -5\r\n\r\n", 400),
+        (b"POST /v1/counter HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n{}", 413),
+        (b"\x00\xff garbage\r\n\r\n", 400),
+        (b"GET /v1/counter HTTP/9.9\r\n\r\n", 505),
+        (b"BREW /v1/counter HTTP/1.1\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}", 405),
+        (b"PUT /v1/endpoint/x HTTP/1.1\r\nContent-Length: 3\r\nConnection: close\r\n\r\n[[[", 400),
+    ],
+)
+def test_unparseable_requests_get_json_errors(
+    server: Any, request_bytes: bytes, status: int
+) -> None:
+    srv, counter = server
+    got, body = raw(srv, request_bytes)
+    assert got == status and isinstance(body["error"], str) and body["error"], body
+    assert counter["n"] == 0
+
+
+def test_deep_json_and_field_errors(server: Any) -> None:
+    srv, _ = server
+
+    def fields(req: Request) -> tuple[int, Any]:
+        body = body_object(req)
+        return 200, {"n": field_of(body, "n", int, required=True)}
+
+    srv.router.add("POST", "/v1/fields", fields)
+    client = AgentClient(srv.socket_path)
+    for body, field in (([1], "body"), ({}, "n"), ({"n": "1"}, "n"), ({"n": True}, "n")):
+        with pytest.raises(AgentAPIError) as err:
+            client.post("/v1/fields", body)
+        assert err.value.status == 400 and err.value.message.startswith(field), err.value
+    assert client.post("/v1/fields", {"n": 3}) == {"n": 3}
+    deep = b"[" * 100_000 + b"]" * 100_000
+    head = b"POST /v1/fields HTTP/1.1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n"
+    status, answer = raw(srv, head % len(deep) + deep)
+    assert status == 400 and answer["field"] == "body"
