@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pylium.adapters.store import open_store
 from pylium.base.errors import ConfigError
@@ -440,3 +442,41 @@ def test_azure_helm_values_render_the_operator_keys() -> None:
         {"alibaba-cloud-vpc-id": "vpc-1", "alibaba-cloud-release-excess-ips": "true"}
     )
     assert alibaba.alibaba_cloud_vpc_id == "vpc-1" and alibaba.alibaba_cloud_release_excess_ips
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.integers(0, 255), min_size=1, max_size=3),
+    st.integers(1, 300),
+    st.integers(0, 300),
+    st.integers(0, 20),
+    st.data(),
+)
+def test_azure_plan_stays_on_the_nics_within_256(
+    sizes: list[int], pre: int, max_allocate: int, above: int, data: st.DataObject
+) -> None:
+    nics = [
+        Interface(f"nic{i}", i, SUBNET, f"10.{i}.0.4", tuple(f"10.{i}.1.{n}" for n in range(k)))
+        for i, k in enumerate(sizes)
+    ]
+    used = data.draw(st.integers(0, sum(sizes)))
+    w = Watermarks(pre_allocate=pre, max_allocate=max_allocate, max_above_watermark=above)
+    plan = plan_allocation(
+        spec=azure.AzureSpec(instance_id="vm", instance_type="Standard_D2s_v3"),
+        watermarks=w,
+        limits=Limits(adapters=2, ipv4=azure.INTERFACE_ADDRESS_LIMIT),
+        enis=nics,
+        used=used,
+        subnets=[Subnet(SUBNET, "v", "westeurope", "10.0.0.0/8", 10**6)],
+        security_groups=(),
+        create_interfaces=False,
+    )
+    assert plan.create == ()
+    by_id = {n.id: n for n in nics}
+    for a in plan.assign:
+        assert 1 + len(by_id[a.eni_id].addresses) + a.count <= azure.INTERFACE_ADDRESS_LIMIT
+    assert plan.total <= plan.needed + above
+    if max_allocate:
+        assert sum(sizes) + plan.total <= max(max_allocate, sum(sizes))
+    if plan.total < plan.needed:
+        assert "no new interfaces in azure IPAM" in plan.error

@@ -285,6 +285,8 @@ def interfaces_of(enis: Iterable[ECSInterface], instance_id: str) -> list[Interf
 class AlibabaSpec(NodeSpec):
     """``CiliumNode.spec.alibaba-cloud`` plus ``spec.instance-id``."""
 
+    spec_key: str = "alibaba-cloud"
+    subnet_words: tuple[str, str] = ("vswitches", "vswitch-tags")
     cidr_block: str = ""
 
     @classmethod
@@ -300,8 +302,6 @@ class AlibabaSpec(NodeSpec):
             subnet_tags=tags_of(ali.get("vswitch-tags")),
             security_groups=tuple(ali.get("security-groups") or ()),
             security_group_tags=tags_of(ali.get("security-group-tags")),
-            spec_key="alibaba-cloud",
-            subnet_words=("vswitches", "vswitch-tags"),
         )
 
 

@@ -55,6 +55,7 @@ class AzureSpec(NodeSpec):
     resource ID (a scale set instance's ``.../virtualMachineScaleSets/<s>/virtualMachines/<n>``).
     ``instance_type`` is the VM size as ARM reports it, not a spec field."""
 
+    spec_key: str = "azure"
     interface_name: str = ""
 
     @classmethod
@@ -64,7 +65,6 @@ class AzureSpec(NodeSpec):
             instance_id=str(spec.get("instance-id") or ""),
             instance_type=vm_size,
             interface_name=str(azure.get("interface-name") or ""),
-            spec_key="azure",
         )
 
     def problems(self) -> list[str]:
