@@ -17,21 +17,15 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
-import os
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
+
+import _lab
 
 from pylium.adapters.maps import events
 from pylium.core.hubble.flow import Endpoint, flow_from_event
 from pylium.core.hubble.ring import FlowRing
 
-HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results" / "hubble.json"
-PYLIUM = str(Path(sys.executable).with_name("pylium"))
 LAB = "benchhb"
 RR_PORT = 5001
 
@@ -99,41 +93,13 @@ def capacity(n: int) -> dict[str, float]:
 
 
 def overhead(rounds: int, seconds: float) -> dict[str, object]:
-    home = tempfile.mkdtemp(prefix="pylium-bench-")
-    binary = Path(home) / "tcp_rr"
-    subprocess.run(["cc", "-O2", "-o", str(binary), str(HERE / "tools" / "tcp_rr.c")], check=True)
-    env = {**os.environ, "PYLIUM_HOME": home}
-    env.pop("PYLIUM_STORE", None)
-
-    def pylium(*cmd: str) -> None:
-        done = subprocess.run([PYLIUM, *cmd], env=env, capture_output=True, text=True)
-        if done.returncode:
-            raise SystemExit(f"pylium {' '.join(cmd)} failed: {done.stderr.strip()}")
-
     samples: dict[str, list[float]] = {"hubble_on": [], "hubble_off": []}
-    try:
-        pylium("lab", "up", "--nodes", "2", "--name", LAB)
-        pylium(
-            "lab",
-            "pod",
-            "run",
-            "server",
-            "--node",
-            "n2",
-            "--name",
-            LAB,
-            "--",
-            str(binary),
-            "server",
-            str(RR_PORT),
-        )
-        pylium("lab", "pod", "run", "client", "--node", "n1", "--name", LAB)
-        state = json.loads((Path(home) / "labs" / LAB / "lab.json").read_text())
-        server_ip, client_ns = (
-            state["pods"]["default/server"]["ip"],
-            state["pods"]["default/client"]["netns"],
-        )
-        config = Path(home) / "labs" / LAB / "config.json"
+    with _lab.lab(LAB, 2) as lab:
+        binary = _lab.build_tcp_rr(lab.home)
+        server_cmd = ["taskset", "-c", _lab.SERVER_CPU, *_lab.tcp_rr_server(binary, RR_PORT)]
+        server = lab.pod("server", "n2", argv=server_cmd)
+        client_ns = lab.pod("client", "n1")["netns"]
+        config = lab.dir / "config.json"
         time.sleep(2)
         for _ in range(rounds):
             for name, enabled in (("hubble_on", "true"), ("hubble_off", "false")):
@@ -141,36 +107,15 @@ def overhead(rounds: int, seconds: float) -> dict[str, object]:
                     json.dumps({**json.loads(config.read_text()), "enable-hubble": enabled})
                 )
                 for node in ("n1", "n2"):
-                    pylium("lab", "restart", node, "--name", LAB)
+                    lab.run("lab", "restart", node, "--name", LAB)
                 time.sleep(3)  # agents up again (the datapath never stopped)
-                out = subprocess.run(
-                    [
-                        "nsenter",
-                        f"--net=/run/netns/{client_ns}",
-                        str(binary),
-                        "client",
-                        server_ip,
-                        str(RR_PORT),
-                        str(seconds),
-                    ],
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                    timeout=seconds + 30,
-                )
-                samples[name].append(float(out.stdout))
-    finally:
-        subprocess.run(
-            [PYLIUM, "lab", "down", "--name", LAB, "--force"],
-            env=env,
-            capture_output=True,
-            check=False,
-        )
+                samples[name].append(_lab.tcp_rr(binary, client_ns, server["ip"], RR_PORT, seconds))
     medians = {k: statistics.median(v) for k, v in samples.items()}
     return {
         "samples_tps": samples,
         "median_tps": medians,
         "ratio_on_off": medians["hubble_on"] / medians["hubble_off"],
+        "ratio_interval": _lab.ratio_summary(samples["hubble_on"], samples["hubble_off"]),
     }
 
 
@@ -194,8 +139,7 @@ def main() -> None:
             f"overhead: TCP_RR hubble on/off = {over['ratio_on_off']:.3f} (target >= 0.97) "
             f"{over['median_tps']}"
         )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2))
+    _lab.write_results("hubble", result)
 
 
 if __name__ == "__main__":

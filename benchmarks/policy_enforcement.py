@@ -15,15 +15,11 @@ Run as root: ``.venv/bin/python benchmarks/policy_enforcement.py [--rounds 100]`
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
-import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
+
+import _lab
 
 from pylium.adapters.maps import policy as policy_maps
 from pylium.adapters.resources import ResourceClient
@@ -34,8 +30,6 @@ from pylium.core.policy.peers import Direction
 from pylium.model import codec
 from pylium.model.resource import Resource
 
-RESULTS = Path(__file__).resolve().parent / "results" / "policy_enforcement.json"
-PYLIUM = str(Path(sys.executable).with_name("pylium"))
 LAB = "benchpol"
 
 
@@ -64,40 +58,19 @@ def follow(watch: Watch, seen: threading.Event) -> None:
         return
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=100)
     args = parser.parse_args()
-    home = tempfile.mkdtemp(prefix="pylium-bench-")
-    env = {**os.environ, "PYLIUM_HOME": home}
-    env.pop("PYLIUM_STORE", None)
-
-    def pylium(*cmd: str) -> str:
-        done = subprocess.run([PYLIUM, *cmd], env=env, capture_output=True, text=True)
-        if done.returncode:
-            raise SystemExit(f"pylium {' '.join(cmd)} failed: {done.stderr.strip()}")
-        return done.stdout
-
     samples: dict[str, list[float]] = {"apply_to_map": [], "store_put_to_watch": []}
-    try:
-        pylium("lab", "up", "--nodes", "1", "--name", LAB)
-        pylium(
-            "lab", "pod", "run", "server", "--node", "n1", "--labels", "app=server", "--name", LAB
-        )
-        pylium(
-            "lab", "pod", "run", "client", "--node", "n1", "--labels", "app=client", "--name", LAB
-        )
-        state = json.loads((Path(home) / "labs" / LAB / "lab.json").read_text())
-        store = open_store(state["store_url"])
+    with _lab.lab(LAB, 1) as lab:
+        lab.pod("server", "n1", labels="app=server")
+        lab.pod("client", "n1", labels="app=client")
+        store = open_store(lab.state()["store_url"])
         client = ResourceClient(store)
         ceps = {c.name: c.body["status"] for c in client.list("CiliumEndpoint")[0]}
         server_ep, client_id = ceps["server"]["id"], ceps["client"]["identity"]["id"]
-        maps = policy_maps.PolicyMaps.from_pins(Path(f"/sys/fs/bpf/pylium-lab-{LAB}/n1"))
+        maps = policy_maps.PolicyMaps.from_pins(lab.bpf_dir("n1"))
         for i in range(args.rounds):
             port = 20000 + i
             want = PolicyKey(Direction.INGRESS, client_id, 6, port, 16)
@@ -123,17 +96,10 @@ def main() -> None:
             watch.close()
             thread.join(5)
         store.close()
-    finally:
-        subprocess.run(
-            [PYLIUM, "lab", "down", "--name", LAB, "--force"],
-            env=env,
-            capture_output=True,
-            check=False,
-        )
     result = {
         name: {
             "p50_ms": statistics.median(v) * 1000,
-            "p99_ms": percentile(v, 0.99) * 1000,
+            "p99_ms": _lab.percentile(v, 0.99) * 1000,
             "samples": len(v),
         }
         for name, v in samples.items()
@@ -145,8 +111,7 @@ def main() -> None:
     for name in samples:
         p50, p99 = result[name]["p50_ms"], result[name]["p99_ms"]
         print(f"{name:<20} p50 {p50:7.1f} ms   p99 {p99:7.1f} ms")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2))
+    _lab.write_results("policy_enforcement", result)
 
 
 if __name__ == "__main__":

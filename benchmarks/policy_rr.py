@@ -4,7 +4,8 @@ the server endpoint's policy map holds about 10,000 entries, against the same wi
 reported.
 
 The client and server are a small C program (``benchmarks/tools/tcp_rr.c``, built here with
-``cc``), one byte each way with TCP_NODELAY, like netperf's TCP_RR. The big policy allows the
+``cc``), one byte each way with TCP_NODELAY, like netperf's TCP_RR, the
+client pinned to CPU0 and the server to CPU1. The big policy allows the
 client's identity on 10,000 TCP ports (250 rules of 40 ports, each port a /16 entry), the RR
 port among them; the small one allows just that port.
 Writes ``benchmarks/results/policy_rr.json``. Run as root:
@@ -14,24 +15,17 @@ Writes ``benchmarks/results/policy_rr.json``. Run as root:
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
+
+import _lab
 
 from pylium.adapters.maps import policy as policy_maps
 from pylium.adapters.resources import ResourceClient
 from pylium.adapters.store.factory import open_store
 from pylium.model import codec
 
-HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results" / "policy_rr.json"
-PYLIUM = str(Path(sys.executable).with_name("pylium"))
 LAB = "benchrr"
 RR_PORT = 5001
 
@@ -61,49 +55,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=5)
     args = parser.parse_args()
-    home = tempfile.mkdtemp(prefix="pylium-bench-")
-    binary = Path(home) / "tcp_rr"
-    subprocess.run(["cc", "-O2", "-o", str(binary), str(HERE / "tools" / "tcp_rr.c")], check=True)
-    env = {**os.environ, "PYLIUM_HOME": home}
-    env.pop("PYLIUM_STORE", None)
-
-    def pylium(*cmd: str) -> None:
-        done = subprocess.run([PYLIUM, *cmd], env=env, capture_output=True, text=True)
-        if done.returncode:
-            raise SystemExit(f"pylium {' '.join(cmd)} failed: {done.stderr.strip()}")
-
     big_ports = [RR_PORT, *[p for p in range(10000, 20000) if p != RR_PORT][:9999]]
     variants = {"rules_10000": policy(big_ports), "rules_1": policy([RR_PORT])}
     samples: dict[str, list[float]] = {name: [] for name in variants}
     entries: dict[str, int] = {}
-    try:
-        pylium("lab", "up", "--nodes", "1", "--name", LAB)
-        server_cmd = ["--", str(binary), "server", str(RR_PORT)]
-        pylium(
-            "lab",
-            "pod",
-            "run",
-            "server",
-            "--node",
-            "n1",
-            "--labels",
-            "app=server",
-            "--name",
-            LAB,
-            *server_cmd,
-        )
-        pylium(
-            "lab", "pod", "run", "client", "--node", "n1", "--labels", "app=client", "--name", LAB
-        )
-        state = json.loads((Path(home) / "labs" / LAB / "lab.json").read_text())
-        server_ip, client_ns = (
-            state["pods"]["default/server"]["ip"],
-            state["pods"]["default/client"]["netns"],
-        )
-        store = open_store(state["store_url"])
+    with _lab.lab(LAB, 1) as lab:
+        binary = _lab.build_tcp_rr(lab.home)
+        server_cmd = ["taskset", "-c", _lab.SERVER_CPU, *_lab.tcp_rr_server(binary, RR_PORT)]
+        server = lab.pod("server", "n1", labels="app=server", argv=server_cmd)
+        client_ns = lab.pod("client", "n1", labels="app=client")["netns"]
+        store = open_store(lab.state()["store_url"])
         client = ResourceClient(store)
         server_ep = client.get("CiliumEndpoint", "server", "default").body["status"]["id"]  # type: ignore[union-attr]
-        maps = policy_maps.PolicyMaps.from_pins(Path(f"/sys/fs/bpf/pylium-lab-{LAB}/n1"))
+        maps = policy_maps.PolicyMaps.from_pins(lab.bpf_dir("n1"))
         for _ in range(args.rounds):
             for name, body in variants.items():
                 client.apply([body])
@@ -118,30 +82,10 @@ def main() -> None:
                         raise SystemExit(f"{name}: map holds {n} TCP entries, expected {want}")
                     time.sleep(0.05)
                 entries[name] = len(current.entries) if current else 0
-                out = subprocess.run(
-                    [
-                        "nsenter",
-                        f"--net=/run/netns/{client_ns}",
-                        str(binary),
-                        "client",
-                        server_ip,
-                        str(RR_PORT),
-                        str(args.seconds),
-                    ],
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                    timeout=args.seconds + 30,
+                samples[name].append(
+                    _lab.tcp_rr(binary, client_ns, server["ip"], RR_PORT, args.seconds)
                 )
-                samples[name].append(float(out.stdout))
         store.close()
-    finally:
-        subprocess.run(
-            [PYLIUM, "lab", "down", "--name", LAB, "--force"],
-            env=env,
-            capture_output=True,
-            check=False,
-        )
     medians = {k: statistics.median(v) for k, v in samples.items()}
     ratio = medians["rules_10000"] / medians["rules_1"]
     for name, values in samples.items():
@@ -150,12 +94,15 @@ def main() -> None:
             f"{[round(v) for v in values]}"
         )
     print(f"10,000 rules / 1 rule = {ratio:.3f} (target >= 0.95)")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
-        json.dumps(
-            {"samples_tps": samples, "median_tps": medians, "map_entries": entries, "ratio": ratio},
-            indent=2,
-        )
+    _lab.write_results(
+        "policy_rr",
+        {
+            "samples_tps": samples,
+            "median_tps": medians,
+            "map_entries": entries,
+            "ratio": ratio,
+            "ratio_interval": _lab.ratio_summary(samples["rules_10000"], samples["rules_1"]),
+        },
     )
 
 

@@ -39,6 +39,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import _lab
+from _lab import sh
+
 from pylium.adapters import fsmount
 from pylium.adapters.bpf import bpffs, cgroup
 from pylium.adapters.bpf.build import build
@@ -50,7 +53,6 @@ from pylium.core.lb.maglev import maglev_config
 from pylium.core.lb.services import backends, frontends, select
 from pylium.core.lb.translate import LBSettings, Rows, plan, translate
 
-RESULTS = Path(__file__).resolve().parent / "results" / "socket_lb.json"
 COUNTS = (1, 1000, 10000, 50000)
 IPTABLES_COUNT = 10000
 MAP_MAX = 262144
@@ -160,10 +162,6 @@ class Programmer:
             "total_s": t3 - t0,
             "ops": len(upserts) + len(deletes),
         }
-
-
-def sh(*cmd: str, **kw: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, check=True, text=True, **kw)
 
 
 def netns_with_server(name: str) -> subprocess.Popen[str]:
@@ -303,8 +301,7 @@ def main() -> None:
             "iptables_restore_10000_s": ipt_program_s,
         }
         print(json.dumps(result, indent=2))
-        RESULTS.parent.mkdir(exist_ok=True)
-        RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+        _lab.write_results("socket_lb", result)
     finally:
         if ipt_server is not None:
             ipt_server.kill()
