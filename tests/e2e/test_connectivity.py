@@ -1,7 +1,8 @@
 """``pylium connectivity test`` on two-node labs, both routing modes: upstream's scenarios
 (no policies, allow-all-except-world, client/echo ingress and egress, the NetworkPolicy
 variants, another namespace, port ranges, entities, CIDR and CIDR sets with except, deny
-rules), every connection checked in the datapath. Then audit mode: the same policies let the
+rules, pod-to-service, pod-to-hostport and NodePort through kube-proxy replacement), every
+connection checked in the datapath. Then audit mode: the same policies let the
 denied connections through, so the scenario fails and each failure is explained as AUDIT."""
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ pytestmark = [pytest.mark.root, pytest.mark.slow]
 @pytest.mark.parametrize("mode", ["tunnel", "native"])
 def test_connectivity_scenarios(cli: Cli, mode: str) -> None:
     lab = f"v{mode[0]}{os.getpid() % 10000}"
-    cli("lab", "up", "--nodes", "2", "--name", lab, *(NATIVE if mode == "native" else ()))
+    kpr = ("--set", "kubeProxyReplacement=true")
+    cli("lab", "up", "--nodes", "2", "--name", lab, *kpr, *(NATIVE if mode == "native" else ()))
     try:
         names = cli("connectivity", "test", "--list").stdout.split()
-        assert len(names) >= 18 and "client-ingress-knp" in names
+        assert len(names) >= 19 and {"client-ingress-knp", "no-policies-extra"} <= set(names)
         out = cli("connectivity", "test", "--lab", lab, check=False)
         assert out.returncode == 0, out.stdout + out.stderr
         assert f"{len(names)}/{len(names)} tests successful" in out.stdout

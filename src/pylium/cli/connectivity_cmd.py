@@ -69,6 +69,9 @@ def test(
     def progress(outcome: connectivity.Outcome) -> None:
         if output == "json":
             return
+        if outcome.skipped:
+            typer.echo(f"[-] Skipping test [{outcome.scenario}]: {outcome.skipped}")
+            return
         mark = "✅" if outcome.ok else "❌"
         typer.echo(f"[{mark}] {outcome.scenario} ({outcome.checks} checks, {outcome.seconds:.1f}s)")
         for failure in outcome.failures:
@@ -83,7 +86,13 @@ def test(
         typer.echo(
             json.dumps(
                 [
-                    {"scenario": o.scenario, "ok": o.ok, "checks": o.checks, "failures": o.failures}
+                    {
+                        "scenario": o.scenario,
+                        "ok": o.ok,
+                        "checks": o.checks,
+                        "failures": o.failures,
+                        "skipped": o.skipped,
+                    }
                     for o in outcomes
                 ],
                 indent=2,

@@ -4,8 +4,15 @@ Deployment (namespaces ``cilium-test`` and ``cilium-test-2``, as upstream names 
 namespace): ``client`` and ``client2`` (``kind=client``; ``client2`` also ``other=client``) and
 ``echo-same-node`` (``kind=echo``) on the first node, ``echo-other-node`` on the second (the
 first when the lab has one node), ``client3`` in ``cilium-test-2`` on the second node; echo
-pods serve HTTP on 8080. Outside the cluster, a server on the fabric's address stands for the
-world, and a server on the first node's address for the host.
+pods serve HTTP on 8080 with hostPort 4000 (upstream's), each behind a NodePort Service of its
+name. Outside the cluster, a server on the fabric's address stands for the world, and a server
+on the first node's address for the host.
+
+Load-balanced targets (``service:``, ``hostport:``, ``nodeport-local:``, ``nodeport-remote:``
+before an echo pod's name) need kube-proxy replacement: without it (no kube-proxy here either)
+those checks are skipped, as upstream skips tests whose feature requirements are not met, and a
+scenario left with none is reported as skipped. Checks run in the source pod's network
+namespace and cgroup (``kubectl exec``'s place), where socket-LB applies.
 
 A scenario applies its policies, waits until every agent's policy maps reflect them (the
 agents report the store revision their maps are in sync with), runs its checks in parallel
@@ -16,28 +23,38 @@ check is explained with ``pylium policy explain``'s engine.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
 
 from pylium.adapters import procs
 from pylium.adapters.agentapi import AgentClient
 from pylium.adapters.resources import ResourceClient
 from pylium.adapters.store.factory import open_store
 from pylium.base.errors import LabError, PyliumError
+from pylium.core.cni import PortMapping
 from pylium.core.identity.numeric import ReservedIdentity
 from pylium.core.policy import cidr
 from pylium.lab import cluster
 from pylium.model import codec
+from pylium.model.config import AgentSettings
 from pylium.model.resource import Resource
 from pylium.runtime import policy as cluster_policy
+from pylium.runtime.daemon import read_configmap
 
 NS, NS2 = "cilium-test", "cilium-test-2"
 PORT = 8080
+HOST_PORT = 4000
+"""Upstream's echo pods' hostPort (``echoServerHostPort``)."""
+LB_KINDS = ("service", "hostport", "nodeport-local", "nodeport-remote")
+"""Target prefixes that go through the load balancer (``service:echo-same-node``)."""
 CONNECT = """
 import socket, sys
 try:
@@ -76,7 +93,11 @@ PODS = (
 @dataclass(frozen=True, slots=True)
 class Check:
     """``source`` and ``target`` name a pod (``ns/name``; ``cilium-test`` when unqualified),
-    ``world`` (the fabric's server) or ``host`` (the first node's server)."""
+    ``world`` (the fabric's server) or ``host`` (the first node's server); a target may also
+    be an echo pod reached through the load balancer: ``service:<echo>`` (its ClusterIP),
+    ``hostport:<echo>`` (its node's address, port 4000), ``nodeport-local:<echo>`` and
+    ``nodeport-remote:<echo>`` (its Service's nodePort on the first / second node's address:
+    the clients using them run on the first node)."""
 
     source: str
     target: str
@@ -84,6 +105,10 @@ class Check:
 
     def __str__(self) -> str:
         return f"{self.source} -> {self.target}: {'allowed' if self.expect else 'denied'}"
+
+    @property
+    def load_balanced(self) -> bool:
+        return self.target.partition(":")[0] in LB_KINDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +125,8 @@ class Outcome:
     failures: list[str] = field(default_factory=list)
     checks: int = 0
     seconds: float = 0.0
+    skipped: str = ""
+    """Why the scenario did not run (a feature it needs is off)."""
 
     @property
     def ok(self) -> bool:
@@ -159,6 +186,24 @@ def scenarios(world: str, host: str, fabric: str, two_nodes: bool = True) -> tup
                 Check("client", "host", True),
                 Check("host", "echo-same-node", True),
                 Check("host", "echo-other-node", True),
+                # pod-to-service from both nodes' clients; pod-to-hostport on each node, from
+                # its own node (socket-LB) and from the other (bpf_host, as a NodePort)
+                *(
+                    Check(c, f"service:{e}", True)
+                    for c in ("client", f"{NS2}/client3")
+                    for e in ECHOES
+                ),
+                Check("client", "hostport:echo-same-node", True),
+                Check("client", "hostport:echo-other-node", True),
+                Check(f"{NS2}/client3", "hostport:echo-other-node", True),
+            ),
+        ),
+        Scenario(
+            "no-policies-extra",
+            tuple(
+                Check("client", f"nodeport-{where}:{e}", True)
+                for where in ("local", "remote")
+                for e in ECHOES
             ),
         ),
         Scenario(
@@ -380,19 +425,71 @@ class Deployment:
     lab: str
     nodes: tuple[str, str]
     addresses: dict[str, str]
-    """``ns/name``, ``world``, ``host`` -> IP."""
+    """``ns/name``, ``world``, ``host`` and the load-balanced targets -> IP."""
     netns: dict[str, str]
     """Sources: ``ns/name`` and ``host`` -> network namespace."""
     fabric: str
     """The lab's underlay subnet."""
+    ports: dict[str, int] = field(default_factory=dict)
+    """Targets on another port than 8080 (hostPort, nodePorts)."""
+    cgroups: dict[str, Path] = field(default_factory=dict)
+    """Pod sources -> their cgroup (socket-LB follows it)."""
+    load_balancing: bool = False
+    """Kube-proxy replacement is on: load-balanced targets can be checked."""
 
 
 def _qualify(name: str) -> str:
-    return name if "/" in name or name in ("world", "host") else f"{NS}/{name}"
+    if "/" in name or name in ("world", "host") or ":" in name:
+        return name
+    return f"{NS}/{name}"
+
+
+def _backend(name: str) -> str:
+    """The pod behind a target (``service:echo-same-node`` -> ``echo-same-node``)."""
+    kind, sep, pod = name.partition(":")
+    return pod if sep and kind in LB_KINDS else name
 
 
 def _on_second_node(name: str) -> bool:
-    return any(p.second_node for p in PODS if f"{p.namespace}/{p.name}" == _qualify(name) and name)
+    key = _qualify(_backend(name))
+    return any(p.second_node for p in PODS if f"{p.namespace}/{p.name}" == key and name)
+
+
+def _echo_service(name: str) -> Resource:
+    """Upstream's ``echo-same-node``/``echo-other-node`` Services (NodePort, port 8080)."""
+    return Resource(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": name, "namespace": NS, "labels": {"kind": "echo"}},
+            "spec": {
+                "type": "NodePort",
+                "selector": {"name": name},
+                "ports": [{"name": "http", "port": PORT, "targetPort": PORT}],
+            },
+        }
+    )
+
+
+def _allocated(client: ResourceClient, deadline: float) -> dict[str, dict[str, Any]]:
+    """Each echo Service's spec once the operator gave it a ClusterIP and a nodePort."""
+    while True:
+        specs = {}
+        for name in ECHOES:
+            svc = client.get("Service", name, NS)
+            spec = (svc.body.get("spec") or {}) if svc is not None else {}
+            if spec.get("clusterIP") and (spec.get("ports") or [{}])[0].get("nodePort"):
+                specs[name] = spec
+        if len(specs) == len(ECHOES):
+            return specs
+        if time.monotonic() > deadline:
+            raise LabError("the operator gave the echo Services no ClusterIP/nodePort: is it up?")
+        time.sleep(0.2)
+
+
+def _kube_proxy_replacement(lab: str) -> bool:
+    settings = AgentSettings.from_configmap(read_configmap(cluster.state_dir(lab) / "config.json"))
+    return settings.kube_proxy_replacement
 
 
 def deploy(lab: str) -> Deployment:
@@ -402,6 +499,7 @@ def deploy(lab: str) -> Deployment:
         raise LabError(f"no lab named {lab!r}")
     names = sorted(state.nodes)
     first, second = names[0], names[1] if len(names) > 1 else names[0]
+    load_balancing = _kube_proxy_replacement(lab)
     store = open_store(state.store_url)
     try:
         client = ResourceClient(store)
@@ -416,7 +514,9 @@ def deploy(lab: str) -> Deployment:
                 )
                 for ns in (NS, NS2)
             ]
+            + ([_echo_service(name) for name in ECHOES] if load_balancing else [])
         )
+        specs = _allocated(client, time.monotonic() + SYNC_TIMEOUT) if load_balancing else {}
     finally:
         store.close()
     www = cluster.state_dir(lab) / "connectivity-www"
@@ -432,6 +532,9 @@ def deploy(lab: str) -> Deployment:
                 namespace=pod.namespace,
                 labels=pod.labels,
                 command=[*http, "--bind", "0.0.0.0"] if pod.echo else (),
+                host_ports=[PortMapping(host_port=HOST_PORT, container_port=PORT)]
+                if pod.echo
+                else (),
             )
     state = cluster.load_state(lab)
     assert state is not None
@@ -447,7 +550,31 @@ def deploy(lab: str) -> Deployment:
     addresses.update(world=world, host=host)
     sources = {key: info["netns"] for key, info in state.pods.items()}
     sources["host"] = state.nodes[first]["netns"]
-    return Deployment(lab, (first, second), addresses, sources, state.subnet)
+    cgroups = {
+        key: cluster.pod_cgroup(lab, info["node"], info["container_id"])
+        for key, info in state.pods.items()
+    }
+    ports: dict[str, int] = {}
+    node_ip = {n: state.nodes[n]["address"].split("/")[0] for n in (first, second)}
+    for name, spec in specs.items():
+        echo_node = state.pods[f"{NS}/{name}"]["node"]
+        node_port = int(spec["ports"][0]["nodePort"])
+        addresses[f"service:{name}"] = str(spec["clusterIP"])
+        addresses[f"hostport:{name}"] = node_ip[echo_node]
+        ports[f"hostport:{name}"] = HOST_PORT
+        for where, node in (("local", first), ("remote", second)):
+            addresses[f"nodeport-{where}:{name}"] = node_ip[node]
+            ports[f"nodeport-{where}:{name}"] = node_port
+    return Deployment(
+        lab,
+        (first, second),
+        addresses,
+        sources,
+        state.subnet,
+        ports=ports,
+        cgroups=cgroups,
+        load_balancing=load_balancing,
+    )
 
 
 def _nsenter(netns: str) -> list[str]:
@@ -455,22 +582,33 @@ def _nsenter(netns: str) -> list[str]:
 
 
 def _probe(dep: Deployment, check: Check, timeout: float) -> bool:
-    target = dep.addresses[_qualify(check.target)]
-    args = [target, str(PORT), str(timeout)]
+    key, source = _qualify(check.target), _qualify(check.source)
+    args = [dep.addresses[key], str(dep.ports.get(key, PORT)), str(timeout)]
+    cgroup = dep.cgroups.get(source)
+
+    def join_cgroup() -> None:
+        if cgroup is not None:
+            cgroup.mkdir(parents=True, exist_ok=True)
+            (cgroup / "cgroup.procs").write_text(str(os.getpid()))
+
     done = subprocess.run(
-        [*_nsenter(dep.netns[_qualify(check.source)]), sys.executable, "-S", "-c", CONNECT, *args],
+        [*_nsenter(dep.netns[source]), sys.executable, "-S", "-c", CONNECT, *args],
         capture_output=True,
         timeout=timeout + 30,
+        preexec_fn=join_cgroup,
     )
     return done.returncode == 0
 
 
-def wait_for_servers(dep: Deployment, deadline: float = 30.0) -> None:
+def wait_for_servers(dep: Deployment, deadline: float = 60.0) -> None:
     """Until every server answers (the echo pods start Python)."""
     # From the first node's host (it reaches everything but pods on other nodes with the
     # tunnel) and from a client for the other node's echo.
     probes = [Check("host", t, True) for t in ("echo-same-node", "world", "host")]
     probes.append(Check("client", "echo-other-node", True))
+    if dep.load_balancing:  # until the agents have the echo Services and hostPorts
+        probes += [Check("client", f"service:{e}", True) for e in ECHOES]
+        probes.append(Check("client", "hostport:echo-same-node", True))
     end = time.monotonic() + deadline
     pending = probes
     while pending:
@@ -537,7 +675,7 @@ def peer(
 ) -> cluster_policy.Peer:
     """A check's end as the policy explainer sees it (the host is remote-node ``towards`` a pod
     on the other node)."""
-    key = _qualify(name)
+    key = _qualify(_backend(name))
     if key == "host" and dep.nodes[0] != dep.nodes[1] and _on_second_node(towards):
         return cluster_policy.Peer(
             "host (remote-node)",
@@ -583,6 +721,16 @@ def run(
     outcomes = []
     for scenario in chosen:
         started = time.monotonic()
+        if not dep.load_balancing:
+            scenario = replace(
+                scenario, checks=tuple(c for c in scenario.checks if not c.load_balanced)
+            )
+            if not scenario.checks:
+                outcome = Outcome(scenario.name, skipped="needs kube-proxy replacement")
+                outcomes.append(outcome)
+                if progress is not None:
+                    progress(outcome)
+                continue
         resources, revision = apply_policies(lab, scenario.policies)
         try:
             _agents_in_sync(lab, revision)
@@ -610,8 +758,11 @@ def run(
 
 
 def summary(outcomes: Sequence[Outcome]) -> str:
-    ok = sum(1 for o in outcomes if o.ok)
-    return f"{ok}/{len(outcomes)} tests successful ({sum(o.checks for o in outcomes)} checks)"
+    ran = [o for o in outcomes if not o.skipped]
+    ok = sum(1 for o in ran if o.ok)
+    line = f"{ok}/{len(ran)} tests successful ({sum(o.checks for o in ran)} checks)"
+    skipped = len(outcomes) - len(ran)
+    return line + (f", {skipped} tests skipped" if skipped else "")
 
 
 def scenario_names() -> list[str]:
