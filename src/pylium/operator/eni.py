@@ -100,7 +100,10 @@ class EC2Provider:
     def node_spec(self, spec: Mapping[str, Any]) -> NodeSpec:
         return ENISpec.from_cilium_node(spec)
 
-    def interfaces_of(self, instance_id: str) -> list[ENI]:
+    def interfaces_of(self, spec: NodeSpec) -> list[ENI]:
+        return self.enis_of(spec.instance_id)
+
+    def enis_of(self, instance_id: str) -> list[ENI]:
         return sorted(
             (i.eni for i in self.interfaces if i.instance_id == instance_id and instance_id),
             key=lambda e: e.number,
@@ -212,7 +215,7 @@ class ENIController(CloudIPAMController):
         return self.ec2.limits
 
     def enis_of(self, instance_id: str) -> list[ENI]:
-        return self.ec2.interfaces_of(instance_id)
+        return self.ec2.enis_of(instance_id)
 
     # -- garbage collection ---------------------------------------------------------------------
 
