@@ -24,7 +24,7 @@ from pylium.adapters.hubbleapi.server import ObserverServer, RingSource
 from pylium.adapters.maps import events
 from pylium.adapters.resources import ResourceClient
 from pylium.base.errors import PyliumError
-from pylium.core.hubble.filters import filter_from_json
+from pylium.core.hubble.filters import FlowFilter, filter_from_json
 from pylium.core.hubble.flow import (
     EVENT_DROP,
     EVENT_POLICY_VERDICT,
@@ -36,7 +36,7 @@ from pylium.core.hubble.flow import (
 )
 from pylium.core.hubble.ring import FlowRing, Query
 from pylium.core.policy.peers import Direction
-from pylium.runtime.unixhttp import HttpError, Request
+from pylium.runtime.unixhttp import Request, bad_field
 
 log = logging.getLogger(__name__)
 
@@ -165,20 +165,38 @@ class HubbleObserver:
         Hubble FlowFilters) for the ring's flows; with ``after=SEQ[&wait=SECONDS]`` only flows
         newer than SEQ, waiting for them (``pylium observe --follow``)."""
         q = request.query
+
+        def number(name: str) -> int:
+            text = q.get(name, "0")
+            if not (text.isascii() and text.isdecimal() and len(text) <= 20):
+                raise bad_field(f"query.{name}", f"{text!r} is not a non-negative integer")
+            return int(text)
+
+        def filters(name: str) -> tuple[FlowFilter, ...]:
+            try:
+                given = json.loads(q.get(name, "[]"))
+                if not isinstance(given, list):
+                    raise TypeError("not a JSON list of FlowFilters")
+                return tuple(filter_from_json(f) for f in given)
+            except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as err:
+                raise bad_field(f"query.{name}", f"bad flow filter: {err}") from err
+
+        query = Query(
+            number=number("number"),
+            first=q.get("first", "") in ("1", "true"),
+            since_ns=number("since"),
+            until_ns=number("until"),
+            allow=filters("allow"),
+            deny=filters("deny"),
+        )
         try:
-            query = Query(
-                number=int(q.get("number", "0")),
-                first=q.get("first", "") in ("1", "true"),
-                since_ns=int(q.get("since", "0")),
-                until_ns=int(q.get("until", "0")),
-                allow=tuple(filter_from_json(f) for f in json.loads(q.get("allow", "[]"))),
-                deny=tuple(filter_from_json(f) for f in json.loads(q.get("deny", "[]"))),
-            )
-            wait = min(float(q.get("wait", "0")), 30.0)
-        except (ValueError, KeyError, TypeError) as err:
-            raise HttpError(400, f"bad flow query: {err}") from err
+            wait = float(q.get("wait", "0"))
+        except ValueError as err:
+            raise bad_field("query.wait", f"{q['wait']!r} is not a number of seconds") from err
+        if not 0 <= wait <= 30:  # NaN too
+            raise bad_field("query.wait", f"{wait} is not between 0 and 30 seconds")
         if "after" in q:
-            flows, seq = self.ring.after(query, int(q["after"]), wait)
+            flows, seq = self.ring.after(query, number("after"), wait)
         else:
             flows, seq = self.ring.read(query)
         return 200, {"flows": [f.to_json() for f in flows], "seq": seq, **self._status()}

@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import ipaddress
 import logging
+import re
 import sys
 import threading
 import time
@@ -26,6 +27,7 @@ from pylium.adapters import fsmount
 from pylium.adapters.bpf import bpffs
 from pylium.adapters.identities import IdentityAllocator
 from pylium.adapters.maps import metrics as metrics_map
+from pylium.adapters.netlink import podnet
 from pylium.adapters.resources import ResourceClient
 from pylium.adapters.store.api import Store
 from pylium.adapters.store.factory import open_store
@@ -39,9 +41,15 @@ from pylium.agent.hubble import HubbleObserver
 from pylium.agent.ipam import IPAM
 from pylium.agent.policy import PolicyManager
 from pylium.agent.services import ServiceManager, lb_settings
-from pylium.base.errors import AllocationError, ConfigError, PyliumError, StoreError
+from pylium.base.errors import (
+    AllocationError,
+    ConfigError,
+    PyliumError,
+    StoreError,
+    ValidationError,
+)
 from pylium.core.identity.labels import Label, LabelFilter, identity_labels
-from pylium.core.ipam.hostscope import Address
+from pylium.core.ipam.hostscope import ROUTER_OWNER, Address
 from pylium.core.ipam.multipool import DEFAULT_POOL, select_pool
 from pylium.core.settings.checks import datapath_lb_mode, lb_mode_notes
 from pylium.model.config import VXLAN_PORT, AgentSettings, IPAMMode, RoutingMode, TunnelProtocol
@@ -49,12 +57,25 @@ from pylium.model.resource import Resource
 from pylium.runtime.daemon import read_configmap, setup_logging, stop_on_signals
 from pylium.runtime.nodekeys import HEARTBEAT_PREFIX
 from pylium.runtime.policy import policy_config
-from pylium.runtime.unixhttp import HttpError, Request, Router, UnixHttpServer
+from pylium.runtime.unixhttp import (
+    HttpError,
+    Request,
+    Router,
+    UnixHttpServer,
+    bad_field,
+    body_object,
+    field_of,
+    string_map,
+)
 from pylium.runtime.wakeup import Wakeup
 
 log = logging.getLogger("pylium.agent")
 
 HEARTBEAT_TTL = 10
+AGENT_DEVICES = frozenset({"lo", "cilium_host", "cilium_net", "cilium_vxlan"})
+"""The node's own devices: never a pod's."""
+IFNAME = re.compile(r"[A-Za-z0-9_.@-]{1,15}")
+MAC = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
 
 
 def node_resources(
@@ -228,7 +249,7 @@ class Agent:
         try:
             return ipaddress.ip_address(request.params["ip"])
         except ValueError as err:
-            raise HttpError(400, f"invalid IP address {request.params['ip']!r}") from err
+            raise bad_field("ip", f"invalid IP address {request.params['ip']!r}") from err
 
     def _require_ipam(self) -> None:
         if not self.ipam.ready.is_set():
@@ -239,7 +260,10 @@ class Agent:
         self._require_ipam()
         owner = request.query.get("owner", "")
         if not owner:
-            raise HttpError(400, "query parameter owner is required (namespace/pod)")
+            raise bad_field("query.owner", "is required (namespace/pod)")
+        pool = request.query.get("pool", "")
+        if pool and pool != DEFAULT_POOL and self.settings.ipam is not IPAMMode.MULTI_POOL:
+            raise bad_field("query.pool", f"pools need multi-pool IPAM, not {self.settings.ipam}")
         try:
             pool = request.query.get("pool") or self._pool_for(owner)
             ip = self.ipam.allocate(owner, pool)
@@ -319,24 +343,30 @@ class Agent:
         """``POST /v1/identity``: body ``{"labels": ["k8s:app=web", ...]}``, or a pod's
         ``{"pod-labels": {...}, "namespace": "ns", "namespace-labels": {...},
         "service-account": "sa"}`` filtered to its identity-relevant labels."""
-        body = request.body if isinstance(request.body, dict) else {}
+        body = body_object(request)
         if "labels" in body:
-            labels = [Label.parse(str(x)) for x in body["labels"]]
+            given = field_of(body, "labels", list, required=True)
+            for i, text in enumerate(given):
+                if not isinstance(text, str) or not Label.parse(text).key:
+                    raise bad_field(
+                        f"labels[{i}]", f"{text!r} is not a label ([source:]key[=value])"
+                    )
+            labels = [Label.parse(text) for text in given]
         elif "pod-labels" in body:
             labels = list(
                 identity_labels(
-                    pod_labels=body.get("pod-labels") or {},
-                    namespace=str(body.get("namespace", "default")),
-                    namespace_labels=body.get("namespace-labels") or {},
-                    service_account=str(body.get("service-account", "default")),
+                    pod_labels=string_map(body, "pod-labels"),
+                    namespace=field_of(body, "namespace", str) or "default",
+                    namespace_labels=string_map(body, "namespace-labels"),
+                    service_account=field_of(body, "service-account", str) or "default",
                     cluster=self.settings.cluster_name,
                     label_filter=LabelFilter.from_user(self.settings.labels),
                 )
             )
         else:
-            raise HttpError(400, 'give "labels" or "pod-labels" in the request body')
+            raise bad_field("labels", 'give "labels" or "pod-labels" in the request body')
         if not labels:
-            raise HttpError(400, "an identity needs at least one label")
+            raise bad_field("labels", "an identity needs at least one label")
         try:
             identity = self.identities.allocate(labels)
         except AllocationError as err:
@@ -344,26 +374,52 @@ class Agent:
         return 201, {"id": identity, "labels": [str(lb) for lb in sorted(labels)]}
 
     def identity_release(self, request: Request) -> tuple[int, Any]:
-        try:
-            identity = int(request.params["id"])
-        except ValueError as err:
-            raise HttpError(400, f"invalid identity {request.params['id']!r}") from err
+        text = request.params["id"]
+        if not (text.isascii() and text.isdecimal() and len(text) <= 10):
+            raise bad_field("id", f"invalid identity {text!r} (a number)")
+        identity = int(text)
         return 200, {"id": identity, "references-on-node": self.identities.release(identity)}
 
     def endpoint_put(self, request: Request) -> tuple[int, Any]:
         """``PUT /v1/endpoint/{id}``: the CNI plugin's EndpointChangeRequest (id: container ID)."""
         if self.datapath_error or self.endpoints.obj is None:
             raise HttpError(503, f"datapath not ready: {self.datapath_error or 'starting'}")
-        body = request.body if isinstance(request.body, dict) else {}
-        for field in ("interface-name", "addressing", "mac"):
-            if field not in body:
-                raise HttpError(400, f"EndpointChangeRequest needs {field!r}")
+        body = body_object(request)
+        self._check_endpoint_request(body)
         try:
             record = self.endpoints.create(request.params["id"], body)
             self.sync_policy()  # the pod starts with its policy in place, not unenforced
+        except ValidationError:
+            raise  # a 400 naming the field
         except PyliumError as err:
             raise HttpError(500, str(err)) from err
         return 201, asdict(record)
+
+    def _check_endpoint_request(self, body: dict[str, Any]) -> None:
+        """Every field the endpoint is made from is checked before anything is written: a
+        refused request changes nothing."""
+        host = field_of(body, "interface-name", str, required=True)
+        if not IFNAME.fullmatch(host) or host in AGENT_DEVICES:
+            raise bad_field("interface-name", f"{host!r} is not a pod's host-side interface")
+        addressing = field_of(body, "addressing", dict, required=True)
+        text = addressing.get("ipv4")
+        if not isinstance(text, str):
+            raise bad_field("addressing.ipv4", "is required (a string)")
+        try:
+            ip = ipaddress.IPv4Address(text)
+        except ValueError as err:
+            raise bad_field("addressing.ipv4", f"{text!r} is not an IPv4 address") from err
+        if self.ipam.owner_of(ip) in (None, ROUTER_OWNER):
+            raise bad_field("addressing.ipv4", f"{ip} is not allocated to a pod on {self.name}")
+        mac = field_of(body, "mac", str, required=True)
+        if not MAC.fullmatch(mac):
+            raise bad_field("mac", f"{mac!r} is not a MAC address")
+        for name in ("k8s-namespace", "k8s-pod-name", "container-interface-name"):
+            if field_of(body, name, str) == "":
+                raise bad_field(name, "must not be empty")
+        string_map(body, "labels")
+        if podnet.link_info(host) is None:  # checked last: the one look-up in the kernel
+            raise bad_field("interface-name", f"no device {host!r} on node {self.name}")
 
     def sync_policy(self) -> None:
         """Policy maps follow the store's policies, identities and pods (and the endpoints);
