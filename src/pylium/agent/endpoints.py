@@ -502,6 +502,10 @@ class EndpointManager:
                 self.policy_maps.delete(endpoint_id)  # a stale map of an earlier holder of the ID
                 self._program(record)
             except PyliumError:
+                # _program may have written the maps before failing: a refused endpoint
+                # leaves nothing behind.
+                self.endpoints_map.delete(ipaddress.IPv4Address(record.ipv4))
+                self.ipcache_map.delete(ipaddress.IPv4Network(f"{record.ipv4}/32"))
                 self.identities.release(identity)
                 raise
             self.store.put(self._key(container_id), json.dumps(asdict(record)).encode())
