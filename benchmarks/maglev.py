@@ -3,7 +3,10 @@
 - (a) build time: ``lookup_table`` (hashing the backends included) ÷ a C reference of the
   paper's populate loop with the same hashing (``tools/maglev_ref.c``, compiled here with
   ``-O2``), which must produce the very same table (checked by a checksum); interleaved,
-  one C run and one Python build per pair, for M = 16381 and 65521, N = 100 and 1000;
+  one C run and one Python build per pair, for M = 16381 and 65521, N = 100 and 1000. Both
+  sides are timed in CPU time of their own process (``CLOCK_PROCESS_CPUTIME_ID``,
+  ``time.process_time``): single-threaded and CPU-bound, so on a shared machine this leaves
+  out the time other work holds the core;
 - (b) churn: when one of N backends is removed, the share of the M slots whose owner changes
   among the *surviving* backends (ideal 0), worst and mean over several removed backends;
 - (c) balance: the most slots any backend holds ÷ the mean (M / N).
@@ -51,7 +54,7 @@ def fnv1a(table: tuple[int, ...]) -> str:
 
 
 def c_build(binary: Path, m: int, seed: int, bes: list[MaglevBackend]) -> tuple[float, str]:
-    """(seconds, checksum) of one C build."""
+    """(CPU seconds, checksum) of one C build."""
     out = subprocess.run(
         [str(binary), str(m), str(seed)],
         input="".join(b.hash_string + "\n" for b in bes),
@@ -72,9 +75,9 @@ def build_times(binary: Path, rounds: int) -> dict[str, object]:
         for _ in range(rounds):
             seconds, c_sum = c_build(binary, m, cfg.seed_murmur, bes)
             c_s.append(seconds)
-            start = time.perf_counter()
+            start = time.process_time()
             table = lookup_table(bes, cfg)
-            py_s.append(time.perf_counter() - start)
+            py_s.append(time.process_time() - start)
             if fnv1a(table) != c_sum:
                 raise SystemExit(f"M={m} N={n}: the C reference built another table")
         summary = _lab.ratio_summary(py_s, c_s)

@@ -12,7 +12,8 @@ no TIME_WAIT exhausts the ports). One-process runs pin the client to CPU0 and th
 CPU1; two-process runs use a two-worker server and leave both unpinned (both cores). Each
 round runs every test on the baseline, then on pylium (A B A B ...); per-round ratios give
 the median and its bootstrap 90 % interval. Writes ``benchmarks/results/pod_rr.json``.
-Run as root: ``.venv/bin/python benchmarks/pod_rr.py [--rounds 5] [--seconds 5]``.
+Run as root: ``.venv/bin/python benchmarks/pod_rr.py [--rounds 5] [--seconds 5]
+[--set KEY=VALUE ...]``.
 """
 
 from __future__ import annotations
@@ -33,14 +34,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="more Helm values for the lab (e.g. hubble.enabled=false, to see Hubble's share)",
+    )
     args = parser.parse_args()
+    extra = [flag for value in args.set for flag in ("--set", value)]
     samples: dict[str, dict[str, list[float]]] = {
         t: {"node_to_node": [], "pod_to_pod": []} for t in TESTS
     }
     servers = _lab.Servers()
     with (
         _lab.kernel_topology("benchk") as topo,
-        _lab.lab("benchrr2", 2, *_lab.NATIVE) as lab,
+        _lab.lab("benchrr2", 2, *_lab.NATIVE, *extra) as lab,
     ):
         try:
             binary = _lab.build_tcp_rr(lab.home)
@@ -76,7 +85,7 @@ def main() -> None:
                 print(f"round {r + 1}: {last}", flush=True)
         finally:
             servers.stop()
-    result: dict[str, object] = {"rounds": args.rounds, "seconds": args.seconds}
+    result: dict[str, object] = {"rounds": args.rounds, "seconds": args.seconds, "set": args.set}
     for test, by_path in samples.items():
         summary = _lab.ratio_summary(by_path["pod_to_pod"], by_path["node_to_node"])
         must, target = GOALS[test]

@@ -209,7 +209,7 @@ def pod_rr(d: dict[str, Any]) -> list[Row]:
         rows.append(
             Row(
                 anchor,
-                what,
+                what + (f" (lab with {', '.join(d['set'])})" if d.get("set") else ""),
                 _interval(t["ratio"]),
                 _goal(t["must"], t["target"], ">="),
                 f"{med['pod_to_pod']:.0f} vs {med['node_to_node']:.0f} trans/s",
