@@ -190,6 +190,20 @@ def host_route(
         raise DatapathError(str(dst), f"route via {router} dev {device}", str(err)) from err
 
 
+def host_routes(router: ipaddress.IPv4Address, device: str) -> set[ipaddress.IPv4Network]:
+    """The routes :func:`host_route` made: ``via <router> dev <device>`` (found again after an
+    agent restart, so that those of nodes removed meanwhile can be deleted)."""
+    out: set[ipaddress.IPv4Network] = set()
+    with IPRoute() as ipr:
+        index = ipr.link_lookup(ifname=device)
+        if not index:
+            return out
+        for route in ipr.get_routes(family=2, oif=index[0]):
+            if route.get_attr("RTA_GATEWAY") == str(router) and route["dst_len"] > 0:
+                out.add(ipaddress.IPv4Network(f"{route.get_attr('RTA_DST')}/{route['dst_len']}"))
+    return out
+
+
 def delete_route(dst: ipaddress.IPv4Network) -> None:
     with contextlib.suppress(NetlinkError), IPRoute() as ipr:
         ipr.route("del", dst=str(dst))
