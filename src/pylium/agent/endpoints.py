@@ -135,6 +135,7 @@ class EndpointManager:
         self.direct_routes = direct_routes
         self.skip_unreachable = skip_unreachable
         self._installed_routes: set[ipaddress.IPv4Network] = set()
+        self._routes_adopted = False
         self.masquerade_keep = tuple(masquerade_keep)
         """Destinations not masqueraded; empty: masquerading off."""
         self.masquerade_interfaces = tuple(masquerade_interfaces)
@@ -440,6 +441,9 @@ class EndpointManager:
             for cidr in (cn.body.get("spec", {}).get("ipam") or {}).get("podCIDRs") or []
             if ipaddress.ip_network(cidr).version == 4
         }
+        if not self._routes_adopted:  # after a restart: ours, including removed nodes' ones
+            self._installed_routes |= podnet.host_routes(router, HOST_DEVICE)
+            self._routes_adopted = True
         for cidr in desired - self._installed_routes:
             podnet.host_route(cidr, router, HOST_DEVICE, self.mtu)
         for cidr in self._installed_routes - desired:
