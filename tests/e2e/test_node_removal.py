@@ -2,7 +2,8 @@
 other agents drop its pod-CIDR routes, its ipcache entries (node IP, router IP, pods) and stop
 probing it; the operator frees its pod CIDR (the next node added gets it) and deletes what it
 held in the store (IP allocations, endpoint records, identity references, CiliumEndpoints);
-the node's namespace and BPF pins are gone. The cluster keeps working around it."""
+the node's namespace and BPF pins are gone, also on a node whose agent was down meanwhile.
+The cluster keeps working around it."""
 
 from __future__ import annotations
 
@@ -82,7 +83,10 @@ def test_removed_node_is_cleaned_up_everywhere(cli: Cli) -> None:
             wait_for(f"{node} to know n3 (ipcache, route, probes)", lambda n=node: knows_n3(n), 60)
         assert db.list("ipam/n3/").items and db.list("endpoints/n3/").items
 
+        # n2's agent is down while n3 goes: after its restart it must still drop n3's route.
+        os.kill(state["pids"]["agent-n2"], 9)
         cli("lab", "node", "remove", "n3", "--name", lab)
+        cli("lab", "restart", "n2", "--name", lab)
 
         def forgot_n3(node: str) -> bool:
             entries = caches[node].dump()
