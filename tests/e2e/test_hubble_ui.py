@@ -18,26 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import PYLIUM, Cli
+from .conftest import DENY_SERVER_INGRESS, FETCH, HTTP_SERVER, PYLIUM, Cli
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-DENY = """
-apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: {name: server-ingress, namespace: default}
-spec:
-  endpointSelector: {matchLabels: {app: server}}
-  ingress:
-  - fromEndpoints: [{matchLabels: {app: nobody}}]
-"""
-FETCH = (
-    "import sys, urllib.request\n"
-    "url, timeout = f'http://{sys.argv[1]}:8080/', float(sys.argv[2])\n"
-    "try: print(urllib.request.urlopen(url, timeout=timeout).status)\n"
-    "except OSError as e: print(type(e).__name__)\n"
-)
 GET = (
     "import sys, urllib.request\n"
     "try: print(urllib.request.urlopen(sys.argv[1], timeout=2).read().decode())\n"
@@ -75,9 +60,8 @@ def test_ui_shows_pods_and_a_dropped_flow(cli: Cli, tmp_path: Path) -> None:
     ui: subprocess.Popen[bytes] | None = None
     stack = contextlib.ExitStack()
     try:
-        http = (sys.executable, "-m", "http.server", "8080")
         cli("lab", "pod", "run", "server", "--node", "n2", "--labels", "app=server",
-            "--name", lab, "--", *http)  # fmt: skip
+            "--name", lab, "--", *HTTP_SERVER)  # fmt: skip
         cli("lab", "pod", "run", "client", "--node", "n1", "--labels", "app=client",
             "--name", lab)  # fmt: skip
         pods = json.loads((cli.home / "labs" / lab / "lab.json").read_text())["pods"]
@@ -90,7 +74,7 @@ def test_ui_shows_pods_and_a_dropped_flow(cli: Cli, tmp_path: Path) -> None:
         deadline = time.monotonic() + 20
         while fetch() != "200":
             assert time.monotonic() < deadline, "server never answered"
-        (tmp_path / "deny.yaml").write_text(DENY)
+        (tmp_path / "deny.yaml").write_text(DENY_SERVER_INGRESS)
         cli("apply", "-f", str(tmp_path / "deny.yaml"))
         time.sleep(0.5)
         assert fetch(1.5) != "200"
