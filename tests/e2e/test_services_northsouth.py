@@ -1,5 +1,5 @@
-"""North-south services end to end: a client outside the nodes (the lab's fabric namespace,
-on the underlay like a machine of the node network) reaches NodePort, LoadBalancer and
+"""North-south services end to end: a client outside the nodes (the lab's client namespace
+on the fabric, a machine of the node network) reaches NodePort, LoadBalancer and
 ExternalIPs frontends through bpf_host's per-packet path, in tunnel and in native routing,
 on a two-node lab with kube-proxy replacement. The backends answer with the address they see
 the client as: a backend on the node the client went to sees the client; one on the other
@@ -73,7 +73,7 @@ NATIVE = (
 
 
 def fetch(netns: str, address: str, port: int, rounds: int) -> dict[str, Any]:
-    """HTTP GETs from the fabric namespace: {"names": [...], "errors": [...]}."""
+    """HTTP GETs from the client namespace: {"names": [...], "errors": [...]}."""
     result = subprocess.run(
         [
             "ip",
@@ -110,16 +110,17 @@ def test_northsouth(cli: Cli, tmp_path: Path, mode: str) -> None:
     cli("lab", "up", "--nodes", "2", "--name", lab, "--set", "kubeProxyReplacement=true", *extra)
     try:
         state = cli.lab_state(lab)
-        fab = f"pl-{lab}-fab"
+        client_ns = f"pl-{lab}-cl"  # the lab's client namespace, on the underlay
         subnet = state["subnet"].rsplit(".", 1)[0]
-        client = f"{subnet}.1"  # the fabric's address
+        client = f"{subnet}.253"  # its address
         lb_ip, external_ip = f"{subnet}.200", f"{subnet}.201"
         node_ip = {n: v["address"].split("/")[0] for n, v in state["nodes"].items()}
         # As a BGP speaker or a cloud load balancer would: the LB IP via n1, the ExternalIP
-        # via n2 (the fabric namespace goes with the lab).
+        # via n2 (the client namespace goes with the lab).
         for vip, node in ((lb_ip, "n1"), (external_ip, "n2")):
             subprocess.run(
-                ["ip", "-n", fab, "route", "add", f"{vip}/32", "via", node_ip[node]], check=True
+                ["ip", "-n", client_ns, "route", "add", f"{vip}/32", "via", node_ip[node]],
+                check=True,
             )
         for pod, node in (("web1", "n1"), ("web2", "n2")):
             cli("lab", "pod", "run", pod, "--node", node, "--labels", "app=web", "--name", lab,
@@ -144,9 +145,9 @@ def test_northsouth(cli: Cli, tmp_path: Path, mode: str) -> None:
         for node in ("n1", "n2"):
             wait_for(
                 f"NodePort on {node}",
-                lambda n=node: bool(fetch(fab, node_ip[n], NODE_PORT, 1)["names"]),  # type: ignore[misc]
+                lambda n=node: bool(fetch(client_ns, node_ip[n], NODE_PORT, 1)["names"]),  # type: ignore[misc]
             )
-            out = fetch(fab, node_ip[node], NODE_PORT, 30)
+            out = fetch(client_ns, node_ip[node], NODE_PORT, 30)
             assert not out["errors"], out
             # both backends, this node's seeing the client, the other node's this node
             assert answers(out) == {
@@ -156,11 +157,11 @@ def test_northsouth(cli: Cli, tmp_path: Path, mode: str) -> None:
 
         # externalTrafficPolicy=Local: the LB IP (via n1) and the ExternalIP (via n2) reach
         # only the node's own backend, which sees the client.
-        out = fetch(fab, lb_ip, 80, 10)
+        out = fetch(client_ns, lb_ip, 80, 10)
         assert not out["errors"] and answers(out) == {("web1", client)}, out
-        out = fetch(fab, external_ip, 80, 10)
+        out = fetch(client_ns, external_ip, 80, 10)
         assert not out["errors"] and answers(out) == {("web2", client)}, out
-        out = fetch(fab, node_ip["n2"], 30081, 10)
+        out = fetch(client_ns, node_ip["n2"], 30081, 10)
         assert not out["errors"] and answers(out) == {("web2", client)}, out
 
         # n2 loses its backend: its Local frontends drop (no fallback to n1's), n1's still serve
@@ -174,12 +175,12 @@ def test_northsouth(cli: Cli, tmp_path: Path, mode: str) -> None:
 
         wait_for("n2's Local frontends without backends", n2_has_no_local_backend)
         for address, port in ((external_ip, 80), (node_ip["n2"], 30081)):
-            out = fetch(fab, address, port, 2)
+            out = fetch(client_ns, address, port, 2)
             assert out["names"] == [] and len(out["errors"]) == 2, out
-        out = fetch(fab, lb_ip, 80, 5)
+        out = fetch(client_ns, lb_ip, 80, 5)
         assert not out["errors"] and answers(out) == {("web1", client)}, out
         # ETP=Cluster still reaches n1's backend through n2
-        out = fetch(fab, node_ip["n2"], NODE_PORT, 5)
+        out = fetch(client_ns, node_ip["n2"], NODE_PORT, 5)
         assert not out["errors"] and answers(out) == {("web1", snat_address("n2"))}, out
 
         # No iptables or nftables rule for any service: only pylium's masquerade table.

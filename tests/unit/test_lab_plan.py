@@ -13,7 +13,8 @@ from pylium.lab.plan import IFNAMSIZ, MAX_NODES, plan_lab, pod_cidr_routes
 
 def test_two_node_local_lab() -> None:
     plan = plan_lab(name="demo", nodes=2, store="local", home=Path("/h"))
-    assert plan.namespaces == ("pl-demo-fab", "pl-demo-n1", "pl-demo-n2")
+    assert plan.namespaces == ("pl-demo-fab", "pl-demo-n1", "pl-demo-n2", "pl-demo-cl")
+    assert str(plan.client_address) == "192.168.250.253/24"  # the client outside the nodes
     assert [n.name for n in plan.nodes] == ["n1", "n2"]
     assert plan.subnet == ipaddress.IPv4Network("192.168.250.0/24")
     assert str(plan.gateway) == "192.168.250.1/24"

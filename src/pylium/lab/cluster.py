@@ -225,6 +225,7 @@ def _build(plan: LabPlan, state: LabState, configmap: Mapping[str, str]) -> None
             nl.set_sysctl(fab, f"net.ipv4.conf.{scope}.send_redirects", "0")
     for node in plan.nodes:
         _build_node(state, node, plan.gateway.ip)
+    _build_client(plan, state)
     plan.state_dir.mkdir(parents=True, exist_ok=True)
     # The lab's own cgroup v2 mount, so that pods' cgroups and the mount go with the lab.
     config = {**configmap, "cgroup-root": str(plan.cgroup_root)}
@@ -254,6 +255,17 @@ def _build(plan: LabPlan, state: LabState, configmap: Mapping[str, str]) -> None
     _spawn_relay(plan, state)
     _wait_ready(plan, state)
     sync_router(state)
+
+
+def _build_client(plan: LabPlan, state: LabState) -> None:
+    """The client namespace on the fabric (recorded first), default route via the fabric."""
+    state.netns.append(plan.client_netns)
+    _save(state)
+    nl.create_netns(plan.client_netns)
+    nl.add_veth(plan.fabric_netns, plan.client_port, plan.client_netns, "eth0", mtu=plan.mtu)
+    nl.set_master(plan.fabric_netns, plan.client_port, plan.bridge)
+    nl.add_address(plan.client_netns, "eth0", plan.client_address)
+    nl.replace_route(plan.client_netns, ipaddress.IPv4Network("0.0.0.0/0"), plan.gateway.ip)
 
 
 def _build_node(state: LabState, node: NodePlan, gateway: ipaddress.IPv4Address) -> None:

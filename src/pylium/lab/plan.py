@@ -14,6 +14,9 @@ A lab named ``L`` with nodes ``n1..nN`` is:
   a route to each node's pod CIDRs via that node (kept in step with the CiliumNodes by the lab,
   as a BGP speaker or a cloud route table would be); it sends no ICMP redirects, so nodes
   really go through it;
+- a client namespace ``pl-L-cl`` on the bridge (``eth0``, the subnet's third-to-last address),
+  a machine of the node network outside every node: NodePort, LoadBalancer and ExternalIPs
+  clients (tests add their routes to service VIPs there, as a BGP speaker would);
 - every underlay link (bridge, veths) has the lab's ``--mtu`` (jumbo frames when > 1500);
 - a state directory ``$PYLIUM_HOME/labs/L`` with ``lab.json`` and per-node directories (agent
   log, API socket, config), and per-node BPF pin directories under
@@ -121,6 +124,20 @@ class LabPlan:
         return ipaddress.IPv4Interface(f"{self.subnet[-2]}/{self.subnet.prefixlen}")
 
     @property
+    def client_netns(self) -> str:
+        """The client outside the nodes, on the underlay."""
+        return f"pl-{self.name}-cl"
+
+    @property
+    def client_port(self) -> str:
+        """The client's bridge-side veth in the fabric namespace."""
+        return "cl"
+
+    @property
+    def client_address(self) -> ipaddress.IPv4Interface:
+        return ipaddress.IPv4Interface(f"{self.subnet[-3]}/{self.subnet.prefixlen}")
+
+    @property
     def store_url(self) -> str:
         if self.store == "etcd":
             return f"etcd:http://{self.gateway.ip}:{ETCD_CLIENT_PORT}"
@@ -148,12 +165,12 @@ class LabPlan:
     @property
     def namespaces(self) -> tuple[str, ...]:
         """Every namespace the lab creates, fabric first."""
-        return (self.fabric_netns, *(n.netns for n in self.nodes))
+        return (self.fabric_netns, *(n.netns for n in self.nodes), self.client_netns)
 
     @property
     def interface_names(self) -> tuple[str, ...]:
         """Every interface name the lab creates (in whichever namespace)."""
-        names = [self.bridge, "eth0", *(n.fabric_port for n in self.nodes)]
+        names = [self.bridge, "eth0", self.client_port, *(n.fabric_port for n in self.nodes)]
         if self.store == "etcd":
             names += [self.mgmt_link, "mgmt"]
         return tuple(names)
