@@ -18,7 +18,7 @@ import pytest
 from pylium.adapters.agentapi import AgentClient
 from pylium.adapters.hubbleapi.client import ObserverClient
 
-from .conftest import PYLIUM, Cli
+from .conftest import DENY_SERVER_INGRESS, FETCH, HTTP_SERVER, PYLIUM, Cli
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -32,28 +32,11 @@ while time.monotonic() < end:
         s.sendto(b"x", target)
 """
 
-DENY_ALL_BUT_NOBODY = """
-apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: {name: server-ingress, namespace: default}
-spec:
-  endpointSelector: {matchLabels: {app: server}}
-  ingress:
-  - fromEndpoints: [{matchLabels: {app: nobody}}]
-"""
-FETCH = (
-    "import sys, urllib.request\n"
-    "url, timeout = f'http://{sys.argv[1]}:8080/', float(sys.argv[2])\n"
-    "try: print(urllib.request.urlopen(url, timeout=timeout).status)\n"
-    "except OSError as e: print(type(e).__name__)\n"
-)
-
 
 def test_flows_verdicts_policy_names_follow(cli: Cli, tmp_path: Path) -> None:
     lab = f"h{os.getpid() % 10000}"
     cli("lab", "up", "--nodes", "2", "--name", lab)
     try:
-        http = (sys.executable, "-m", "http.server", "8080")
         cli(
             "lab",
             "pod",
@@ -66,7 +49,7 @@ def test_flows_verdicts_policy_names_follow(cli: Cli, tmp_path: Path) -> None:
             "--name",
             lab,
             "--",
-            *http,
+            *HTTP_SERVER,
         )
         cli(
             "lab",
@@ -137,7 +120,7 @@ def test_flows_verdicts_policy_names_follow(cli: Cli, tmp_path: Path) -> None:
         )
         try:
             time.sleep(1.5)
-            (tmp_path / "deny.yaml").write_text(DENY_ALL_BUT_NOBODY)
+            (tmp_path / "deny.yaml").write_text(DENY_SERVER_INGRESS)
             cli("apply", "-f", str(tmp_path / "deny.yaml"))
             time.sleep(0.5)
             assert fetch(1.5) != "200"
