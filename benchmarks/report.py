@@ -2,11 +2,13 @@
 table of ratios against the goals of ``perf-anchors.md`` §8 (B1-B10, where a benchmark covers
 one), with the absolute figures beside them, and a line per benchmark that has not been run.
 
-Run: ``.venv/bin/python benchmarks/report.py`` (``make bench`` runs it last).
+Run: ``.venv/bin/python benchmarks/report.py [--note TEXT ...]`` (``make bench`` runs it
+last; notes say how a hand-made run differed).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from collections.abc import Callable
@@ -341,6 +343,11 @@ BENCHMARKS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--note", action="append", default=[], help="a line for the report's Notes (repeatable)"
+    )
+    args = parser.parse_args()
     rows: list[Row] = []
     missing: list[str] = []
     for name, extract in BENCHMARKS.items():
@@ -374,6 +381,8 @@ def main() -> None:
         lines.append(f"| {r.anchor} | {r.what} | {r.ratio} | {r.goal} | {r.absolute} | {met} |")
     if missing:
         lines += ["", "Not run: " + ", ".join(missing) + "."]
+    if args.note:
+        lines += ["", "Notes:", ""] + [f"- {note}" for note in args.note]
     REPORT.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
