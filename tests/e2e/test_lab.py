@@ -82,8 +82,9 @@ def test_lab_up_status_down(cli: Cli, store: str) -> None:
     )
     try:
         state = json.loads((cli.home / "labs" / name / "lab.json").read_text())
-        assert {f"pl-{name}-fab", f"pl-{name}-n1", f"pl-{name}-n2"} <= netns_list()
-        assert len(netns_mounts(name)) == 3
+        lab_netns = {f"pl-{name}-{suffix}" for suffix in ("fab", "n1", "n2", "cl")}
+        assert lab_netns <= netns_list()
+        assert len(netns_mounts(name)) == 4  # the fabric, two nodes, the client
         if store == "etcd":
             assert f"pl-{name}-mg" in links() and "etcd" in state["pids"]
 
