@@ -108,6 +108,7 @@ DROP_REASONS = {
     158: "SERVICE_BACKEND_NOT_FOUND",
     160: "NO_TUNNEL_OR_ENCAPSULATION_ENDPOINT",
     163: "UNKNOWN_CONNECTION_TRACKING_STATE",
+    167: "NAT_NO_MAPPING",
     169: "FIB_LOOKUP_FAILED",
     171: "INVALID_IDENTITY",
     181: "POLICY_DENY",
@@ -128,6 +129,7 @@ DROP_REASON_TEXT = {
     155: "CT: Map insertion failed",
     158: "Service backend not found",
     160: "No tunnel/encapsulation endpoint (datapath BUG!)",
+    167: "No mapping for NAT masquerade",
     181: "Policy denied by denylist",
 }
 """The monitor's words for the reasons (``cilium-dbg monitor``, ``hubble observe``)."""
