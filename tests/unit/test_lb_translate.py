@@ -17,6 +17,7 @@ from pylium.core.lb.services import Selection, backends, frontends, select
 from pylium.core.lb.translate import (
     LBAlgorithm,
     LBSettings,
+    MaglevTables,
     MapKind,
     Op,
     Rows,
@@ -135,6 +136,34 @@ def test_maglev_setting_covers_external_frontends() -> None:
     )
     (table,) = rows.maglev.values()
     assert len(table) == 251 and set(table) == {1, 2}
+
+
+def test_maglev_tables_are_reused_while_backends_stay_and_rebuilt_when_they_change() -> None:
+    settings_ = LBSettings(algorithm=LBAlgorithm.MAGLEV, maglev=maglev_config(251))
+    sids, bids = service_ids(), backend_ids()
+    cache: MaglevTables = {}
+    svc = parse_service(service_doc("web", "10.96.1.1", type="NodePort"))
+
+    def rows_with(*ips: str, tables: MaglevTables | None = cache) -> Rows:
+        return translate(
+            selections(svc, ips),
+            {svc.name: svc},
+            settings_,
+            service_ids=sids,
+            backend_ids=bids,
+            maglev_tables=tables,
+        )
+
+    first = rows_with("10.0.0.1", "10.0.0.2")
+    assert first.maglev and set(cache) == set(first.maglev)
+    again = rows_with("10.0.0.1", "10.0.0.2")
+    assert all(again.maglev[r] is first.maglev[r] for r in first.maglev)  # not rebuilt
+    changed = rows_with("10.0.0.1", "10.0.0.3")
+    assert all(changed.maglev[r] is not first.maglev[r] for r in first.maglev)
+    # What the cache hands out is what building afresh gives.
+    assert changed.maglev == rows_with("10.0.0.1", "10.0.0.3", tables=None).maglev
+    rows_with()  # no backend: no table, and the cache forgets the frontends
+    assert cache == {}
 
 
 def test_ids_are_stable_and_not_reused_at_once() -> None:

@@ -50,8 +50,9 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from pylium.adapters.bpf import cgroup
 from pylium.adapters.bpf.build import build
@@ -74,7 +75,14 @@ from pylium.core.lb.services import (
     node_exposes,
     select,
 )
-from pylium.core.lb.translate import LBAlgorithm, LBSettings, Rows, plan, translate
+from pylium.core.lb.translate import (
+    LBAlgorithm,
+    LBSettings,
+    MaglevTables,
+    Rows,
+    plan,
+    translate,
+)
 from pylium.model.config import AgentSettings
 from pylium.model.config import LBAlgorithm as ConfigAlgorithm
 from pylium.runtime.wakeup import Wakeup
@@ -144,9 +152,23 @@ class ServiceManager:
         self.service_ids = ids.service_ids()
         self.backend_ids = ids.backend_ids()
         self.revision = 0
+        # Parsed documents by store key, reused while their resourceVersion stays: a change
+        # to one Service parses one Service, not all of them.
+        self._services_parsed: _ParseCache[Service] = _ParseCache(parse_service, "Service")
+        self._slices_parsed: _ParseCache[EndpointSlice] = _ParseCache(
+            parse_endpoint_slice, "EndpointSlice"
+        )
+        # Each Service's selections, kept while its parsed Service and slices are the same
+        # objects (the node's addresses and settings do not change while the agent runs).
+        self._maglev_tables: MaglevTables = {}
+        self._selections: dict[
+            ServiceName, tuple[tuple[Service, tuple[EndpointSlice, ...]], tuple[Selection, ...]]
+        ] = {}
         """Every Service and EndpointSlice written up to this store revision is in the maps."""
         self._signature: object = None
         self._wakeups: list[Wakeup] = []
+        self._changed = threading.Event()
+        """Set by the store watches on Services, EndpointSlices, this Node, endpoint records."""
         self._last_full = 0.0
         self._lock = threading.Lock()
         self.problems: dict[str, str] = {}
@@ -197,7 +219,10 @@ class ServiceManager:
         ]
         if self.endpoints is not None:
             prefixes.append(self.endpoints.records_prefix)
-        self._wakeups = [Wakeup(self.client.store, prefix).start() for prefix in prefixes]
+        self._changed.set()  # the first sync after a start is a full one anyway
+        self._wakeups = [
+            Wakeup(self.client.store, prefix, self._changed).start() for prefix in prefixes
+        ]
 
     def _drop_stale_maglev(self) -> None:
         """A pinned Maglev map keeps the inner size it was made with: keep it only when it
@@ -257,14 +282,18 @@ class ServiceManager:
 
     # -- sync -------------------------------------------------------------------------------
 
+    def wait_for_change(self, timeout: float) -> None:
+        """Until a watched document changes, or ``timeout`` (the periodic resync)."""
+        self._changed.wait(timeout)
+
     def sync(self) -> bool:
         """Bring the maps to what the store says; returns whether anything was recomputed."""
         if self.maps is None:
+            self._changed.clear()  # nothing to bring up to date; the first sync is a full one
             return False
         with self._lock:
-            changed = False
-            for wakeup in self._wakeups:
-                changed = wakeup.wait(0) or changed
+            changed = self._changed.is_set()
+            self._changed.clear()
             due = time.monotonic() - self._last_full >= RESYNC_SECONDS
             if self._signature is not None and not changed and not due:
                 return False
@@ -338,30 +367,40 @@ class ServiceManager:
         parsed: dict[ServiceName, Service] = {}
         problems: dict[str, str] = {}
         for r in services:
-            try:
-                svc = parse_service(r.body, source=f"Service {r.namespace}/{r.name}")
-            except ValidationError as err:
-                problems[f"{r.namespace}/{r.name}"] = str(err)
-                continue
-            if node_exposes(svc.annotations, labels):
+            svc = self._services_parsed.get(r)
+            if isinstance(svc, ValidationError):
+                problems[f"{r.namespace}/{r.name}"] = str(svc)
+            elif node_exposes(svc.annotations, labels):
                 parsed[svc.name] = svc
         eps: dict[ServiceName, list[EndpointSlice]] = {}
         for r in slices:
-            try:
-                es = parse_endpoint_slice(r.body, source=f"EndpointSlice {r.namespace}/{r.name}")
-            except ValidationError as err:
-                problems[f"EndpointSlice {r.namespace}/{r.name}"] = str(err)
-                continue
-            eps.setdefault(es.service, []).append(es)
+            es = self._slices_parsed.get(r)
+            if isinstance(es, ValidationError):
+                problems[f"EndpointSlice {r.namespace}/{r.name}"] = str(es)
+            else:
+                eps.setdefault(es.service, []).append(es)
+        self._services_parsed.keep(services)
+        self._slices_parsed.keep(slices)
         selections = list(host_ports)
+        cached = self._selections
+        self._selections = {}
         for name, svc in parsed.items():
-            candidates = backends(svc, eps.get(name, []))
-            for fe in frontends(
-                svc,
-                node_addresses=self.node_addresses,
-                kube_proxy_replacement=self.kube_proxy_replacement,
-            ):
-                selections.append(select(svc, fe, candidates, node_name=self.node))
+            inputs = (svc, tuple(eps.get(name, ())))
+            hit = cached.get(name)
+            if hit is not None and _same_objects(hit[0], inputs):
+                chosen = hit[1]
+            else:
+                candidates = backends(svc, inputs[1])
+                chosen = tuple(
+                    select(svc, fe, candidates, node_name=self.node)
+                    for fe in frontends(
+                        svc,
+                        node_addresses=self.node_addresses,
+                        kube_proxy_replacement=self.kube_proxy_replacement,
+                    )
+                )
+            self._selections[name] = (inputs, chosen)
+            selections.extend(chosen)
         self.problems = problems
         return translate(
             selections,
@@ -369,6 +408,7 @@ class ServiceManager:
             self.settings,
             service_ids=self.service_ids,
             backend_ids=self.backend_ids,
+            maglev_tables=self._maglev_tables,
         )
 
     # -- reads ------------------------------------------------------------------------------
@@ -381,3 +421,44 @@ class ServiceManager:
         return sorted(
             (k.frontend for k in self.rows.services if k.slot == 0), key=lambda a: a.sort_key()
         )
+
+
+def _same_objects(
+    old: tuple[Service, tuple[EndpointSlice, ...]], new: tuple[Service, tuple[EndpointSlice, ...]]
+) -> bool:
+    return (
+        old[0] is new[0]
+        and len(old[1]) == len(new[1])
+        and all(a is b for a, b in zip(old[1], new[1], strict=True))
+    )
+
+
+_Parsed = TypeVar("_Parsed")
+
+
+class _ParseCache(Generic[_Parsed]):
+    """Documents of one kind parsed once per resourceVersion (errors included)."""
+
+    def __init__(self, parse: Callable[..., _Parsed], kind: str) -> None:
+        self._parse, self._kind = parse, kind
+        self._cache: dict[str, tuple[Any, _Parsed | ValidationError]] = {}
+
+    def get(self, r: Any) -> _Parsed | ValidationError:
+        version = r.metadata.get("resourceVersion")
+        hit = self._cache.get(r.key)
+        if hit is not None and version is not None and hit[0] == version:
+            return hit[1]
+        result: _Parsed | ValidationError
+        try:
+            result = self._parse(r.body, source=f"{self._kind} {r.namespace}/{r.name}")
+        except ValidationError as err:
+            result = err
+        self._cache[r.key] = (version, result)
+        return result
+
+    def keep(self, current: list[Any]) -> None:
+        """Forget documents that are gone."""
+        if len(self._cache) > len(current):
+            alive = {r.key for r in current}
+            for key in [k for k in self._cache if k not in alive]:
+                del self._cache[key]

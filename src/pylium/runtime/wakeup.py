@@ -14,10 +14,11 @@ log = logging.getLogger(__name__)
 
 
 class Wakeup:
-    def __init__(self, store: Store, prefix: str) -> None:
+    def __init__(self, store: Store, prefix: str, event: threading.Event | None = None) -> None:
+        """``event``: shared with other wakeups, so that one wait covers several prefixes."""
         self.store = store
         self.prefix = prefix
-        self.event = threading.Event()
+        self.event = event if event is not None else threading.Event()
         self._stop = threading.Event()
         self._watch: Watch | None = None
         self._thread = threading.Thread(target=self._run, name=f"wakeup:{prefix}", daemon=True)

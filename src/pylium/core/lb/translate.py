@@ -38,6 +38,10 @@ from pylium.core.lb.services import LB_ALGORITHM_ANNOTATION, Selection
 LB_ALGORITHM_SHIFT = 24
 
 
+MaglevTables = dict[int, tuple[tuple[tuple[MaglevBackend, ...], MaglevConfig], tuple[int, ...]]]
+"""Per reverse-NAT index: the Maglev inputs (backends, configuration) and the table built."""
+
+
 class ServiceFlag(IntFlag):
     """``lb{4,6}_service.flags`` (u16; flags and flags2 in the C struct)."""
 
@@ -201,11 +205,14 @@ def translate(
     *,
     service_ids: idalloc.IDAllocator,
     backend_ids: idalloc.IDAllocator,
+    maglev_tables: MaglevTables | None = None,
 ) -> Rows:
     """Rows for every selection; IDs come from (and are kept in) the two allocators.
 
     ``services`` maps each selection's ``frontend.service`` to its Service (HostPort
     frontends have none). IDs of frontends and backends that are gone are released.
+    ``maglev_tables``, kept by the caller between calls, holds each frontend's last table
+    with the backends it was built from, so that an unchanged service's table is not rebuilt.
     """
     svc_rows: dict[ServiceKey, ServiceValue] = {}
     be_rows: dict[int, BackendValue] = {}
@@ -253,7 +260,17 @@ def translate(
                 )
                 for b in sel.selectable
             ]
-            maglev[rev] = lookup_table(members, settings.maglev)
+            inputs = (tuple(members), settings.maglev)
+            known = maglev_tables.get(rev) if maglev_tables is not None else None
+            if known is not None and known[0] == inputs:
+                maglev[rev] = known[1]
+            else:
+                maglev[rev] = lookup_table(members, settings.maglev)
+                if maglev_tables is not None:
+                    maglev_tables[rev] = (inputs, maglev[rev])
+    if maglev_tables is not None:
+        for rev in [r for r in maglev_tables if r not in maglev]:
+            del maglev_tables[rev]
     service_ids.retain(str(s.frontend.address) for s in selections)
     backend_ids.retain(str(v.address) for v in be_rows.values())
     return Rows(
