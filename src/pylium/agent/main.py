@@ -505,7 +505,11 @@ class Agent:
                 self.services.sync()
             except PyliumError as err:
                 log.warning("service sync: %s", err)
-            if stop.wait(0.5):
+                stop.wait(0.5)  # a failing store: no busy loop
+            # Woken by the store watch at once (a change is in the maps within milliseconds),
+            # else every second for the periodic resync and to notice ``stop``.
+            self.services.wait_for_change(1.0)
+            if stop.is_set():
                 return
 
     def service_list(self, request: Request) -> tuple[int, Any]:
