@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,8 @@ from pylium.adapters.maps.base import open_pinned
 from pylium.adapters.store.factory import open_store
 from pylium.base.errors import PyliumError
 
-from .conftest import Cli
-from .test_policy import CONNECT, wait_for
+from .conftest import HTTP_SERVER, Cli, wait_for
+from .test_policy import CONNECT
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -54,10 +55,35 @@ def test_removed_node_is_cleaned_up_everywhere(cli: Cli) -> None:
     state: dict[str, Any] = json.loads((lab_dir / "lab.json").read_text())
     db = open_store(state["store_url"])
     try:
-        http = (sys.executable, "-m", "http.server", "8080")
         cli("lab", "pod", "run", "a", "--node", "n1", "-l", "app=a", "--name", lab)
-        cli("lab", "pod", "run", "b", "--node", "n2", "-l", "app=b", "--name", lab, "--", *http)
-        cli("lab", "pod", "run", "c", "--node", "n3", "-l", "app=c", "--name", lab, "--", *http)
+        cli(
+            "lab",
+            "pod",
+            "run",
+            "b",
+            "--node",
+            "n2",
+            "-l",
+            "app=b",
+            "--name",
+            lab,
+            "--",
+            *HTTP_SERVER,
+        )
+        cli(
+            "lab",
+            "pod",
+            "run",
+            "c",
+            "--node",
+            "n3",
+            "-l",
+            "app=c",
+            "--name",
+            lab,
+            "--",
+            *HTTP_SERVER,
+        )
         state = json.loads((lab_dir / "lab.json").read_text())
         n3 = json.loads(cli("get", "ciliumnode", "n3", "-o", "json").stdout)
         n3_cidr = ipaddress.IPv4Network(n3["spec"]["ipam"]["podCIDRs"][0])
@@ -80,7 +106,7 @@ def test_removed_node_is_cleaned_up_everywhere(cli: Cli) -> None:
             )
 
         for node in others:
-            wait_for(f"{node} to know n3 (ipcache, route, probes)", lambda n=node: knows_n3(n), 60)
+            wait_for(f"{node} to know n3 (ipcache, route, probes)", partial(knows_n3, node), 60)
         assert db.list("ipam/n3/").items and db.list("endpoints/n3/").items
 
         # n2's agent is down while n3 goes: after its restart it must still drop n3's route.
@@ -97,7 +123,7 @@ def test_removed_node_is_cleaned_up_everywhere(cli: Cli) -> None:
             )
 
         for node in others:
-            wait_for(f"{node} to forget n3", lambda n=node: forgot_n3(n), 60)
+            wait_for(f"{node} to forget n3", partial(forgot_n3, node), 60)
 
         def store_clean() -> bool:
             refs = [kv.key for kv in db.list("identities/refs/").items if kv.key.endswith("/n3")]
@@ -125,7 +151,20 @@ def test_removed_node_is_cleaned_up_everywhere(cli: Cli) -> None:
         cli("lab", "node", "add", "n4", "--name", lab)
         n4 = json.loads(cli("get", "ciliumnode", "n4", "-o", "json").stdout)
         assert n4["spec"]["ipam"]["podCIDRs"] == [str(n3_cidr)]
-        cli("lab", "pod", "run", "d", "--node", "n4", "-l", "app=d", "--name", lab, "--", *http)
+        cli(
+            "lab",
+            "pod",
+            "run",
+            "d",
+            "--node",
+            "n4",
+            "-l",
+            "app=d",
+            "--name",
+            lab,
+            "--",
+            *HTTP_SERVER,
+        )
         d_ip = json.loads((lab_dir / "lab.json").read_text())["pods"]["default/d"]["ip"]
         assert ipaddress.ip_address(d_ip) in n3_cidr
 

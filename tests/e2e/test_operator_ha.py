@@ -22,8 +22,8 @@ from pylium.adapters.resources import ResourceClient
 from pylium.adapters.store.factory import open_store
 from pylium.model.resource import Resource
 
-from .conftest import Cli
-from .test_policy import CONNECT, wait_for
+from .conftest import HTTP_SERVER, Cli, wait_for
+from .test_policy import CONNECT
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -72,7 +72,6 @@ def test_leader_kill_hands_over_without_allocating_twice(cli: Cli, store: str) -
         assert (counts["desired"], counts["ready"]) == (2, 2)
         lab_status = json.loads(cli("lab", "status", "--name", lab, "-o", "json").stdout)
         assert [r["running"] for r in lab_status["operator"]["replicas"]] == [True, True]
-        http = (sys.executable, "-m", "http.server", "8080")
         cli(
             "lab",
             "pod",
@@ -85,7 +84,7 @@ def test_leader_kill_hands_over_without_allocating_twice(cli: Cli, store: str) -
             "--name",
             lab,
             "--",
-            *http,
+            *HTTP_SERVER,
         )
         cli("lab", "pod", "run", "client", "--node", "n1", "-l", "app=client", "--name", lab)
 

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,9 @@ from pylium.adapters.maps import ipcache
 from pylium.adapters.maps.base import open_pinned
 from pylium.base.errors import PyliumError
 
-from .conftest import PYLIUM, Cli
+from .conftest import HTTP_SERVER, PYLIUM, Cli, wait_for
 from .test_pods import STREAM_CLIENT, STREAM_SERVER, in_netns, nsenter
-from .test_policy import ALLOW_CLIENT, CONNECT, wait_for
+from .test_policy import ALLOW_CLIENT, CONNECT
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -54,7 +55,6 @@ def test_traffic_survives_a_store_outage_and_agents_catch_up(
     cli("lab", "up", "--nodes", "2", "--store", store, "--name", lab)
     state = json.loads((cli.home / "labs" / lab / "lab.json").read_text())
     etcd_pid = state["pids"].get("etcd", 0)
-    http = (sys.executable, "-m", "http.server", "8080")
     locker: subprocess.Popen[str] | None = None
     try:
         cli(
@@ -69,7 +69,7 @@ def test_traffic_survives_a_store_outage_and_agents_catch_up(
             "--name",
             lab,
             "--",
-            *http,
+            *HTTP_SERVER,
         )
         cli("lab", "pod", "run", "client", "--node", "n1", "-l", "app=client", "--name", lab)
         state = json.loads((cli.home / "labs" / lab / "lab.json").read_text())
@@ -159,12 +159,14 @@ def test_traffic_survives_a_store_outage_and_agents_catch_up(
             server_proc.communicate()
         ready = cli("status", "--wait", "--wait-duration", "3m", "-o", "json")
         assert json.loads(ready.stdout)["ready"] is True
+
+        def store_ok(node: str) -> bool:
+            return (node_status(cli, lab, node).get("kvstore") or {}).get("state") == "Ok"
+
         for node in ("n1", "n2"):
             wait_for(
                 f"{node}'s store to be Ok again",
-                lambda node=node: (
-                    (node_status(cli, lab, node).get("kvstore") or {}).get("state") == "Ok"
-                ),
+                partial(store_ok, node),
                 timeout=60,
             )
         # Caught up: a policy and a pod created after the outage are enforced.
