@@ -20,6 +20,10 @@ def test_load_balanced_checks() -> None:
     extra = by_name["no-policies-extra"].checks
     assert all(c.load_balanced and c.expect for c in extra)
     assert {c.target.partition(":")[0] for c in extra} == {"nodeport-local", "nodeport-remote"}
+    north_south = by_name["north-south-loadbalancing"].checks
+    assert {c.source for c in north_south} == {"outside"}
+    assert all(c.load_balanced and c.expect for c in north_south)
+    assert by_name["health"].verify is not None and not by_name["health"].checks
     # policy scenarios keep to pods, hosts and the world
     assert not any(c.load_balanced for s in by_name.values() for c in s.checks if s.policies)
 

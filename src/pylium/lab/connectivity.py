@@ -12,7 +12,10 @@ Load-balanced targets (``service:``, ``hostport:``, ``nodeport-local:``, ``nodep
 before an echo pod's name) need kube-proxy replacement: without it (no kube-proxy here either)
 those checks are skipped, as upstream skips tests whose feature requirements are not met, and a
 scenario left with none is reported as skipped. Checks run in the source pod's network
-namespace and cgroup (``kubectl exec``'s place), where socket-LB applies.
+namespace and cgroup (``kubectl exec``'s place), where socket-LB applies. The source
+``outside`` is the lab's client namespace on the fabric (``north-south-loadbalancing``: the
+echo Services' NodePorts on each node from outside the cluster). ``health`` asks every agent to
+probe every node now and expects each to reach all of them (``cilium-health``'s view).
 
 A scenario applies its policies, waits until every agent's policy maps reflect them (the
 agents report the store revision their maps are in sync with), runs its checks in parallel
@@ -40,6 +43,7 @@ from pylium.adapters.resources import ResourceClient
 from pylium.adapters.store.factory import open_store
 from pylium.base.errors import LabError, PyliumError
 from pylium.core.cni import PortMapping
+from pylium.core.health import HealthReport
 from pylium.core.identity.numeric import ReservedIdentity
 from pylium.core.policy import cidr
 from pylium.lab import cluster
@@ -117,6 +121,8 @@ class Scenario:
     checks: tuple[Check, ...]
     policies: str = ""
     """YAML documents applied for the scenario (validated like ``pylium apply``)."""
+    verify: Callable[[str], list[str]] | None = None
+    """A check that is not a connection: the lab's name in, failures out."""
 
 
 @dataclass
@@ -134,6 +140,8 @@ class Outcome:
 
 
 ECHOES = ("echo-same-node", "echo-other-node")
+OUTSIDE = "outside"
+"""The client outside the cluster: the lab's client namespace on the fabric."""
 CLIENTS = ("client", "client2")
 
 
@@ -206,6 +214,15 @@ def scenarios(world: str, host: str, fabric: str, two_nodes: bool = True) -> tup
                 for e in ECHOES
             ),
         ),
+        Scenario(
+            "north-south-loadbalancing",
+            tuple(
+                Check(OUTSIDE, f"nodeport-{where}:{e}", True)
+                for where in ("local", "remote")
+                for e in ECHOES
+            ),
+        ),
+        Scenario("health", (), verify=health_failures),
         Scenario(
             "allow-all-except-world",
             (*everyone, Check("client", "world", False), Check("client2", "world", False)),
@@ -439,7 +456,7 @@ class Deployment:
 
 
 def _qualify(name: str) -> str:
-    if "/" in name or name in ("world", "host") or ":" in name:
+    if "/" in name or name in ("world", "host", OUTSIDE) or ":" in name:
         return name
     return f"{NS}/{name}"
 
@@ -550,6 +567,10 @@ def deploy(lab: str) -> Deployment:
     addresses.update(world=world, host=host)
     sources = {key: info["netns"] for key, info in state.pods.items()}
     sources["host"] = state.nodes[first]["netns"]
+    outside = f"pl-{lab}-cl"
+    if outside in state.netns:  # labs made before the client namespace existed have none
+        sources[OUTSIDE] = outside
+        addresses[OUTSIDE] = _address_of(outside)
     cgroups = {
         key: cluster.pod_cgroup(lab, info["node"], info["container_id"])
         for key, info in state.pods.items()
@@ -575,6 +596,40 @@ def deploy(lab: str) -> Deployment:
         cgroups=cgroups,
         load_balancing=load_balancing,
     )
+
+
+def _address_of(netns: str) -> str:
+    """The IPv4 address of ``eth0`` in ``netns``."""
+    out = subprocess.run(
+        ["ip", "-n", netns, "-4", "-o", "addr", "show", "dev", "eth0"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    return out[out.index("inet") + 1].split("/")[0]
+
+
+def health_failures(lab: str) -> list[str]:
+    """Every agent probes every node now (``PUT /v1/health/probe``) and must reach them all."""
+    state = cluster.load_state(lab)
+    assert state is not None
+    failures = []
+    for node in sorted(state.nodes):
+        agent = AgentClient(cluster.agent_socket(node, lab), timeout=60)
+        try:
+            report = HealthReport.from_json(agent.request("PUT", "/v1/health/probe"))
+        except PyliumError as err:
+            failures.append(f"{node}: no health report: {err}")
+            continue
+        seen = {n.name for n in report.nodes}
+        if seen != set(state.nodes):
+            failures.append(f"{node} probes {sorted(seen)}, the lab has {sorted(state.nodes)}")
+        failures += [
+            f"{node} cannot reach {n.name} ({n.host_counts()[0]}/{n.host_counts()[1]} host "
+            "probes answered)"
+            for n in report.unreachable()
+        ]
+    return failures
 
 
 def _nsenter(netns: str) -> list[str]:
@@ -684,8 +739,8 @@ def peer(
         )
     if key == "host":
         return cluster_policy.Peer("host", int(ReservedIdentity.HOST), frozenset({"reserved:host"}))
-    if key == "world":
-        address = ipaddress.IPv4Address(dep.addresses["world"])
+    if key in ("world", OUTSIDE):
+        address = ipaddress.IPv4Address(dep.addresses[key])
         labels = cidr.labels_for_address(address, snap.prefixes)
         return cluster_policy.Peer(f"world {address}", int(ReservedIdentity.WORLD), labels)
     namespace, _, pod = key.partition("/")
@@ -721,22 +776,29 @@ def run(
     outcomes = []
     for scenario in chosen:
         started = time.monotonic()
-        if not dep.load_balancing:
+        skipped = ""
+        if not dep.load_balancing and scenario.checks:
             scenario = replace(
                 scenario, checks=tuple(c for c in scenario.checks if not c.load_balanced)
             )
-            if not scenario.checks:
-                outcome = Outcome(scenario.name, skipped="needs kube-proxy replacement")
-                outcomes.append(outcome)
-                if progress is not None:
-                    progress(outcome)
-                continue
+            skipped = "" if scenario.checks else "needs kube-proxy replacement"
+        if any(_qualify(c.source) not in dep.netns for c in scenario.checks):
+            skipped = "needs the lab's client namespace (recreate the lab)"
+        if skipped:
+            outcome = Outcome(scenario.name, skipped=skipped)
+            outcomes.append(outcome)
+            if progress is not None:
+                progress(outcome)
+            continue
         resources, revision = apply_policies(lab, scenario.policies)
         try:
             _agents_in_sync(lab, revision)
             outcome = Outcome(scenario.name, checks=len(scenario.checks))
             with ThreadPoolExecutor(max_workers=8) as pool:
                 results = list(pool.map(lambda c: _probe(dep, c, timeout), scenario.checks))
+            if scenario.verify is not None:
+                outcome.checks += 1
+                outcome.failures += scenario.verify(lab)
             for check, result in zip(scenario.checks, results, strict=True):
                 if check.expect and not result:
                     # A loaded machine can be slower than the timeout: an allowed connection
