@@ -24,6 +24,8 @@ def test_load_balanced_checks() -> None:
     assert {c.source for c in north_south} == {"outside"}
     assert all(c.load_balanced and c.expect for c in north_south)
     assert by_name["health"].verify is not None and not by_name["health"].checks
+    assert scenario_names()[-1] == "no-unexpected-packet-drops"  # last, as upstream
+    assert by_name["no-unexpected-packet-drops"].verify is not None
     # policy scenarios keep to pods, hosts and the world
     assert not any(c.load_balanced for s in by_name.values() for c in s.checks if s.policies)
 

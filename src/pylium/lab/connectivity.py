@@ -434,6 +434,8 @@ egressDeny: [{toEndpoints: [{matchLabels: {name: echo-same-node}}]}]
 """),
             ),
         ),
+        # Last, as upstream runs it: what every agent dropped during the run.
+        Scenario("no-unexpected-packet-drops", (), verify=unexpected_drops),
     )
 
 
@@ -628,6 +630,50 @@ def health_failures(lab: str) -> list[str]:
             f"{node} cannot reach {n.name} ({n.host_counts()[0]}/{n.host_counts()[1]} host "
             "probes answered)"
             for n in report.unreachable()
+        ]
+    return failures
+
+
+EXPECTED_DROP_REASONS = frozenset(
+    {
+        "Policy denied",
+        "Policy denied by denylist",
+        "Unsupported L2 protocol",
+        "Unsupported L3 protocol",
+        "Stale or unroutable IP",
+        "Authentication required",
+        "Service backend not found",
+        "Unsupported protocol for NAT masquerade",
+        "Invalid source ip",
+        "Unknown L3 target address",
+        "Host datapath not ready",
+        "Unknown ICMPv4 code",
+        "Unknown ICMPv6 code",
+        "Forbidden ICMPv6 message",
+        "No egress gateway found",
+    }
+)
+"""Drop reasons a connectivity run is expected to cause (upstream cilium-cli's list): denied
+checks, pods' IPv6 chatter without IPv6, ETP=Local without a local backend."""
+
+
+def unexpected_drops(lab: str) -> list[str]:
+    """Every agent's ``cilium_drop_count_total`` with a reason outside the expected ones."""
+    state = cluster.load_state(lab)
+    assert state is not None
+    failures = []
+    for node in sorted(state.nodes):
+        agent = AgentClient(cluster.agent_socket(node, lab), timeout=30)
+        try:
+            samples = agent.get("/v1/metrics", match="^cilium_drop_count_total$")
+        except PyliumError as err:
+            failures.append(f"{node}: no drop metrics: {err}")
+            continue
+        failures += [
+            f"{node}: {int(s['value'])} packets dropped: {s['labels'].get('reason')} "
+            f"({s['labels'].get('direction', '').lower()})"
+            for s in samples
+            if s["value"] and s["labels"].get("reason") not in EXPECTED_DROP_REASONS
         ]
     return failures
 
