@@ -106,6 +106,9 @@ def test_node_gc_clears_only_removed_nodes(store: Store) -> None:
     lease = store.grant_lease(30)
     store.put("nodes/heartbeat/starting", b"x", lease=lease)  # beating: not removed
     store.put("ipam/starting/10.0.9.1", b"router")
+    # The operator's own keys under ipam/ are nobody's allocations: they stay.
+    store.put("ipam/mode", b"cluster-pool")
+    store.put("ipam/cluster-pool/accepted", b"{}")
     assert NodeGC(store).run_once() == {"gone": 4}
     keys = {
         kv.key
@@ -117,6 +120,8 @@ def test_node_gc_clears_only_removed_nodes(store: Store) -> None:
         "endpoints/n1/cn1",
         "identities/refs/1234/n1",
         "ipam/starting/10.0.9.1",
+        "ipam/mode",
+        "ipam/cluster-pool/accepted",
     }
     assert [r.name for r in client.list("CiliumEndpoint")[0]] == ["pod-n1"]
     assert NodeGC(store).run_once() == {}

@@ -15,6 +15,7 @@ registers both resources before it writes any of this state.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Sequence
 
@@ -31,6 +32,19 @@ TXN_OPS = 100
 
 def _node_of(key: str, prefix: str) -> str:
     return key[len(prefix) :].split("/", 1)[0]
+
+
+def _allocation_owner(key: str) -> str | None:
+    """The node of an IP allocation, ``ipam/<node>/<ip>``; None for the operator's own keys
+    that share the prefix (``ipam/mode``, ``ipam/cluster-pool/accepted``), which must stay."""
+    parts = key[len(ALLOCATIONS_PREFIX) :].split("/")
+    if len(parts) != 2:
+        return None
+    try:
+        ipaddress.ip_address(parts[1])
+    except ValueError:
+        return None
+    return parts[0]
 
 
 class NodeGC:
@@ -50,11 +64,14 @@ class NodeGC:
             _node_of(kv.key, HEARTBEAT_PREFIX) for kv in self.store.list(HEARTBEAT_PREFIX).items
         }
         stale: dict[str, list[str]] = {}
-        for prefix in (ALLOCATIONS_PREFIX, RECORDS_PREFIX):
-            for kv in self.store.list(prefix).items:
-                node = _node_of(kv.key, prefix)
-                if node not in live:
-                    stale.setdefault(node, []).append(kv.key)
+        for kv in self.store.list(ALLOCATIONS_PREFIX).items:
+            owner = _allocation_owner(kv.key)
+            if owner is not None and owner not in live:
+                stale.setdefault(owner, []).append(kv.key)
+        for kv in self.store.list(RECORDS_PREFIX).items:
+            node = _node_of(kv.key, RECORDS_PREFIX)
+            if node not in live:
+                stale.setdefault(node, []).append(kv.key)
         for kv in self.store.list(REFS_PREFIX).items:
             node = kv.key.rsplit("/", 1)[-1]
             if node not in live:
