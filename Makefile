@@ -50,6 +50,7 @@ bench: setup
 	$(PY) benchmarks/pod_startup.py
 	$(PY) benchmarks/service_programming.py
 	$(PY) benchmarks/report.py
+	$(PY) benchmarks/plots.py
 
 crds: setup
 	$(BIN)/pylium crds export deploy/crds

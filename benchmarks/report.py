@@ -381,6 +381,14 @@ def main() -> None:
         lines.append(f"| {r.anchor} | {r.what} | {r.ratio} | {r.goal} | {r.absolute} | {met} |")
     if missing:
         lines += ["", "Not run: " + ", ".join(missing) + "."]
+    lines += [
+        "",
+        "Plots (`benchmarks/plots.py`, after this report in `make bench`):",
+        "",
+        "![B5 connect rate against services](plots/socket_lb.png)",
+        "![B2/B3 ratios](plots/pod_rr.png)",
+        "![B7a Maglev build times](plots/maglev.png)",
+    ]
     if args.note:
         lines += ["", "Notes:", ""] + [f"- {note}" for note in args.note]
     REPORT.write_text("\n".join(lines) + "\n")
