@@ -94,7 +94,9 @@ def _emit(data: Any, lines: list[str], output: str) -> None:
         typer.echo("\n".join(lines))
 
 
-def _cluster(ctx: typer.Context, *, wait: bool, wait_duration: float, output: str) -> None:
+def _cluster(
+    ctx: typer.Context, *, wait: bool, wait_duration: float, output: str, ignore_warnings: bool
+) -> None:
     url = store_url(ctx)
     deadline = time.monotonic() + wait_duration
     while True:
@@ -120,13 +122,19 @@ def _cluster(ctx: typer.Context, *, wait: bool, wait_duration: float, output: st
             st, problem = None, str(err)
         finally:
             store.close()
-        if st is not None and (st.ready or not wait):
+        # As cilium-cli: --wait also waits for warnings (a node's first health probe of a
+        # peer that is still starting) to clear, unless --ignore-warnings.
+        if st is not None and (not wait or (st.ready and (ignore_warnings or not st.warnings))):
             _emit(st.to_json(), render_cluster_status(st), output)
             return
         if time.monotonic() > deadline:
             if st is not None:
                 _emit(st.to_json(), render_cluster_status(st), output)
-                problem = "; ".join(p.message for p in st.errors) or "not every agent is ready"
+                problem = "; ".join(p.message for p in st.errors) or (
+                    "not every agent is ready"
+                    if not st.ready
+                    else "warnings: " + "; ".join(p.message for p in st.warnings)
+                )
             print(
                 f"Error: Unable to determine status: not ready after {wait_duration:g}s: {problem}",
                 file=sys.stderr,
@@ -164,6 +172,12 @@ def status(
     wait_duration: Annotated[
         str, typer.Option("--wait-duration", help="How long --wait waits (Go duration).")
     ] = "5m",
+    ignore_warnings: Annotated[
+        bool,
+        typer.Option(
+            "--ignore-warnings", help="Ignore warnings when waiting for status to report success."
+        ),
+    ] = False,
     output: OutputOption = "text",
 ) -> None:
     """Cluster status as `cilium status`; with --node, a node's as `cilium-dbg status`."""
@@ -174,7 +188,13 @@ def status(
     except ValueError as err:
         raise typer.BadParameter(str(err), param_hint="--wait-duration") from err
     if node is None:
-        _cluster(ctx, wait=wait, wait_duration=seconds, output=output)
+        _cluster(
+            ctx,
+            wait=wait,
+            wait_duration=seconds,
+            output=output,
+            ignore_warnings=ignore_warnings,
+        )
         return
     try:
         resp = _agent(node, lab).get("/v1/status")
