@@ -38,11 +38,10 @@ from pylium.core.ipam.cloud.plan import (
     security_groups_for,
 )
 from pylium.model.config import OperatorSettings
-from pylium.operator.cloud_ipam import RESYNC_SECONDS, CloudIPAMController
+from pylium.operator.cloud_ipam import RESYNC_SECONDS, CloudIPAMController, InstanceLimits
 
 log = logging.getLogger(__name__)
 
-LIMITS_REFRESH_SECONDS = 60.0
 MANAGED_TAG = ("io.cilium/cilium-managed", "true")
 CLUSTER_TAG = "io.cilium/cluster-name"
 
@@ -65,8 +64,9 @@ class AlibabaProvider:
         self.enis: list[ali.ECSInterface] = []
         self._subnets: list[Subnet] = []
         self.groups: list[SecurityGroup] = []
-        self.limits: dict[str, Limits] = {}
-        self._limits_asked: dict[str, float] = {}
+        self.limits = InstanceLimits(
+            lambda types: self.api.instance_type_limits(types), clock, None
+        )
 
     @property
     def metrics(self) -> Metrics:
@@ -92,16 +92,6 @@ class AlibabaProvider:
         return self._subnets
 
     def limits_of(self, spec: NodeSpec) -> Limits | None:
-        found = self.limits.get(spec.instance_type)
-        if found is not None:
-            return found
-        last = self._limits_asked.get(spec.instance_type, float("-inf"))
-        if self.clock() - last >= LIMITS_REFRESH_SECONDS:
-            self._limits_asked[spec.instance_type] = self.clock()
-            try:
-                self.limits.update(self.api.instance_type_limits([spec.instance_type]))
-            except AlibabaCloudError as err:
-                log.warning("DescribeInstanceTypes failed: %s", err)
         return self.limits.get(spec.instance_type)
 
     def security_groups_for(self, spec: NodeSpec, interfaces: list[Interface]) -> tuple[str, ...]:

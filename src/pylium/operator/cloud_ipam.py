@@ -115,6 +115,41 @@ class CloudProvider(Protocol):
         """The subnet of an interface (the ``subnet_id`` label of the ops metrics)."""
 
 
+LIMITS_REFRESH_SECONDS = 60.0
+"""An instance type missing from the known limits is asked for at most this often."""
+
+
+class InstanceLimits:
+    """Limits per instance type: the known ones, and an unknown type asked from the cloud
+    (``fetch``) at most once per ``LIMITS_REFRESH_SECONDS``; a failed call is logged and
+    the type stays unknown until the next try."""
+
+    def __init__(
+        self,
+        fetch: Callable[[list[str]], Mapping[str, Limits]],
+        clock: Callable[[], float],
+        known: Mapping[str, Limits] | None = None,
+    ) -> None:
+        self._fetch, self._clock = fetch, clock
+        self.known: dict[str, Limits] = dict(known or {})
+        self._asked: dict[str, float] = {}
+
+    def update(self, more: Mapping[str, Limits]) -> None:
+        self.known.update(more)
+
+    def get(self, instance_type: str) -> Limits | None:
+        found = self.known.get(instance_type)
+        if found is not None:
+            return found
+        if self._clock() - self._asked.get(instance_type, float("-inf")) >= LIMITS_REFRESH_SECONDS:
+            self._asked[instance_type] = self._clock()
+            try:
+                self.known.update(self._fetch([instance_type]))
+            except CloudAPIError as err:
+                log.warning("instance type limits of %s not available: %s", instance_type, err)
+        return self.known.get(instance_type)
+
+
 @dataclass(slots=True)
 class NodeReport:
     """What one pass did for a node (for logs, tests and the status)."""

@@ -40,14 +40,17 @@ from pylium.core.ipam.eni.plan import (
     security_groups_for,
 )
 from pylium.model.config import OperatorSettings
-from pylium.operator.cloud_ipam import RESYNC_SECONDS, CloudIPAMController, NodeReport
+from pylium.operator.cloud_ipam import (
+    RESYNC_SECONDS,
+    CloudIPAMController,
+    InstanceLimits,
+    NodeReport,
+)
 
 log = logging.getLogger(__name__)
 
 __all__ = ["EC2Provider", "ENIController", "NodeReport", "gc_tags"]
 
-LIMITS_REFRESH_SECONDS = 60.0
-"""DescribeInstanceTypes for an unknown type at most once a minute (upstream's trigger)."""
 MANAGED_TAG = ("io.cilium/cilium-managed", "true")
 CLUSTER_TAG = "io.cilium/cluster-name"
 
@@ -73,8 +76,9 @@ class EC2Provider:
         self.release_excess_ips = settings.aws_release_excess_ips
         self.gc_tags = gc_tags(settings)
         self.create_tags: Tags = tuple(sorted(set(settings.eni_tags) | set(self.gc_tags)))
-        self.limits: dict[str, Limits] = dict(STATIC_LIMITS)
-        self._limits_asked: dict[str, float] = {}
+        self.limits = InstanceLimits(
+            lambda types: self.api.instance_type_limits(types), clock, STATIC_LIMITS
+        )
         self.interfaces: list[Interface] = []
         self._subnets: list[Subnet] = []
         self.vpcs: dict[str, list[str]] = {}
@@ -113,16 +117,6 @@ class EC2Provider:
         return self._subnets
 
     def limits_of(self, spec: NodeSpec) -> Limits | None:
-        found = self.limits.get(spec.instance_type)
-        if found is not None:
-            return found
-        last = self._limits_asked.get(spec.instance_type, float("-inf"))
-        if self.clock() - last >= LIMITS_REFRESH_SECONDS:
-            self._limits_asked[spec.instance_type] = self.clock()
-            try:
-                self.limits.update(self.api.instance_type_limits([spec.instance_type]))
-            except EC2Error as err:
-                log.warning("DescribeInstanceTypes failed: %s", err)
         return self.limits.get(spec.instance_type)
 
     def security_groups_for(self, spec: NodeSpec, interfaces: list[ENI]) -> tuple[str, ...]:
@@ -212,7 +206,7 @@ class ENIController(CloudIPAMController):
 
     @property
     def limits(self) -> dict[str, Limits]:
-        return self.ec2.limits
+        return self.ec2.limits.known
 
     def enis_of(self, instance_id: str) -> list[ENI]:
         return self.ec2.enis_of(instance_id)
