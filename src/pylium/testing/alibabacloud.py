@@ -31,10 +31,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from ipaddress import IPv4Network
 from typing import Any
 from urllib.parse import parse_qsl, quote_plus, urlsplit
+
+from pylium.testing.loopback import APIError, LoopbackServer, running
 
 ECS_VERSION = "2014-05-26"
 VPC_VERSION = "2016-04-28"
@@ -63,14 +65,6 @@ def expected_signature(method: str, params: dict[str, str], secret: str) -> str:
     to_sign = f"{method}&{_encode('/')}&{_encode(query)}"
     mac = hmac.new((secret + "&").encode(), to_sign.encode(), hashlib.sha1)
     return base64.b64encode(mac.digest()).decode()
-
-
-class APIError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
 
 
 @dataclass(slots=True)
@@ -144,7 +138,7 @@ class State:
         return f"{prefix}-{next(self.ids):08x}"
 
 
-class AlibabaCloudServer:
+class AlibabaCloudServer(LoopbackServer):
     """The server and its state; :meth:`add_vswitch` and friends build the world."""
 
     def __init__(self, *, key_id: str = "LTAItest", secret: str = "secret-test") -> None:
@@ -152,12 +146,7 @@ class AlibabaCloudServer:
         self.secret = secret
         self.state = State(credentials={key_id: secret})
         self.lock = threading.Lock()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self._listen(self._handler())
 
     # -- world building -------------------------------------------------------------------------
 
@@ -474,10 +463,5 @@ class AlibabaCloudServer:
 @contextmanager
 def alibabacloud_server() -> Iterator[AlibabaCloudServer]:
     """A running server on 127.0.0.1 (a free port), shut down on exit."""
-    server = AlibabaCloudServer()
-    server.thread.start()
-    try:
+    with running(AlibabaCloudServer()) as server:
         yield server
-    finally:
-        server.httpd.shutdown()
-        server.httpd.server_close()

@@ -28,20 +28,18 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from ipaddress import IPv4Network
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+from pylium.testing.loopback import APIError, LoopbackServer, running
+
 PAGE = 2
 
 
-class ARMError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
+class ARMError(APIError):
+    """An ARM error answer (``{"error": {"code", "message"}}``)."""
 
 
 @dataclass(slots=True)
@@ -78,7 +76,7 @@ class SubnetState:
         return ip
 
 
-class AzureARMServer:
+class AzureARMServer(LoopbackServer):
     """The server and its state; :meth:`add_vnet`, :meth:`add_vm`, :meth:`add_scale_set`
     build the world."""
 
@@ -115,12 +113,7 @@ class AzureARMServer:
         self.throttled = 0
         self.lock = threading.Lock()
         self._ids = itertools.count(1)
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self._listen(self._handler())
 
     @property
     def group_path(self) -> str:
@@ -505,10 +498,5 @@ class AzureARMServer:
 @contextmanager
 def azure_server(**kwargs: Any) -> Iterator[AzureARMServer]:
     """A running server on 127.0.0.1 (a free port), shut down on exit."""
-    server = AzureARMServer(**kwargs)
-    server.thread.start()
-    try:
+    with running(AzureARMServer(**kwargs)) as server:
         yield server
-    finally:
-        server.httpd.shutdown()
-        server.httpd.server_close()
