@@ -11,7 +11,6 @@ import ipaddress
 import json
 import os
 import subprocess
-import sys
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from pylium.adapters.store.factory import open_store
 from pylium.base.errors import PyliumError
 
 from .conftest import HTTP_SERVER, Cli, wait_for
-from .test_policy import CONNECT
+from .test_policy import connect_from
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -169,21 +168,7 @@ def test_removed_node_is_cleaned_up_everywhere(cli: Cli) -> None:
         assert ipaddress.ip_address(d_ip) in n3_cidr
 
         def connect(pod: str, ip: str) -> str:
-            out = cli(
-                "lab",
-                "pod",
-                "exec",
-                pod,
-                "--name",
-                lab,
-                "--",
-                sys.executable,
-                "-c",
-                CONNECT,
-                ip,
-                "2",
-            )
-            return out.stdout.strip()
+            return connect_from(cli, lab, pod, ip, 2.0)
 
         b_ip = state["pods"]["default/b"]["ip"]
         wait_for("a to reach d on the new node", lambda: connect("a", d_ip) == "ok", 60)

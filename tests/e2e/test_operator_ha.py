@@ -12,7 +12,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-import sys
 import time
 from typing import Any
 
@@ -23,7 +22,7 @@ from pylium.adapters.store.factory import open_store
 from pylium.model.resource import Resource
 
 from .conftest import HTTP_SERVER, Cli, wait_for
-from .test_policy import CONNECT
+from .test_policy import connect_from
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -166,21 +165,7 @@ def test_leader_kill_hands_over_without_allocating_twice(cli: Cli, store: str) -
         server_ip = json.loads(lab_json.read_text())["pods"]["default/server"]["ip"]
 
         def connect(pod: str) -> str:
-            out = cli(
-                "lab",
-                "pod",
-                "exec",
-                pod,
-                "--name",
-                lab,
-                "--",
-                sys.executable,
-                "-c",
-                CONNECT,
-                server_ip,
-                "2",
-            )
-            return out.stdout.strip()
+            return connect_from(cli, lab, pod, server_ip, 2.0)
 
         wait_for("the client to reach the server", lambda: connect("client") == "ok", timeout=30)
         cli("lab", "pod", "run", "late", "--node", "n1", "-l", "app=late", "--name", lab)

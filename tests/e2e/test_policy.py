@@ -33,6 +33,14 @@ except OSError as err:
     print(type(err).__name__)
 """
 
+
+def connect_from(cli: Cli, lab: str, pod: str, ip: str, timeout: float = 2.0) -> str:
+    """``pod`` connects to ``ip``:8080 and sends a request (CONNECT): ``ok``, ``closed`` or
+    the error's name (``TimeoutError`` when a policy drops it)."""
+    argv = [sys.executable, "-c", CONNECT, ip, str(timeout)]
+    return cli("lab", "pod", "exec", pod, "--name", lab, "--", *argv).stdout.strip()
+
+
 ALLOW_CLIENT = """
 apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
@@ -89,21 +97,7 @@ def test_policy_enforced_in_datapath(cli: Cli, mode: str, tmp_path: Path) -> Non
         n2 = AgentClient(cli.home / "labs" / lab / "n2" / "pylium.sock", timeout=10)
 
         def connect(pod: str, timeout: float = 2.0) -> str:
-            out = cli(
-                "lab",
-                "pod",
-                "exec",
-                pod,
-                "--name",
-                lab,
-                "--",
-                sys.executable,
-                "-c",
-                CONNECT,
-                server_ip,
-                str(timeout),
-            )
-            return out.stdout.strip()
+            return connect_from(cli, lab, pod, server_ip, timeout)
 
         def explained(pod: str) -> tuple[bool, str]:
             out = cli(

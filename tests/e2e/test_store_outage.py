@@ -27,7 +27,7 @@ from pylium.base.errors import PyliumError
 
 from .conftest import HTTP_SERVER, PYLIUM, Cli, wait_for
 from .test_pods import STREAM_CLIENT, STREAM_SERVER, in_netns, nsenter
-from .test_policy import ALLOW_CLIENT, CONNECT
+from .test_policy import ALLOW_CLIENT, connect_from
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -192,21 +192,7 @@ def test_traffic_survives_a_store_outage_and_agents_catch_up(
         cli("lab", "pod", "run", "late", "--node", "n1", "-l", "app=late", "--name", lab)
 
         def connect(pod: str) -> str:
-            out = cli(
-                "lab",
-                "pod",
-                "exec",
-                pod,
-                "--name",
-                lab,
-                "--",
-                sys.executable,
-                "-c",
-                CONNECT,
-                server_ip,
-                "2",
-            )
-            return out.stdout.strip()
+            return connect_from(cli, lab, pod, server_ip, 2.0)
 
         wait_for("the allowed client to connect", lambda: connect("client") == "ok", 60)
         assert connect("late") == "TimeoutError"  # its identity is not allowed: dropped
