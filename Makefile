@@ -32,7 +32,7 @@ bpf: setup
 
 # Every tier but the benchmarks: static checks, then unit, datapath, integration, e2e.
 test: check bpf
-	$(BIN)/pytest -q -p no:cacheprovider tests
+	$(BIN)/pytest -q -p no:cacheprovider --durations=40 tests
 
 bench: setup
 	$(PY) benchmarks/store_throughput.py
