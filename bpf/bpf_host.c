@@ -11,7 +11,9 @@
  * the host firewall on, the host's egress policy judges what it sends this way.
  *
  * cil_from_netdev and cil_to_netdev, on the underlay device's tc ingress and egress, attached
- * with kube-proxy replacement or the host firewall on. With kube-proxy replacement
+ * with kube-proxy replacement, the host firewall or BPF host routing on. With BPF host routing
+ * (enable_host_routing), cil_from_netdev delivers packets for local endpoints straight into
+ * them after the checks to-container would make (host_routing_to_endpoint). With kube-proxy replacement
  * (enable_nodeport), cil_from_netdev first serves NodePort, LoadBalancer and ExternalIPs
  * frontends for clients outside the node and the replies of remote backends to what it SNATed
  * (lib/nodeport.h, lib/nat.h); service traffic is not judged by the host firewall. Then, with
@@ -30,6 +32,7 @@
 #include "lib/encap.h"
 #include "lib/host_firewall.h"
 #include "lib/nodeport.h"
+#include "lib/fib.h"
 
 SEC("tc")
 int cil_from_host(struct __sk_buff *skb)
@@ -70,6 +73,25 @@ static __always_inline bool is_host_address(__u32 ip4)
 	return info && info->sec_identity == IDENTITY_HOST;
 }
 
+/* BPF host routing: a packet from the network for a local endpoint, judged as to-container
+ * judges what the stack routes to the pod (source identity from the ipcache, conntrack, the
+ * endpoint's ingress policy), its TTL decremented as the stack's forwarding would, then
+ * straight into the pod's namespace. A TTL about to expire goes to the stack, which answers. */
+static __always_inline int host_routing_to_endpoint(struct __sk_buff *skb, struct flow_info *f,
+						    const struct endpoint_info *ep)
+{
+	struct remote_endpoint_info *src = ipcache_lookup4(f->saddr);
+	int ret;
+
+	f->src_identity = src ? src->sec_identity : IDENTITY_WORLD;
+	ret = ipv4_dec_ttl(skb);
+	if (ret == FIB_TO_STACK)
+		return TC_ACT_OK;
+	if (ret)
+		return drop(skb, ret, DIR_INGRESS, f);
+	return ingress_deliver_local(skb, f, ep);
+}
+
 SEC("tc")
 int cil_from_netdev(struct __sk_buff *skb)
 {
@@ -86,6 +108,11 @@ int cil_from_netdev(struct __sk_buff *skb)
 	ret = nodeport_lb4(skb, &f);
 	if (ret != NODEPORT_CONTINUE)
 		return ret;
+	if (enable_host_routing) {
+		struct endpoint_info *ep = endpoint_lookup4(f.daddr);
+		if (ep && ep->ifindex)
+			return host_routing_to_endpoint(skb, &f, ep);
+	}
 	f.src_identity = 0;
 	f.dst_identity = IDENTITY_HOST;
 	if (!is_host_address(f.daddr))

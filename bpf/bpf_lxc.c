@@ -7,15 +7,17 @@
  * destination, that endpoint's ingress policy (replies and related ICMP errors skip policy);
  * record a new connection; then deliver to a local endpoint straight into its namespace
  * (bpf_redirect_peer, MACs rewritten as a router would), send pods on other nodes through the
- * VXLAN tunnel with the source identity in the VNI, and hand everything else to the kernel.
+ * VXLAN tunnel with the source identity in the VNI, and hand everything else to the kernel,
+ * or, with BPF host routing, route it in BPF out of the FIB's device (lib/fib.h) unless it is
+ * for this node or to be masqueraded.
  *
  * A packet to this node's own addresses (identity HOST) also meets the host firewall's ingress
  * policy at from-container, and one from them the host's egress policy at to-container (both
  * pass when the host firewall is off: no host policy map).
  *
  * to-container: the destination endpoint's ingress policy for the source identity the ipcache
- * gives (traffic delivered by bpf_lxc or bpf_overlay never comes this way: bpf_redirect_peer
- * skips the veth's egress).
+ * gives (traffic delivered by bpf_lxc, bpf_overlay or, with BPF host routing, bpf_host's
+ * from-netdev never comes this way: bpf_redirect_peer skips the veth's egress).
  *
  * Forwards and drops are counted; drops and (per monitor aggregation) forwards are traced.
  * A reply of a NodePort backend to a client outside the node (the connection was delivered by
@@ -30,6 +32,7 @@
 #include "lib/events.h"
 #include "lib/policy.h"
 #include "lib/deliver.h"
+#include "lib/fib.h"
 #include "lib/nat.h"
 
 SEC("tc")
@@ -109,6 +112,11 @@ int cil_from_container(struct __sk_buff *skb)
 		forward(skb, TRACE_TO_OVERLAY, state, DIR_EGRESS, &f, notify);
 		return bpf_redirect(cfg->tunnel_ifindex, 0);
 	}
+	/* BPF host routing: out of the FIB's device without the stack, unless the packet is for
+	 * this node or masquerading (in the stack) must rewrite it. */
+	if (enable_host_routing && f.dst_identity != IDENTITY_HOST &&
+	    !host_routing_masqueraded(f.daddr))
+		return fib_redirect4(skb, &f, DIR_EGRESS, state, notify);
 	forward(skb, TRACE_TO_STACK, state, DIR_EGRESS, &f, notify);
 	return TC_ACT_OK;
 }

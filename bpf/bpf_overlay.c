@@ -31,7 +31,6 @@ int cil_from_overlay(struct __sk_buff *skb)
 	struct ethhdr *eth = data;
 	struct flow_info f = {};
 	struct bpf_tunnel_key key = {};
-	bool notify;
 	int ret;
 
 	if (bpf_skb_get_tunnel_key(skb, &key, sizeof(key), 0) < 0)
@@ -69,19 +68,7 @@ int cil_from_overlay(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	}
 
-	int state = ct_lookup4(&f, CT_INGRESS, skb->len, &notify);
-	notify = notify || monitor_aggregation == MONITOR_AGGREGATION_NONE || state == CT_NEW;
-	if (!ct_skips_policy(state)) {
-		ret = policy_check(skb, ep->lxc_id, DIR_INGRESS, &f, state);
-		if (ret)
-			return drop(skb, ret, DIR_INGRESS, &f);
-	}
-	if (state == CT_NEW) {
-		ret = ct_create4(&f, CT_INGRESS, skb->len);
-		if (ret < 0)
-			return drop(skb, -ret, DIR_INGRESS, &f);
-	}
-	return deliver_local(skb, ep, &f, DIR_INGRESS, state, notify);
+	return ingress_deliver_local(skb, &f, ep);
 }
 
 char _license[] SEC("license") = "GPL";

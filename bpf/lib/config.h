@@ -19,6 +19,18 @@ volatile const __u32 ct_timeout_regular_any = 60;
 #define MONITOR_AGGREGATION_NONE 0
 volatile const __u8 monitor_aggregation = MONITOR_AGGREGATION_NONE;
 
+/* BPF host routing (upstream's ENABLE_HOST_ROUTING; the agent clears it with
+ * enable-host-legacy-routing, or when the kernel lacks bpf_redirect_neigh/bpf_redirect_peer):
+ * from-container routes packets leaving the node with the FIB and sends them out of the FIB's
+ * device itself, and from-netdev delivers packets for local endpoints straight into them
+ * (lib/fib.h). Masquerading stays iptables-style (nftables in the stack), so a packet it would
+ * masquerade (destination outside ipv4_snat_exclusion_dst_cidr/mask, network order) still
+ * goes through the stack. */
+volatile const __u8 enable_host_routing = 0;
+volatile const __u8 enable_masquerade_ipv4 = 0;
+volatile const __be32 ipv4_snat_exclusion_dst_cidr = 0;
+volatile const __be32 ipv4_snat_exclusion_dst_mask = 0;
+
 /* node_config.flags */
 #define NODE_F_POLICY_AUDIT_MODE 1 /* policy-audit-mode: would-be policy drops pass, reported */
 

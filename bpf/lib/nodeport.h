@@ -279,29 +279,6 @@ static __always_inline void dsr_record4(struct __sk_buff *skb, const struct flow
 		nodeport_rev_dnat_entry(f, opt.addr, opt.port);
 }
 
-/* Into a pod on this node, as from-overlay delivers: its ingress policy, conntrack. */
-static __always_inline int nodeport_local(struct __sk_buff *skb, struct flow_info *f,
-					  const struct endpoint_info *ep)
-{
-	bool notify;
-	int ret;
-
-	f->dst_identity = ep->sec_id;
-	int state = ct_lookup4(f, CT_INGRESS, skb->len, &notify);
-	notify = notify || monitor_aggregation == MONITOR_AGGREGATION_NONE || state == CT_NEW;
-	if (!ct_skips_policy(state)) {
-		ret = policy_check(skb, ep->lxc_id, DIR_INGRESS, f, state);
-		if (ret)
-			return drop(skb, ret, DIR_INGRESS, f);
-	}
-	if (state == CT_NEW) {
-		ret = ct_create4(f, CT_INGRESS, skb->len);
-		if (ret < 0)
-			return drop(skb, -ret, DIR_INGRESS, f);
-	}
-	return deliver_local(skb, ep, f, DIR_INGRESS, state, notify);
-}
-
 /* NodePort, LoadBalancer and ExternalIPs for a packet from outside: a verdict, or
  * NODEPORT_CONTINUE when the packet is no service traffic. */
 static __always_inline int nodeport_lb4(struct __sk_buff *skb, struct flow_info *f)
@@ -345,7 +322,7 @@ static __always_inline int nodeport_lb4(struct __sk_buff *skb, struct flow_info 
 
 	struct endpoint_info *ep = endpoint_lookup4(be_addr);
 	if (ep && ep->ifindex)
-		return nodeport_local(skb, f, ep);
+		return ingress_deliver_local(skb, f, ep);
 
 	struct remote_endpoint_info *info = ipcache_lookup4(be_addr);
 	bool tunnel = info && info->tunnel_endpoint;

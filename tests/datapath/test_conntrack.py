@@ -101,6 +101,10 @@ def test_load_time_constants(load_lxc: Loader) -> None:
         "ct_timeout_regular_tcp_fin": 10,
         "ct_timeout_regular_any": 60,
         "monitor_aggregation": 2,
+        "enable_host_routing": 0,
+        "enable_masquerade_ipv4": 0,
+        "ipv4_snat_exclusion_dst_cidr": 0,
+        "ipv4_snat_exclusion_dst_mask": 0,
     }
 
     reader = events.EventReader(obj.map_fd(events.NAME))

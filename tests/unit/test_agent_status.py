@@ -17,6 +17,7 @@ from pylium.agent.status import HEARTBEAT_CONTROLLER, Controllers, describe_stor
 from pylium.core.health import Target
 from pylium.core.hubble.ring import FlowRing
 from pylium.core.ipam.hostscope import Usage
+from pylium.core.settings.checks import HostRouting
 from pylium.model.config import AgentSettings
 
 
@@ -72,7 +73,9 @@ def test_targets_from_cilium_nodes() -> None:
     assert targets_from(bodies) == [Target("n1", "a"), Target("n2", "b")]
 
 
-def fake_agent(*, ready: bool = True, datapath_error: str = "") -> Any:
+def fake_agent(
+    *, ready: bool = True, datapath_error: str = "", host_routing: HostRouting = HostRouting(True)
+) -> Any:
     ready_event = threading.Event()
     if ready:
         ready_event.set()
@@ -86,7 +89,9 @@ def fake_agent(*, ready: bool = True, datapath_error: str = "") -> Any:
         ipam=SimpleNamespace(usage=lambda: usage, ready=ready_event),
         datapath_error=datapath_error,
         endpoints=SimpleNamespace(
-            obj=object() if ready else None, node_ip=ipaddress.IPv4Address("192.0.2.1")
+            obj=object() if ready else None,
+            node_ip=ipaddress.IPv4Address("192.0.2.1"),
+            host_routing=host_routing,
         ),
         started=time.time(),
         hubble=SimpleNamespace(ring=FlowRing(4095), started=time.time() - 10),
@@ -108,6 +113,9 @@ def test_status_response_ok() -> None:
     assert resp["ipam"]["state"] == "Ok"
     assert resp["routing"]["inter-host-routing-mode"] == "Tunnel"
     assert resp["routing"]["tunnel-protocol"] == "vxlan"
+    assert resp["routing"]["intra-host-routing-mode"] == "BPF"
+    legacy = fake_agent(host_routing=HostRouting(False, "configured"))
+    assert status_response(legacy, health())["routing"]["intra-host-routing-mode"] == "Legacy"
     assert resp["kube-proxy-replacement"]["mode"] == "False"
     assert not resp["kube-proxy-replacement"]["features"]["socketLB"]["enabled"]
     assert resp["hubble"] == {

@@ -42,6 +42,7 @@ from pylium.base.errors import DatapathError, Location, PyliumError, ValidationE
 from pylium.core.cni import CniError, parse_port_mappings
 from pylium.core.identity.labels import Label, LabelFilter, host_labels, identity_labels
 from pylium.core.identity.numeric import ReservedIdentity
+from pylium.core.settings.checks import HostRouting, host_routing_constants
 from pylium.model.resource import Resource
 from pylium.runtime.nodekeys import RECORDS_PREFIX
 
@@ -106,6 +107,7 @@ class EndpointManager:
         masquerade_keep: Sequence[ipaddress.IPv4Network] = (),
         masquerade_interfaces: Sequence[str] = (),
         eni_routing: ENIRouting | None = None,
+        host_routing: HostRouting = HostRouting(False),
     ) -> None:
         self.store = store
         self.client = ResourceClient(store)
@@ -146,6 +148,8 @@ class EndpointManager:
         self.cidr_identities: dict[ipaddress.IPv4Network, int] = {}
         """Prefixes named by policy -> their CIDR identity (set by the policy engine); the
         ipcache holds them so outside addresses resolve to the right CIDR identity."""
+        self.host_routing = host_routing
+        """BPF host routing (load-time constants of every object) or Legacy."""
         self._lock = threading.Lock()
 
     # -- node datapath ----------------------------------------------------------------------
@@ -165,7 +169,10 @@ class EndpointManager:
             ("net.ipv4.conf.default.rp_filter", "0"),
         ):
             podnet.write_sysctl(name, value)
-        constants = {"monitor_aggregation": self.monitor_aggregation}
+        constants = {
+            "monitor_aggregation": self.monitor_aggregation,
+            **host_routing_constants(self.host_routing),
+        }
         self.obj = BpfObject(build("bpf_lxc"), self.bpf_root, constants=constants).load()
         self.endpoints_map = epmap.EndpointsMap(self.obj.map_fd(epmap.NAME))
         self.ipcache_map = ipcache.IPCacheMap(self.obj.map_fd(ipcache.NAME))
@@ -186,7 +193,9 @@ class EndpointManager:
             self._load_host()
             assert self.host is not None
             tc.attach(HOST_DEVICE, self.host.prog_fd(FROM_HOST_PROGRAM), ingress=False)
-        if self.host_firewall or self.nodeport:
+        # BPF host routing in native routing: from-netdev delivers to local pods (through
+        # the tunnel, from-overlay already does).
+        if self.host_firewall or self.nodeport or (self.host_routing.bpf and not self.tunnel_port):
             self._attach_host_firewall()
         self._restore()
         log.info("datapath ready", extra={"bpf_root": str(self.bpf_root), "router": str(router)})
@@ -284,6 +293,7 @@ class EndpointManager:
         constants = {
             **options.pop("constants", {}),
             "monitor_aggregation": self.monitor_aggregation,
+            **host_routing_constants(self.host_routing),
             "enable_nodeport": int(self.nodeport),
             "ipv4_nodeport": int.from_bytes(self.node_ip.packed, sys.byteorder),
             "ipv4_gateway": int.from_bytes(router.packed, sys.byteorder)
@@ -300,21 +310,24 @@ class EndpointManager:
 
     def _attach_host_firewall(self) -> None:
         """cil_from_netdev / cil_to_netdev on the device holding the node's IP (upstream's
-        native devices): the NodePort path (kube-proxy replacement) and the host firewall,
-        which judges nothing until the host endpoint's policy map exists."""
+        native devices): the NodePort path (kube-proxy replacement), BPF host routing's
+        delivery to local pods, and the host firewall, which judges nothing until the host
+        endpoint's policy map exists. cil_to_netdev only serves the last two."""
         device = podnet.device_of(self.node_ip)
         if device is None:
             raise DatapathError(str(self.node_ip), "host firewall", "no device holds the node IP")
         self._load_host()
         assert self.host is not None
         tc.attach(device, self.host.prog_fd(FROM_NETDEV_PROGRAM))
-        tc.attach(device, self.host.prog_fd(TO_NETDEV_PROGRAM), ingress=False)
+        if self.host_firewall or self.nodeport:
+            tc.attach(device, self.host.prog_fd(TO_NETDEV_PROGRAM), ingress=False)
         log.info(
             "bpf_host attached to the native device",
             extra={
                 "device": device,
                 "nodeport": self.nodeport,
                 "host_firewall": self.host_firewall,
+                "host_routing": self.host_routing.mode,
             },
         )
 

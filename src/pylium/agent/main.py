@@ -24,7 +24,7 @@ from typing import Any
 
 from pylium import __version__
 from pylium.adapters import fsmount
-from pylium.adapters.bpf import bpffs
+from pylium.adapters.bpf import bpffs, probes
 from pylium.adapters.identities import IdentityAllocator
 from pylium.adapters.maps import metrics as metrics_map
 from pylium.adapters.netlink import podnet
@@ -51,7 +51,12 @@ from pylium.base.errors import (
 from pylium.core.identity.labels import Label, LabelFilter, identity_labels
 from pylium.core.ipam.hostscope import ROUTER_OWNER, Address
 from pylium.core.ipam.multipool import DEFAULT_POOL, select_pool
-from pylium.core.settings.checks import datapath_lb_mode, lb_mode_notes
+from pylium.core.settings.checks import (
+    HostRouting,
+    datapath_lb_mode,
+    host_routing,
+    lb_mode_notes,
+)
 from pylium.model.config import VXLAN_PORT, AgentSettings, IPAMMode, RoutingMode, TunnelProtocol
 from pylium.model.resource import Resource
 from pylium.runtime.daemon import read_configmap, setup_logging, stop_on_signals
@@ -168,6 +173,7 @@ class Agent:
             masquerade_keep=masquerade_keep(settings),
             masquerade_interfaces=settings.egress_masquerade_interfaces,
             eni_routing=self.eni_routing,
+            host_routing=resolve_host_routing(settings),
         )
         self.datapath_error = ""
         self.policy = PolicyManager(self.client, policy_config(settings))
@@ -648,6 +654,23 @@ def tunnel_port(settings: AgentSettings) -> int:
             "geneve needs the kernel's Geneve driver, which this kernel lacks; use vxlan",
         )
     return settings.tunnel_port or VXLAN_PORT
+
+
+def resolve_host_routing(settings: AgentSettings) -> HostRouting:
+    """BPF host routing, or Legacy with upstream's log line saying why."""
+    try:
+        missing = probes.missing_host_routing_helpers()
+    except PyliumError as err:
+        missing = [f"unknown ({err})"]
+    routing = host_routing(
+        settings, masquerade_keep=masquerade_keep(settings), missing_helpers=missing
+    )
+    if routing.reason:
+        log.info(
+            "%s Falling back to legacy host routing (enable-host-legacy-routing=true).",
+            routing.reason,
+        )
+    return routing
 
 
 def masquerade_keep(settings: AgentSettings) -> tuple[ipaddress.IPv4Network, ...]:

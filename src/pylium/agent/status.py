@@ -325,7 +325,7 @@ def status_response(agent: Agent, health: HealthDaemon) -> dict[str, Any]:
         "routing": {
             "inter-host-routing-mode": "Tunnel" if tunnel else "Native",
             "tunnel-protocol": s.tunnel_protocol.value if tunnel else "",
-            "intra-host-routing-mode": "Legacy",
+            "intra-host-routing-mode": agent.endpoints.host_routing.mode,
         },
         "attach-mode": "Legacy TC",
         "datapath-mode": "veth",

@@ -656,6 +656,11 @@ class AgentSettings(ClusterSettings):
     direct_routing_device: str = setting("direct-routing-device", "", Str())
     """Device used for NodePort/DSR forwarding to other nodes; empty = auto-detect."""
 
+    enable_host_legacy_routing: bool = setting("enable-host-legacy-routing", False, Bool())
+    """Route pods' traffic through the node's stack (Legacy) instead of in eBPF (Helm
+    ``bpf.hostLegacyRouting``); BPF host routing is the default where the kernel has
+    bpf_redirect_neigh and bpf_redirect_peer."""
+
     # Masquerading
     enable_ipv4_masquerade: bool = setting("enable-ipv4-masquerade", True, Bool())
     """SNAT pod traffic leaving the native-routing CIDR to the node IP. Helm turns it off

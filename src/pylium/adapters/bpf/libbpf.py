@@ -94,6 +94,7 @@ def lib() -> Any:
         "bpf_tc_detach": (c_int, [c_void_p, c_void_p]),
         "bpf_tc_query": (c_int, [c_void_p, c_void_p]),
         "libbpf_num_possible_cpus": (c_int, []),
+        "libbpf_probe_bpf_helper": (c_int, [c_int, c_int, c_void_p]),
         "libbpf_set_print": (c_void_p, [c_void_p]),
     }
     for name, (restype, argtypes) in protos.items():

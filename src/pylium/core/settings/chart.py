@@ -374,6 +374,7 @@ ROWS: tuple[Row, ...] = (
     Row("enable-ipv4-masquerade", ("enableIPv4Masquerade", "eni.enabled"), _ipv4_masquerade),
     row("enable-ipv6-masquerade", "enableIPv6Masquerade"),
     row("enable-bpf-masquerade", "bpf.masquerade"),
+    row("enable-host-legacy-routing", "bpf.hostLegacyRouting"),
     row("enable-ip-masq-agent", "ipMasqAgent.enabled"),
     row("egress-masquerade-interfaces", "egressMasqueradeInterfaces"),
     # Load-balancing

@@ -8,7 +8,9 @@ be allowed and where the value came from; warnings are non-fatal sentences. Sour
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network
 
 from pylium.base.errors import ConfigError
@@ -242,3 +244,78 @@ def datapath_lb_mode(s: AgentSettings) -> int:
     if s.routing_mode is RoutingMode.TUNNEL:
         return DATAPATH_LB_MODES[LBMode.SNAT]
     return DATAPATH_LB_MODES[s.bpf_lb_mode]
+
+
+@dataclass(frozen=True, slots=True)
+class HostRouting:
+    """How the node routes pods' traffic: in eBPF (upstream's "Host Routing: BPF") or through
+    its stack ("Legacy"), and why Legacy when BPF was not configured away."""
+
+    bpf: bool
+    reason: str = ""
+    """Why BPF host routing is off: upstream's sentence, or empty when configured so."""
+    snat_exclusion: IPv4Network | None = None
+    """With masquerading on: the destinations that keep the pod's address, which BPF host
+    routing may send itself (others go through the stack, where nftables masquerades them).
+    None: masquerading is off."""
+
+    @property
+    def mode(self) -> str:
+        """As ``cilium-dbg status`` prints it (``Host: BPF`` / ``Host: Legacy``)."""
+        return "BPF" if self.bpf else "Legacy"
+
+
+def host_routing(
+    s: AgentSettings,
+    *,
+    masquerade_keep: Sequence[IPv4Network],
+    missing_helpers: Sequence[str],
+) -> HostRouting:
+    """BPF host routing unless ``enable-host-legacy-routing`` is set or the node cannot have it
+    (upstream's fall-backs in ``daemon/cmd/kube_proxy_replacement.go``: endpoint routes, the
+    kernel's helpers). ``masquerade_keep``: the destinations not masqueraded (empty:
+    masquerading off); ``missing_helpers``: the BPF helpers the kernel lacks.
+
+    Unlike upstream, iptables-style masquerading and kube-proxy-replacement off do not force
+    Legacy: pylium masquerades in nftables, so packets to be masqueraded still take the stack
+    (only the first of several non-masquerade CIDRs is routed in BPF; the others take the
+    stack too, which is always correct), and without kube-proxy replacement no netfilter
+    service translation exists for BPF routing to skip (ClusterIPs are socket-LB's)."""
+    if s.enable_host_legacy_routing:
+        return HostRouting(False)
+    reason = ""
+    if s.enable_endpoint_routes:
+        reason = "BPF host routing is currently not supported with enable-endpoint-routes."
+    elif s.ipam is IPAMMode.ENI:
+        reason = (
+            "BPF host routing is not supported with ipam eni (its masquerading and per-ENI "
+            "routing tables are the stack's)."
+        )
+    elif missing_helpers:
+        reason = (
+            "BPF host routing requires kernel 5.10 or newer (missing: "
+            f"{', '.join(missing_helpers)})."
+        )
+    if reason:
+        return HostRouting(False, reason)
+    return HostRouting(True, snat_exclusion=masquerade_keep[0] if masquerade_keep else None)
+
+
+def host_routing_constants(routing: HostRouting) -> dict[str, int]:
+    """The load-time constants of bpf/lib/config.h that carry ``routing`` (addresses as the
+    kernel holds them: network order in memory, read as a native integer)."""
+    exclusion = routing.snat_exclusion
+    return {
+        "enable_host_routing": int(routing.bpf),
+        "enable_masquerade_ipv4": int(exclusion is not None),
+        "ipv4_snat_exclusion_dst_cidr": _native(exclusion.network_address.packed)
+        if exclusion is not None
+        else 0,
+        "ipv4_snat_exclusion_dst_mask": _native(exclusion.netmask.packed)
+        if exclusion is not None
+        else 0,
+    }
+
+
+def _native(packed: bytes) -> int:
+    return int.from_bytes(packed, sys.byteorder)
