@@ -73,6 +73,7 @@ DATAPATH_TRACE_POINTS = {
     3: TraceObservationPoint.TO_STACK,
     4: TraceObservationPoint.TO_OVERLAY,
     5: TraceObservationPoint.FROM_ENDPOINT,
+    11: TraceObservationPoint.TO_NETWORK,  # out of a native device (BPF host routing, NodePort)
 }
 """Datapath TRACE_* numbers -> the proto's observation points."""
 
@@ -83,6 +84,7 @@ TRACE_POINT_TEXT = {
     TraceObservationPoint.TO_STACK: "to-stack",
     TraceObservationPoint.TO_OVERLAY: "to-overlay",
     TraceObservationPoint.FROM_ENDPOINT: "from-endpoint",
+    TraceObservationPoint.TO_NETWORK: "to-network",
 }
 
 DROP_REASONS = {
