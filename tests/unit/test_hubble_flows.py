@@ -97,6 +97,13 @@ def test_trace_drop_and_verdict_events() -> None:
         assert flow_from_json(flow.to_json()) == dataclasses.replace(flow, length=0)
 
 
+def test_out_of_a_native_device_is_to_network() -> None:
+    # TRACE_TO_NETWORK (11): BPF host routing and the NodePort path send packets out themselves
+    routed = make(Ev(type=4, reason=0, obs_point=11, direction=2))
+    assert routed.trace_observation_point is TraceObservationPoint.TO_NETWORK
+    assert " to-network FORWARDED " in compact(routed)
+
+
 def test_filters() -> None:
     fwd = make(Ev(type=4, obs_point=0))
     drop = make(Ev(type=1, reason=133, proto=17, tcp_flags=0))
