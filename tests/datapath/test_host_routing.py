@@ -28,6 +28,7 @@ from pylium.adapters.bpf.objects import TC_ACT_OK, TC_ACT_REDIRECT, BpfObject, p
 from pylium.adapters.maps import ct, events, ipcache, policy
 from pylium.core.policy.mapstate import MapState
 from pylium.core.settings.checks import HostRouting, host_routing_constants
+from pylium.testing.netstat import ip_forwarded
 
 from .packets import SYN, _csum, ipv4_tcp
 from .seed import EP_B, LXC_B_MAC, POD_B, POD_B_MAC, REMOTE, seed
@@ -121,18 +122,6 @@ def test_from_netdev_leaves_it_to_the_stack(lxc: BpfObject, load_host: Loader) -
     assert from_netdev(bpf, node_bound) == (TC_ACT_OK, node_bound)
 
 
-def forwarded(node: str) -> int:
-    """The node's IP ForwDatagrams: packets its stack forwarded."""
-    snmp = subprocess.run(
-        ["ip", "netns", "exec", node, "cat", "/proc/net/snmp"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.splitlines()
-    names, values = (line.split()[1:] for line in snmp if line.startswith("Ip:"))
-    return int(values[names.index("ForwDatagrams")])
-
-
 def drops(obj: BpfObject, reader: events.EventReader) -> set[tuple[int, int, int, int]]:
     records = reader.drain()
     return {
@@ -189,7 +178,7 @@ def test_two_nodes_native_routing(pin_dir: Path, mode: str) -> None:
                     assert connect(p1, pods[1], 8080) == "ok"
                     assert connect(p1, pods[1], 8081) == "TimeoutError"
                     assert drops(lxcs[1], reader) == {(133, 1, pod_ids[0], pod_ids[1])}
-                routed_by_stack = forwarded(n1) + forwarded(n2)
+                routed_by_stack = ip_forwarded(n1) + ip_forwarded(n2)
                 if mode == "bpf":
                     assert routed_by_stack == 0
                 else:
