@@ -5,6 +5,13 @@ serves them on the agent API (``GET /v1/flows``, a long poll for following;
 
 The ring buffer has one reader: this thread. Events the datapath could not queue (the buffer
 was full) are counted by the datapath and reported here as lost, as Hubble reports them.
+
+Per event the reader does almost nothing: a drained batch stays raw bytes
+(:class:`RecordFlows`) and each record becomes a :class:`Flow` only when something reads it
+(the API, gRPC, the relay, metrics). What could change before then is captured per batch: a
+reference to the endpoint table of the moment (replaced, never modified, by ``refresh``), the
+labels of the identities the batch names, and, for drops and policy verdicts only, the
+policies that decided (policy can change at any time).
 """
 
 from __future__ import annotations
@@ -14,9 +21,10 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from pylium import __version__
 from pylium.adapters.bpf.objects import BpfObject
@@ -28,10 +36,11 @@ from pylium.core.hubble.filters import FlowFilter, filter_from_json
 from pylium.core.hubble.flow import (
     EVENT_DROP,
     EVENT_POLICY_VERDICT,
+    EVENT_TRACE,
+    Decided,
     Endpoint,
     EventFields,
     Flow,
-    PolicyRef,
     flow_from_event,
 )
 from pylium.core.hubble.ring import FlowRing, Query
@@ -43,7 +52,7 @@ log = logging.getLogger(__name__)
 DIR_EGRESS = 2
 """The datapath's direction numbers (bpf/lib/common.h): 1 ingress, 2 egress."""
 
-Attribution = Callable[[int, Direction, int, int, int], tuple[tuple[PolicyRef, ...], ...]]
+Attribution = Callable[[int, Direction, int, int, int], Decided]
 LabelsOf = Callable[[int], frozenset[str] | None]
 FlowListener = Callable[[Sequence[Flow]], None]
 
@@ -52,6 +61,70 @@ BATCH_EVENTS = 256
 BATCH_PAUSE_S = 0.05
 """Below ``BATCH_EVENTS`` events per read, the reader pauses this long before the next one
 (flows reach the ring at most this much later; the BPF ring buffer holds far more)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchContext:
+    """What turning a batch's records into flows later takes from the moment it was read."""
+
+    node: str
+    boot_offset_ns: int
+    endpoints: Mapping[ipaddress.IPv4Address, Endpoint]
+    labels: Mapping[int, frozenset[str] | None]
+    """Of every identity the batch names (identities can be released)."""
+    decided: Mapping[int, Decided]
+    """Record index -> the policies that decided (drops and verdicts that have any)."""
+
+    def lookup(self, ip: ipaddress.IPv4Address, identity: int) -> Endpoint:
+        found = self.endpoints.get(ip)
+        if found is not None:
+            return found
+        return Endpoint(identity=identity, labels=tuple(sorted(self.labels.get(identity) or ())))
+
+
+class RecordFlows(Sequence[Flow]):
+    """One drained batch as flows, each record decoded when first read, then kept."""
+
+    def __init__(self, records: events.Records, context: BatchContext) -> None:
+        self._records = records
+        self._context = context
+        self._count = len(records)
+        self._flows: list[Flow | None] = [None] * self._count
+
+    def __len__(self) -> int:
+        return self._count
+
+    @overload
+    def __getitem__(self, index: int) -> Flow: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Flow]: ...
+
+    def __getitem__(self, index: int | slice) -> Flow | list[Flow]:
+        if isinstance(index, slice):
+            return [self._flow(i) for i in range(*index.indices(self._count))]
+        if index < 0:
+            index += self._count
+        if not 0 <= index < self._count:
+            raise IndexError(index)
+        return self._flow(index)
+
+    def __iter__(self) -> Iterator[Flow]:
+        return (self._flow(i) for i in range(self._count))
+
+    def _flow(self, index: int) -> Flow:
+        flow = self._flows[index]
+        if flow is None:
+            ctx = self._context
+            decided = ctx.decided.get(index)
+            flow = self._flows[index] = flow_from_event(
+                self._records.event(index),
+                node=ctx.node,
+                boot_offset_ns=ctx.boot_offset_ns,
+                lookup=ctx.lookup,
+                attribution=None if decided is None else lambda _: decided,
+            )
+        return flow
 
 
 class HubbleObserver:
@@ -109,14 +182,7 @@ class HubbleObserver:
                     )
         self._endpoints, self._local = known, dict(local)
 
-    def _lookup(self, ip: ipaddress.IPv4Address, identity: int) -> Endpoint:
-        found = self._endpoints.get(ip)
-        if found is not None:
-            return found
-        labels = self.labels_of(identity) or frozenset()
-        return Endpoint(identity=identity, labels=tuple(sorted(labels)))
-
-    def _attribute(self, event: EventFields) -> tuple[tuple[PolicyRef, ...], tuple[PolicyRef, ...]]:
+    def _attribute(self, event: EventFields) -> Decided:
         if event.direction == DIR_EGRESS:
             local, remote = self._local.get(event.saddr), event.dst_identity
             direction = Direction.EGRESS
@@ -125,30 +191,43 @@ class HubbleObserver:
             direction = Direction.INGRESS
         if local is None:
             return (), ()
-        allowed, denied = self.attribution(local, direction, remote, event.proto, event.dport)
-        return allowed, denied
+        return self.attribution(local, direction, remote, event.proto, event.dport)
+
+    def take(self, records: events.Records) -> None:
+        """A drained batch into the ring (and to the listeners, which decode it at once)."""
+        flows = RecordFlows(records, self._context(records))
+        self.ring.add(flows)
+        if self.listeners:
+            self._notify(flows)
+
+    def _context(self, records: events.Records) -> BatchContext:
+        decided: dict[int, Decided] = {}
+        types = records.types()
+        if types.count(EVENT_TRACE) != len(types):  # drops and verdicts: attributed now
+            for i, kind in enumerate(types):
+                if kind in (EVENT_DROP, EVENT_POLICY_VERDICT):
+                    refs = self._attribute(records.event(i))
+                    if refs != ((), ()):
+                        decided[i] = refs
+        return BatchContext(
+            node=self.node,
+            boot_offset_ns=self._offset,
+            endpoints=self._endpoints,
+            labels={i: self.labels_of(i) for i in records.identities()},
+            decided=decided,
+        )
 
     def _run(self, stop: threading.Event) -> None:
         assert self._reader is not None
         while not stop.is_set():
             try:
-                batch = self._reader.poll(100)
-                if batch:
-                    flows = [
-                        flow_from_event(
-                            e,
-                            node=self.node,
-                            boot_offset_ns=self._offset,
-                            lookup=self._lookup,
-                            attribution=self._attribute
-                            if e.type in (EVENT_DROP, EVENT_POLICY_VERDICT)
-                            else None,
-                        )
-                        for e in batch
-                    ]
-                    self.ring.add(flows)
-                    self._notify(flows)
-                    if len(batch) < BATCH_EVENTS:
+                records = self._reader.drain()
+                if not records:
+                    self._reader.wait(100)
+                    records = self._reader.drain()
+                if records:
+                    self.take(records)
+                    if len(records) < BATCH_EVENTS:
                         # Let events gather: one wake-up per batch instead of one per event
                         # keeps the reader off the CPUs that carry the traffic.
                         stop.wait(BATCH_PAUSE_S)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pylium.adapters.maps import config as config_map
 from pylium.adapters.maps import policy as policy_maps
 from pylium.adapters.resources import ResourceClient
-from pylium.core.hubble.flow import PolicyRef
+from pylium.core.hubble.flow import Decided, PolicyRef
 from pylium.core.policy import cidr
 from pylium.core.policy.explain import DropReason, explain_identity
 from pylium.core.policy.mapstate import MapState, compute_map_state
@@ -26,6 +26,8 @@ from pylium.core.policy.selectorcache import SelectorCache, reserved_identities
 from pylium.runtime import policy as cluster_policy
 
 log = logging.getLogger(__name__)
+
+ATTRIBUTION_MEMO = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +69,9 @@ class PolicyManager:
         """What was last written to each endpoint's map (so a change writes only the diff)."""
         self._resolved: dict[int, ResolvedPolicy] = {}
         """Each endpoint's resolved policy, for attributing verdicts to rules (Hubble)."""
+        self._attributed: dict[tuple[int, Direction, int, int, int], Decided] = {}
+        """Answers of :meth:`attribution` for the current ``_resolved`` (Hubble asks for every
+        drop and new connection's verdict, mostly the same few questions)."""
 
     def attach(self, maps: policy_maps.PolicyMaps, node_config: config_map.ConfigMap) -> None:
         """The datapath is loaded: from now on policy is written into these maps."""
@@ -90,6 +95,8 @@ class PolicyManager:
             self.revision = snap.revision
             return False
         self.cidr_identities = cluster_policy.cidr_identities(snap, self.cidr_identities)
+        with self._lock:
+            self._attributed = {}  # the cache changes now, the resolved policies below
         self._update_cache(snap)
         repo = snap.repository
         egress_ports = snap.named_ports()
@@ -125,6 +132,7 @@ class PolicyManager:
         with self._lock:
             self._enforced = enforced
             self._resolved = resolved_now
+            self._attributed = {}
         self._signature = snap.signature
         self._endpoints_seen = current
         self.revision = snap.revision
@@ -137,11 +145,16 @@ class PolicyManager:
         remote_identity: int,
         proto: int,
         port: int,
-    ) -> tuple[tuple[PolicyRef, ...], tuple[PolicyRef, ...]]:
+    ) -> Decided:
         """The policies that allowed / denied a packet of this local endpoint (the explainer
         run on the endpoint's resolved policy): ``(allowed by, denied by)``."""
+        key = (endpoint_id, direction, remote_identity, proto, port)
         with self._lock:
             resolved = self._resolved.get(endpoint_id)
+            memo = self._attributed
+            known = memo.get(key)
+        if known is not None:
+            return known
         if resolved is None:
             return (), ()
         explanation = explain_identity(
@@ -165,7 +178,13 @@ class PolicyManager:
                 PolicyRef(name=r.name, namespace=r.namespace, kind=r.kind) for r in deciding
             )
         )
-        return ((), refs) if explanation.drop_reason is not None else (refs, ())
+        answer: Decided = ((), refs) if explanation.drop_reason is not None else (refs, ())
+        with self._lock:
+            if memo is self._attributed:  # else policy changed meanwhile: not kept
+                if len(memo) >= ATTRIBUTION_MEMO:
+                    memo.clear()
+                memo[key] = answer
+        return answer
 
     def forget(self, endpoint_id: int) -> None:
         """The endpoint is gone: its map goes with it."""

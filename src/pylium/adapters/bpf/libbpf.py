@@ -85,10 +85,6 @@ def lib() -> Any:
         ),
         "bpf_prog_get_fd_by_id": (c_int, [c_uint32]),
         "bpf_obj_get_info_by_fd": (c_int, [c_int, c_void_p, ctypes.POINTER(c_uint32)]),
-        "ring_buffer__new": (c_void_p, [c_int, c_void_p, c_void_p, c_void_p]),
-        "ring_buffer__poll": (c_int, [c_void_p, c_int]),
-        "ring_buffer__consume": (c_int, [c_void_p]),
-        "ring_buffer__free": (None, [c_void_p]),
         "bpf_tc_hook_create": (c_int, [c_void_p]),
         "bpf_tc_attach": (c_int, [c_void_p, c_void_p]),
         "bpf_tc_detach": (c_int, [c_void_p, c_void_p]),
@@ -206,6 +202,3 @@ class TcOpts(Structure):
         ("priority", c_uint32),
         ("_pad", c_uint32),
     ]
-
-
-RingBufferCallback = CFUNCTYPE(c_int, c_void_p, c_void_p, c_size_t)

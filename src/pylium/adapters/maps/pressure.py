@@ -18,7 +18,7 @@ KEYED_TYPES = frozenset({1, 5, 9, 10, 11, 13})
 MAX_WALK = 1 << 20
 
 
-def _info(fd: int) -> tuple[int, int, int]:
+def map_info(fd: int) -> tuple[int, int, int]:
     """(map type, key size, max entries)."""
     info = ctypes.create_string_buffer(_MAP_INFO_SIZE)
     size = ctypes.c_uint32(_MAP_INFO_SIZE)
@@ -49,7 +49,7 @@ def usage(path: Path) -> tuple[int, int] | None:
         return None
     try:
         try:
-            kind, key_size, max_entries = _info(fd)
+            kind, key_size, max_entries = map_info(fd)
         except DatapathError:
             return None  # a pinned program, not a map
         if kind not in KEYED_TYPES:

@@ -427,7 +427,9 @@ def flow_from_json(d: Mapping[str, Any]) -> Flow:
 
 EndpointLookup = Callable[[ipaddress.IPv4Address, int], Endpoint]
 """(address, identity) -> what is known of that side."""
-PolicyAttribution = Callable[[EventFields], tuple[tuple[PolicyRef, ...], tuple[PolicyRef, ...]]]
+Decided = tuple[tuple[PolicyRef, ...], tuple[PolicyRef, ...]]
+"""The policies that decided a verdict: (allowed by, denied by)."""
+PolicyAttribution = Callable[[EventFields], Decided]
 """event -> (allowed by, denied by)."""
 
 
