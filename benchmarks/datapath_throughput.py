@@ -16,7 +16,7 @@ Topologies (all inside namespaces this script creates and removes; the kernel on
 
 Prints the medians and the ratio, writes ``benchmarks/results/datapath_throughput.json``.
 Run as root: ``.venv/bin/python benchmarks/datapath_throughput.py [--mode vxlan|native|both]
-[--rounds 3] [--seconds 5]``.
+[--rounds 3] [--seconds 5] [--set KEY=VALUE ...]``.
 """
 
 from __future__ import annotations
@@ -61,12 +61,15 @@ def iperf(server_ns: str, client_ns: str, server_ip: str, seconds: int) -> float
         server.wait(timeout=30)
 
 
-def measure(mode: str, rounds: int, seconds: int) -> dict[str, list[float]]:
-    """Interleaved samples of the kernel baseline and pylium in one routing mode."""
+def measure(
+    mode: str, rounds: int, seconds: int, extra: tuple[str, ...] = ()
+) -> dict[str, list[float]]:
+    """Interleaved samples of the kernel baseline and pylium in one routing mode; ``extra``:
+    more ``pylium lab up`` flags."""
     samples: dict[str, list[float]] = {f"kernel_{mode}": [], f"pylium_{mode}": []}
     with (
         _lab.kernel_topology(K, tunnel=mode == "vxlan") as topo,
-        _lab.lab("bench", 2, *(_lab.NATIVE if mode == "native" else ())) as lab,
+        _lab.lab("bench", 2, *(_lab.NATIVE if mode == "native" else ()), *extra) as lab,
     ):
         client = lab.pod("client", "n1")
         server = lab.pod("server", "n2")
@@ -86,11 +89,19 @@ def main() -> None:
     parser.add_argument("--mode", choices=("vxlan", "native", "both"), default="both")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="more Helm values for the lab (e.g. bpf.hostLegacyRouting=true)",
+    )
     args = parser.parse_args()
+    extra = tuple(flag for value in args.set for flag in ("--set", value))
     modes = ("vxlan", "native") if args.mode == "both" else (args.mode,)
     samples: dict[str, list[float]] = {}
     for mode in modes:
-        samples.update(measure(mode, args.rounds, args.seconds))
+        samples.update(measure(mode, args.rounds, args.seconds, extra))
     medians = {k: statistics.median(v) for k, v in samples.items()}
     ratios = {mode: medians[f"pylium_{mode}"] / medians[f"kernel_{mode}"] for mode in modes}
     for name, values in samples.items():
@@ -107,6 +118,7 @@ def main() -> None:
                 m: _lab.ratio_summary(samples[f"pylium_{m}"], samples[f"kernel_{m}"]) for m in modes
             },
             "seconds": args.seconds,
+            "set": args.set,
         },
     )
 
