@@ -1,9 +1,10 @@
 """Benchmark B10: Hubble's cost and capacity.
 
 - ``capacity``: flows per second one core turns from raw ring-buffer records into enriched
-  flows in the ring (decode the record, look up both endpoints, build the Flow, append), the
-  agent's per-event work; the baseline in the same run is unpacking the records alone.
-  Target: at least 20,000 flows/s.
+  flows (decode the record, look up both endpoints, build the Flow), which the agent does when
+  flows are read; the baseline in the same run is unpacking the records alone. Target: at
+  least 20,000 flows/s. Also the events per second the agent's reader takes into the ring at
+  drain time (batches of 256 kept raw: its per-event work).
 - ``overhead``: TCP request/response rate between two pods on two nodes with Hubble on
   (``enable-hubble: true``, the default: the agent drains events and serves flows) and off,
   interleaved by restarting the agents with the other setting; ratio on/off, target >= 0.97.
@@ -18,42 +19,45 @@ import argparse
 import ipaddress
 import json
 import statistics
+import struct
 import time
 
 import _lab
 
 from pylium.adapters.maps import events
-from pylium.core.hubble.flow import Endpoint, flow_from_event
-from pylium.core.hubble.ring import FlowRing
+from pylium.agent.hubble import BatchContext, HubbleObserver, RecordFlows
+from pylium.core.hubble.flow import Endpoint
 
 LAB = "benchhb"
 RR_PORT = 5001
+BATCH = 256
+"""Records per drained batch."""
 
 
 def records(n: int) -> list[bytes]:
+    """Ring-buffer records (the kernel's header, the event, padding) of trace events."""
     out = []
     for i in range(n):
-        out.append(
-            events.EVENT.struct.pack(
-                time.monotonic_ns(),
-                4,
-                1,
-                0,
-                2,
-                6,
-                0x10,
-                1,
-                7,
-                257,
-                256,
-                ipaddress.IPv4Address(f"10.0.0.{3 + i % 200}").packed,
-                ipaddress.IPv4Address("10.0.1.2").packed,
-                40000 + i % 20000,
-                8080,
-                66,
-                0,
-            )
+        event = events.EVENT.struct.pack(
+            time.monotonic_ns(),
+            4,
+            1,
+            0,
+            2,
+            6,
+            0x10,
+            1,
+            7,
+            257,
+            256,
+            ipaddress.IPv4Address(f"10.0.0.{3 + i % 200}").packed,
+            ipaddress.IPv4Address("10.0.1.2").packed,
+            40000 + i % 20000,
+            8080,
+            66,
+            0,
         )
+        out.append((struct.pack("=II", len(event), 0) + event).ljust(events.RECORD, b"\0"))
     return out
 
 
@@ -68,28 +72,44 @@ def capacity(n: int) -> dict[str, float]:
     pods[ipaddress.IPv4Address("10.0.1.2")] = Endpoint(
         256, ("k8s:app=server",), 1, "default", "server"
     )
-
-    def lookup(ip: ipaddress.IPv4Address, identity: int) -> Endpoint:
-        return pods.get(ip) or Endpoint(identity)
+    batches = [events.Records(b"".join(raw[i : i + BATCH])) for i in range(0, n, BATCH)]
 
     start = time.perf_counter()
     for r in raw:
-        events.EVENT.struct.unpack(r[: events.EVENT.size])
+        events.EVENT.struct.unpack_from(r, events.HEADER)
     baseline = n / (time.perf_counter() - start)
-    ring = FlowRing(4095)
-    offset = time.time_ns() - time.monotonic_ns()
+
+    # At drain time (the agent's per-event work): the batch into the ring, nothing decoded.
+    observer = HubbleObserver(
+        node="n1",
+        cluster="default",
+        capacity=4095,
+        attribution=lambda *_: ((), ()),
+        labels_of=lambda _: None,
+    )
     start = time.perf_counter()
-    batch = []
-    for r in raw:
-        batch.append(
-            flow_from_event(events.decode(r), node="n1", boot_offset_ns=offset, lookup=lookup)
-        )
-        if len(batch) == 64:  # the agent appends what one poll drained
-            ring.add(batch)
-            batch = []
-    ring.add(batch)
+    for batch in batches:
+        observer.take(batch)
+    drained = n / (time.perf_counter() - start)
+
+    # When read: each record decoded into an enriched flow (both endpoints looked up).
+    context = BatchContext(
+        node="n1",
+        boot_offset_ns=time.time_ns() - time.monotonic_ns(),
+        endpoints=pods,
+        labels={},
+        decided={},
+    )
+    start = time.perf_counter()
+    for batch in batches:
+        list(RecordFlows(batch, context))
     rate = n / (time.perf_counter() - start)
-    return {"flows_per_s": rate, "unpack_only_per_s": baseline, "ratio_to_unpack": rate / baseline}
+    return {
+        "flows_per_s": rate,
+        "drained_per_s": drained,
+        "unpack_only_per_s": baseline,
+        "ratio_to_unpack": rate / baseline,
+    }
 
 
 def overhead(rounds: int, seconds: float) -> dict[str, object]:
@@ -131,7 +151,8 @@ def main() -> None:
     assert isinstance(cap, dict)
     print(
         f"capacity: {cap['flows_per_s']:.0f} flows/s on one core (target >= 20,000); "
-        f"unpacking alone {cap['unpack_only_per_s']:.0f}/s"
+        f"unpacking alone {cap['unpack_only_per_s']:.0f}/s; "
+        f"taken raw at drain time {cap['drained_per_s']:.0f} events/s"
     )
     if not args.skip_overhead:
         result["overhead"] = over = overhead(args.rounds, args.seconds)
