@@ -17,8 +17,9 @@
  * The map is an LRU without a garbage collector: old connections' entries go when it is full.
  *
  * After the reverse translation the reply is sent straight out of the device the FIB names
- * (bpf_redirect, or bpf_redirect_neigh when the neighbour is not resolved yet): its source is
- * now one of this node's addresses, which the stack would take for a martian on input.
+ * (lib/fib.h: bpf_redirect, or bpf_redirect_neigh when the neighbour is not resolved yet, the
+ * TTL decremented): its source is now one of this node's addresses, which the stack would
+ * take for a martian on input.
  */
 #ifndef PYLIUM_NAT_H
 #define PYLIUM_NAT_H
@@ -26,6 +27,7 @@
 #include "common.h"
 #include "conntrack.h"
 #include "events.h"
+#include "fib.h"
 
 #define TUPLE_F_SERVICE 4 /* upstream's flag for the frontend side of a service connection */
 
@@ -119,38 +121,6 @@ static __always_inline struct ipv4_nat_entry *nat_lookup(const struct flow_info 
 	return bpf_map_lookup_elem(&pylium_snat_v4_external, &t);
 }
 
-/* Sends the packet out of the device the FIB gives for its destination: the verdict, or
- * TC_ACT_OK (the stack's way) when the FIB has no forwarding answer. */
-static __always_inline int nat_redirect_fib(struct __sk_buff *skb, struct flow_info *f,
-					    __u8 dir, int ct_state, bool notify)
-{
-	struct bpf_fib_lookup p = {
-		.family = 2, /* AF_INET */
-		.ipv4_src = f->saddr,
-		.ipv4_dst = f->daddr,
-		.ifindex = skb->ifindex,
-	};
-	__u16 tot_len;
-
-	if (bpf_skb_load_bytes(skb, NAT_IP_OFF + 2, &tot_len, 2) < 0)
-		return drop(skb, DROP_WRITE_ERROR, dir, f);
-	p.tot_len = bpf_ntohs(tot_len);
-	long rc = bpf_fib_lookup(skb, &p, sizeof(p), 0);
-	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
-		if (bpf_skb_store_bytes(skb, 0, p.dmac, ETH_ALEN, 0) < 0 ||
-		    bpf_skb_store_bytes(skb, ETH_ALEN, p.smac, ETH_ALEN, 0) < 0)
-			return drop(skb, DROP_WRITE_ERROR, dir, f);
-		forward(skb, TRACE_TO_NETWORK, ct_state, dir, f, notify);
-		return bpf_redirect(p.ifindex, 0);
-	}
-	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
-		forward(skb, TRACE_TO_NETWORK, ct_state, dir, f, notify);
-		return bpf_redirect_neigh(p.ifindex, NULL, 0, 0);
-	}
-	forward(skb, TRACE_TO_STACK, ct_state, dir, f, notify);
-	return TC_ACT_OK;
-}
-
 /* The reverse DNAT of a NodePort connection's reply (backend -> client becomes frontend ->
  * client): true when the packet was one, with ``*verdict`` set. */
 static __always_inline bool nat_rev_dnat(struct __sk_buff *skb, struct flow_info *f, __u8 dir,
@@ -165,7 +135,7 @@ static __always_inline bool nat_rev_dnat(struct __sk_buff *skb, struct flow_info
 	if (!e)
 		return false;
 	ret = nat_rewrite(skb, f, NAT_SRC, e->to_addr, e->to_port);
-	*verdict = ret ? drop(skb, ret, dir, f) : nat_redirect_fib(skb, f, dir, CT_REPLY, notify);
+	*verdict = ret ? drop(skb, ret, dir, f) : fib_redirect4(skb, f, dir, CT_REPLY, notify);
 	return true;
 }
 
@@ -188,7 +158,7 @@ static __always_inline bool nat_rev_snat(struct __sk_buff *skb, struct flow_info
 		return true;
 	}
 	if (!nat_rev_dnat(skb, f, dir, notify, verdict))
-		*verdict = nat_redirect_fib(skb, f, dir, CT_REPLY, notify);
+		*verdict = fib_redirect4(skb, f, dir, CT_REPLY, notify);
 	return true;
 }
 

@@ -335,7 +335,7 @@ static __always_inline int nodeport_lb4(struct __sk_buff *skb, struct flow_info 
 				return drop(skb, ret, DIR_INGRESS, f);
 		}
 		f->dst_identity = info ? info->sec_identity : IDENTITY_WORLD;
-		return nat_redirect_fib(skb, f, DIR_INGRESS, CT_NEW, notify);
+		return fib_redirect4(skb, f, DIR_INGRESS, CT_NEW, notify);
 	}
 	__be32 snat_addr = tunnel ? ipv4_gateway : ipv4_nodeport;
 	__be16 snat_port;
@@ -352,7 +352,7 @@ static __always_inline int nodeport_lb4(struct __sk_buff *skb, struct flow_info 
 		return encap_and_redirect(skb, info->tunnel_endpoint, f, DIR_INGRESS, CT_NEW,
 					  notify);
 	}
-	return nat_redirect_fib(skb, f, DIR_INGRESS, CT_NEW, notify);
+	return fib_redirect4(skb, f, DIR_INGRESS, CT_NEW, notify);
 }
 
 #endif
