@@ -1,10 +1,12 @@
 """The ring-buffer reader on bpf_lxc's own events (BPF_PROG_TEST_RUN repeated): batches drained
 as raw records through the memory mapping, several times round the 1 MiB buffer (records
-that wrap around its end included), every record whole and in order, the batch views (types,
-identities) agreeing with the decoded events, nothing lost; waiting says whether there is
-something to read."""
+that wrap around its end included), every record whole and in order, the batch views
+(types, identities, addresses) agreeing with the decoded events, nothing lost; waiting says
+whether there is something to read."""
 
 from __future__ import annotations
+
+import ipaddress
 
 import pytest
 
@@ -38,6 +40,7 @@ def test_drains_whole_records_round_the_buffer(lxc: BpfObject) -> None:
             assert len(records) == BATCH and len(records.data) == BATCH * events.RECORD
             assert records.types() == bytes([events.TYPE_TRACE]) * BATCH
             assert records.identities() == {EP_A.identity, WORLD}
+            assert records.addresses() == {POD_A, ipaddress.IPv4Address("8.8.8.8")}
             first, last = records.event(0), records.event(BATCH - 1)
             assert (first.sport, last.sport, last.saddr, last.dport) == (port, port, POD_A, 80)
             assert first.ts <= last.ts

@@ -8,10 +8,10 @@ was full) are counted by the datapath and reported here as lost, as Hubble repor
 
 Per event the reader does almost nothing: a drained batch stays raw bytes
 (:class:`RecordFlows`) and each record becomes a :class:`Flow` only when something reads it
-(the API, gRPC, the relay, metrics). What could change before then is captured per batch: a
-reference to the endpoint table of the moment (replaced, never modified, by ``refresh``), the
-labels of the identities the batch names, and, for drops and policy verdicts only, the
-policies that decided (policy can change at any time).
+(the API, gRPC, the relay, metrics). What could change before then is captured per batch:
+the endpoints and the identities' labels of the addresses and identities the batch names
+(whole-batch byte slices, a lookup per distinct one), and, for drops and policy verdicts
+only, the policies that decided (policy can change at any time).
 """
 
 from __future__ import annotations
@@ -70,6 +70,8 @@ class BatchContext:
     node: str
     boot_offset_ns: int
     endpoints: Mapping[ipaddress.IPv4Address, Endpoint]
+    """Of every address the batch names that was a known endpoint (not the whole table: the
+    ring would keep one table per batch alive)."""
     labels: Mapping[int, frozenset[str] | None]
     """Of every identity the batch names (identities can be released)."""
     decided: Mapping[int, Decided]
@@ -201,6 +203,7 @@ class HubbleObserver:
             self._notify(flows)
 
     def _context(self, records: events.Records) -> BatchContext:
+        endpoints = self._endpoints
         decided: dict[int, Decided] = {}
         types = records.types()
         if types.count(EVENT_TRACE) != len(types):  # drops and verdicts: attributed now
@@ -212,7 +215,11 @@ class HubbleObserver:
         return BatchContext(
             node=self.node,
             boot_offset_ns=self._offset,
-            endpoints=self._endpoints,
+            endpoints={
+                ip: endpoint
+                for ip in records.addresses()
+                if (endpoint := endpoints.get(ip)) is not None
+            },
             labels={i: self.labels_of(i) for i in records.identities()},
             decided=decided,
         )

@@ -26,6 +26,7 @@ import ipaddress
 import mmap
 import select
 import struct
+import sys
 from dataclasses import dataclass
 
 from pylium.adapters.maps import pressure
@@ -120,6 +121,7 @@ _DISCARD = 1 << 30
 _AT = {name: HEADER + offset for name, (offset, _) in EVENT.offsets().items()}
 _TYPE_AT = _AT["type"]
 _IDENTITY_WORDS = (_AT["src_identity"] // 4, _AT["dst_identity"] // 4)
+_ADDRESS_WORDS = (_AT["saddr"] // 4, _AT["daddr"] // 4)
 _U32 = struct.Struct("=I")
 _U64 = struct.Struct("=Q")
 MAP_TYPE_RINGBUF = 27
@@ -197,9 +199,15 @@ class Records:
 
     def identities(self) -> set[int]:
         """The security identities the records name (source or destination)."""
+        return self._words(_IDENTITY_WORDS)
+
+    def addresses(self) -> set[ipaddress.IPv4Address]:
+        """The addresses the records name (source or destination)."""
+        return {_address(w.to_bytes(4, sys.byteorder)) for w in self._words(_ADDRESS_WORDS)}
+
+    def _words(self, at: tuple[int, int]) -> set[int]:
         words = memoryview(self.data).cast("I")
-        src, dst = _IDENTITY_WORDS
-        return set(words[src :: RECORD // 4]) | set(words[dst :: RECORD // 4])
+        return set(words[at[0] :: RECORD // 4]) | set(words[at[1] :: RECORD // 4])
 
 
 class EventReader:
