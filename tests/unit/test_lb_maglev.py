@@ -11,6 +11,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pylium.base.errors import ConfigError
+from pylium.core.lb import maglev
 from pylium.core.lb.maglev import (
     DEFAULT_TABLE_SIZE,
     MaglevBackend,
@@ -34,6 +35,31 @@ def test_murmur3_smhasher_verification_value() -> None:
 
 def test_murmur3_empty_input_seed_zero() -> None:
     assert murmur3_x64_128(b"", 0) == (0, 0)
+
+
+def test_murmur3_many_inputs_of_mixed_lengths_hash_as_each_alone() -> None:
+    # One call pads every input to the longest's blocks; no input may see another's.
+    keys = [bytes(range(255 - i, 255)) for i in (40, 0, 17, 16, 1, 33, 8, 9, 255)]
+    h1, h2 = maglev.murmur3_x64_128_many(keys, 0x24B7EF82)
+    assert list(zip(h1.tolist(), h2.tolist(), strict=True)) == [
+        murmur3_x64_128(k, 0x24B7EF82) for k in keys
+    ]
+
+
+@pytest.mark.parametrize("weights", [(100,) * 300, tuple(range(1, 301))])
+def test_endgame_picks_the_slots_stepping_picks(
+    weights: tuple[int, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last M/_ENDGAME turns choose by modular distance; stepping every turn (the plain
+    loop, endgame off) must give the same table, weighted or not."""
+    cfg = maglev_config(16381)
+    backends = [
+        MaglevBackend(id=i + 1, hash_string=upstream_addr(i + 1), weight=w)
+        for i, w in enumerate(weights)
+    ]
+    table = lookup_table(backends, cfg)
+    monkeypatch.setattr(maglev, "_ENDGAME", cfg.table_size + 1)
+    assert lookup_table(backends, cfg) == table
 
 
 def test_default_seed_split() -> None:

@@ -15,6 +15,9 @@ nodes and across agent restarts. Facts, from ``pkg/maglev/maglev.go``:
   while ``(n + 1) * weight < counter``; they only apply when ``sum(weights) // N > 1``.
 
 The permutations are never materialised (N x M ints); each backend keeps its current position.
+The backends are hashed together with numpy, and the last turns, when most permutation
+steps hit taken slots, pick the nearest free slot by modular arithmetic (:func:`_endgame`);
+both give exactly the table of the plain loop.
 """
 
 from __future__ import annotations
@@ -22,8 +25,12 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
-from collections.abc import Iterable
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
 
 from pylium.base.errors import ConfigError
 
@@ -36,9 +43,11 @@ DEFAULT_BACKEND_WEIGHT = 100
 TABLE_SIZE_KEY = "bpf-lb-maglev-table-size"
 HASH_SEED_KEY = "bpf-lb-maglev-hash-seed"
 
-_M64 = (1 << 64) - 1
-_C1 = 0x87C37B91114253D5
-_C2 = 0x4CF5AD432745937F
+_C1 = np.uint64(0x87C37B91114253D5)
+_C2 = np.uint64(0x4CF5AD432745937F)
+
+_U64 = npt.NDArray[np.uint64]
+_I64 = npt.NDArray[np.int64]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,54 +85,67 @@ def maglev_config(
     )
 
 
-def _rotl64(x: int, r: int) -> int:
-    return ((x << r) | (x >> (64 - r))) & _M64
+def _rotl(x: _U64, r: int) -> _U64:
+    return (x << np.uint64(r)) | (x >> np.uint64(64 - r))
 
 
-def _fmix64(k: int) -> int:
-    k ^= k >> 33
-    k = (k * 0xFF51AFD7ED558CCD) & _M64
-    k ^= k >> 33
-    k = (k * 0xC4CEB9FE1A85EC53) & _M64
-    k ^= k >> 33
-    return k
+def _fmix(k: _U64) -> _U64:
+    k = k ^ (k >> np.uint64(33))
+    k = k * np.uint64(0xFF51AFD7ED558CCD)
+    k = k ^ (k >> np.uint64(33))
+    k = k * np.uint64(0xC4CEB9FE1A85EC53)
+    return k ^ (k >> np.uint64(33))
 
 
-def _mix_k1(k1: int) -> int:
-    return (_rotl64((k1 * _C1) & _M64, 31) * _C2) & _M64
+def _mix_k1(k1: _U64) -> _U64:
+    return _rotl(k1 * _C1, 31) * _C2
 
 
-def _mix_k2(k2: int) -> int:
-    return (_rotl64((k2 * _C2) & _M64, 33) * _C1) & _M64
+def _mix_k2(k2: _U64) -> _U64:
+    return _rotl(k2 * _C2, 33) * _C1
+
+
+def murmur3_x64_128_many(data: Sequence[bytes], seed: int) -> tuple[_U64, _U64]:
+    """MurmurHash3_x64_128 (smhasher) of each input at once, blocks read little-endian, as
+    Cilium's ``Hash128``; numpy's uint64 arithmetic wraps like Go's.
+
+    Inputs are zero-padded to a common number of 16-byte blocks: a block past an input's end
+    leaves its state alone, and its tail words read as zeros beyond its length, which mix to
+    zero, so the tail needs no case analysis.
+    """
+    lengths = np.array([len(d) for d in data], dtype=np.uint64)
+    nblocks = (lengths // np.uint64(16)).astype(np.intp)
+    width = (int(nblocks.max(initial=0)) + 1) * 16
+    words = np.frombuffer(b"".join(d.ljust(width, b"\0") for d in data), dtype="<u8")
+    words = words.astype(np.uint64).reshape(len(data), width // 8)
+    h1 = np.full(len(data), seed & 0xFFFFFFFF, dtype=np.uint64)
+    h2 = h1.copy()
+    for i in range(width // 16 - 1):
+        n1 = _rotl(h1 ^ _mix_k1(words[:, 2 * i]), 27) + h2
+        n1 = n1 * np.uint64(5) + np.uint64(0x52DCE729)
+        n2 = _rotl(h2 ^ _mix_k2(words[:, 2 * i + 1]), 31) + n1
+        n2 = n2 * np.uint64(5) + np.uint64(0x38495AB5)
+        live = nblocks > i
+        h1 = np.where(live, n1, h1)
+        h2 = np.where(live, n2, h2)
+    rows = np.arange(len(data))
+    h2 ^= _mix_k2(words[rows, 2 * nblocks + 1])
+    h1 ^= _mix_k1(words[rows, 2 * nblocks])
+    h1 ^= lengths
+    h2 ^= lengths
+    h1 += h2
+    h2 += h1
+    h1 = _fmix(h1)
+    h2 = _fmix(h2)
+    h1 += h2
+    h2 += h1
+    return h1, h2
 
 
 def murmur3_x64_128(data: bytes, seed: int) -> tuple[int, int]:
-    """MurmurHash3_x64_128 (smhasher), blocks read little-endian, as Cilium's ``Hash128``."""
-    h1 = h2 = seed & 0xFFFFFFFF
-    nblocks = len(data) // 16
-    for i in range(nblocks):
-        k1 = int.from_bytes(data[i * 16 : i * 16 + 8], "little")
-        k2 = int.from_bytes(data[i * 16 + 8 : i * 16 + 16], "little")
-        h1 ^= _mix_k1(k1)
-        h1 = (_rotl64(h1, 27) + h2) & _M64
-        h1 = (h1 * 5 + 0x52DCE729) & _M64
-        h2 ^= _mix_k2(k2)
-        h2 = (_rotl64(h2, 31) + h1) & _M64
-        h2 = (h2 * 5 + 0x38495AB5) & _M64
-    tail = data[nblocks * 16 :]
-    if len(tail) > 8:
-        h2 ^= _mix_k2(int.from_bytes(tail[8:], "little"))
-    if tail:
-        h1 ^= _mix_k1(int.from_bytes(tail[:8], "little"))
-    h1 ^= len(data)
-    h2 ^= len(data)
-    h1 = (h1 + h2) & _M64
-    h2 = (h2 + h1) & _M64
-    h1 = _fmix64(h1)
-    h2 = _fmix64(h2)
-    h1 = (h1 + h2) & _M64
-    h2 = (h2 + h1) & _M64
-    return h1, h2
+    """MurmurHash3_x64_128 of one input (see :func:`murmur3_x64_128_many`)."""
+    h1, h2 = murmur3_x64_128_many([data], seed)
+    return int(h1[0]), int(h2[0])
 
 
 def backend_hash_string(
@@ -154,8 +176,101 @@ class MaglevBackend:
 
 def offset_and_skip(hash_string: str, table_size: int, seed_murmur: int) -> tuple[int, int]:
     """Where a backend's permutation starts and how far it steps."""
-    h1, h2 = murmur3_x64_128(hash_string.encode(), seed_murmur)
-    return h1 % table_size, h2 % (table_size - 1) + 1
+    offsets, skips = _offsets_and_skips([hash_string], table_size, seed_murmur)
+    return int(offsets[0]), int(skips[0])
+
+
+def _offsets_and_skips(
+    hash_strings: Sequence[str], table_size: int, seed_murmur: int
+) -> tuple[_I64, _I64]:
+    h1, h2 = murmur3_x64_128_many([s.encode() for s in hash_strings], seed_murmur)
+    m = np.uint64(table_size)
+    offsets = (h1 % m).astype(np.int64)
+    skips = (h2 % (m - np.uint64(1)) + np.uint64(1)).astype(np.int64)
+    return offsets, skips
+
+
+def _weighted_turns(weights: list[int], m: int) -> _I64 | None:
+    """Whose turn each of the M turns is when weights make backends skip turns (upstream's
+    loop, which does not depend on the table); ``None`` for plain turns, backend ``n % N``
+    at turn n."""
+    count = len(weights)
+    weight_sum = sum(weights)
+    # Equal weights never skip a turn (the test below is never true for them).
+    if weight_sum // count <= 1 or len(set(weights)) == 1:
+        return None
+    # Upstream keeps these counters in float64; Python floats are the same doubles, so the
+    # truncation below (uint64(weightCntr[i])) gives identical turns.
+    counters = [w / count for w in weights]
+    turns = [0] * m
+    for n in range(m):
+        i = n % count
+        while (n + 1) * weights[i] < int(counters[i]):
+            i = (i + 1) % count
+        counters[i] += weight_sum
+        turns[n] = i
+    return np.array(turns, dtype=np.int64)
+
+
+_ENDGAME = 128
+"""The last M/_ENDGAME turns pick by distance (:func:`_endgame`) instead of stepping: about
+where one Python step per probe (M/free of them per turn) costs more than a numpy scan of
+the free slots."""
+
+
+def _endgame(
+    turns: Iterable[int],
+    position: list[int],
+    skips: list[int],
+    taken: bytearray,
+    entry: list[int],
+    ids: list[int],
+) -> None:
+    """The last turns, one per free slot. A backend's permutation reaches a free slot s after
+    ``(s - position) / skip`` steps (mod M, M prime); each turn takes the free slot it
+    reaches first. With few slots left this replaces M/free steps per turn by one scan of
+    the free slots."""
+    m = len(entry)
+    turn_list = list(turns)
+    free = np.flatnonzero(np.frombuffer(taken, dtype=np.uint8) == 0)
+    backends = sorted(set(turn_list))
+    column = {b: c for c, b in enumerate(backends)}
+    start = np.array([position[b] for b in backends], dtype=np.int64)
+    inverse = np.array([pow(skips[b], -1, m) for b in backends], dtype=np.int64)
+    # Rows are free slots, so that taking a slot writes one contiguous row.
+    steps = (free[:, None] - start[None, :]) % m * inverse[None, :] % m
+    for b in turn_list:
+        nearest = int(steps[:, column[b]].argmin())
+        entry[int(free[nearest])] = ids[b]
+        steps[nearest, :] = m
+
+
+def _populate(
+    offsets: _I64, skip_array: _I64, m: int, ids: list[int], turns: _I64 | None
+) -> list[int]:
+    """Upstream's population: turn after turn, a backend takes the next slot of its
+    permutation that is still free; the M entries of backend IDs."""
+    count = len(ids)
+    position = offsets.tolist()
+    skips = skip_array.tolist()
+    taken = bytearray(m)
+    entry = [0] * m
+    order: Iterator[int] = itertools.cycle(range(count)) if turns is None else iter(turns.tolist())
+    last = m // _ENDGAME if m >= 16 * _ENDGAME else 0  # small tables: numpy costs more
+    for i in itertools.islice(order, m - last):
+        c = position[i]
+        skip = skips[i]
+        while taken[c]:
+            c += skip
+            if c >= m:
+                c -= m
+        taken[c] = 1
+        entry[c] = ids[i]
+        c += skip
+        position[i] = c - m if c >= m else c
+    if last:
+        _endgame(itertools.islice(order, last), position, skips, taken, entry, ids)
+    return entry
 
 
 def lookup_table(backends: Iterable[MaglevBackend], config: MaglevConfig) -> tuple[int, ...]:
@@ -168,36 +283,6 @@ def lookup_table(backends: Iterable[MaglevBackend], config: MaglevConfig) -> tup
     if not ordered:
         return ()
     m = config.table_size
-    count = len(ordered)
-    ids = [b.id for b in ordered]
-    weights = [b.weight for b in ordered]
-    position: list[int] = []
-    skips: list[int] = []
-    for b in ordered:
-        offset, skip = offset_and_skip(b.hash_string, m, config.seed_murmur)
-        position.append(offset)
-        skips.append(skip)
-    weight_sum = sum(weights)
-    # Equal weights never skip a turn (the test below is never true for them), so plain
-    # turns give the same table without the bookkeeping.
-    weighted = weight_sum // count > 1 and len(set(weights)) > 1
-    # Upstream keeps these counters in float64; Python floats are the same doubles, so the
-    # truncation below (uint64(weightCntr[i])) gives identical turns.
-    counters = [w / count for w in weights]
-    entry = [-1] * m
-    for n in range(m):
-        i = n % count
-        if weighted:
-            while (n + 1) * weights[i] < int(counters[i]):
-                i = (i + 1) % count
-            counters[i] += weight_sum
-        c = position[i]
-        skip = skips[i]
-        while entry[c] >= 0:
-            c += skip
-            if c >= m:
-                c -= m
-        entry[c] = ids[i]
-        c += skip
-        position[i] = c - m if c >= m else c
-    return tuple(entry)
+    offsets, skips = _offsets_and_skips([b.hash_string for b in ordered], m, config.seed_murmur)
+    turns = _weighted_turns([b.weight for b in ordered], m)
+    return tuple(_populate(offsets, skips, m, [b.id for b in ordered], turns))
