@@ -6,9 +6,11 @@ import ipaddress
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pylium.base.errors import ValidationError
-from pylium.core.lb.addr import BackendState, Scope, ServiceName, SVCType
+from pylium.core.lb.addr import BackendState, Scope, ServiceName, SVCType, parse_ip
 from pylium.core.lb.k8s import Endpoint, parse_endpoint_slice, parse_service
 from pylium.core.lb.services import (
     Backend,
@@ -356,3 +358,28 @@ def test_hostport_from_cni_port_mappings() -> None:
         ("192.168.1.10:5353/UDP", "HostPort", "10.0.0.9:53/UDP"),
     ]
     assert all(s.count == 1 for s in sels)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.ip_addresses().map(str),
+        st.lists(
+            st.one_of(st.integers(0, 300).map(str), st.sampled_from(["01", "00", "", " 1", "1_0"])),
+            min_size=3,
+            max_size=5,
+        ).map(".".join),
+        st.text(max_size=12),
+    )
+)
+def test_parse_ip_is_ip_address(text: str) -> None:
+    """The fast path gives what ``ipaddress.ip_address`` gives, errors included."""
+    try:
+        want: object = ipaddress.ip_address(text)
+    except ValueError:
+        want = ValueError
+    try:
+        got: object = parse_ip(text)
+    except ValueError:
+        got = ValueError
+    assert got == want and type(got) is type(want)

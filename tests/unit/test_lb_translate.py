@@ -8,18 +8,19 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pylium.core.lb.addr import BackendState, L3n4Addr, Protocol, Scope, SVCType
+from pylium.core.lb.addr import BackendState, L3n4Addr, Protocol, Scope, ServiceName, SVCType
 from pylium.core.lb.ids import backend_ids, service_ids
 from pylium.core.lb.k8s import Service, parse_endpoint_slice, parse_service
 from pylium.core.lb.listing import format_service_list
 from pylium.core.lb.maglev import maglev_config
-from pylium.core.lb.services import Selection, backends, frontends, select
+from pylium.core.lb.services import Selection, backends, frontends, hostport_frontends, select
 from pylium.core.lb.translate import (
     LBAlgorithm,
     LBSettings,
     MaglevTables,
     MapKind,
     Op,
+    RowBuilder,
     Rows,
     ServiceFlag,
     ServiceKey,
@@ -313,3 +314,153 @@ def test_plan_orders_kinds() -> None:
     ]
     assert [op.key.slot for op in dels if op.kind is MapKind.SERVICE] == [0, 1]
     assert SVCType.CLUSTER_IP.value in format_service_list(full)
+
+
+# --- incremental translation gives exactly what translating everything gives -----------------
+
+CONDITIONS = {
+    "ready": {},
+    "terminating": {"ready": False, "serving": True, "terminating": True},
+    "gone": {"ready": False, "serving": False, "terminating": True},
+    "not-ready": {"ready": False},
+}
+owner_specs = st.one_of(
+    st.none(),  # the owner is gone
+    st.fixed_dictionaries(
+        {
+            "type": st.sampled_from(["ClusterIP", "NodePort"]),
+            # Two Services may claim the same ClusterIP (a misconfiguration the rows survive).
+            "ip": st.sampled_from(["10.96.0.10", "10.96.0.11", "10.96.0.12"]),
+            "etp": st.sampled_from(["Cluster", "Local"]),
+            "affinity": st.booleans(),
+            "maglev": st.booleans(),
+            "backends": st.dictionaries(
+                # Backends shared between Services, in different states.
+                st.sampled_from([f"10.0.0.{i}" for i in range(1, 6)]),
+                st.sampled_from(sorted(CONDITIONS)),
+                max_size=4,
+            ),
+        }
+    ),
+)
+OWNERS = ["a", "b", "c", "hostport"]
+steps = st.lists(
+    st.dictionaries(st.sampled_from(OWNERS), owner_specs, min_size=1, max_size=3),
+    min_size=1,
+    max_size=6,
+)
+INCREMENTAL_SETTINGS = LBSettings(
+    algorithm_annotation=True, maglev=maglev_config(251), external_cluster_ip=True
+)
+
+
+def owner_selections(name: str, spec: dict[str, Any]) -> tuple[list[Selection], Service | None]:
+    if name == "hostport":  # a pod's hostPort on NodePort 30080's surrogate address too
+        pod = ServiceName("default", "pod")
+        return list(
+            hostport_frontends(
+                pod,
+                ipaddress.ip_address(sorted(spec["backends"] or {"10.0.0.9": ""})[0]),
+                [{"hostPort": 30080, "containerPort": 8080}],
+                node_name=NODE,
+                node_addresses=NODE_IPS,
+            )
+        ), None
+    doc = service_doc(
+        name,
+        spec["ip"],
+        type=spec["type"],
+        externalTrafficPolicy=spec["etp"],
+        annotations={"service.cilium.io/lb-algorithm": "maglev" if spec["maglev"] else "random"},
+    )
+    if spec["affinity"]:
+        doc["spec"]["sessionAffinity"] = "ClientIP"
+    svc = parse_service(doc)
+    states = {ip: CONDITIONS[c] for ip, c in spec["backends"].items()}
+    return selections(svc, tuple(sorted(spec["backends"])), states=states), svc
+
+
+def canonical(rows: Rows) -> dict[str, Any]:
+    """The rows with every ID replaced by what it stands for (frontend, backend address)."""
+    fe = {v.rev_nat_index: str(k.frontend) for k, v in rows.services.items() if k.slot == 0}
+    be = {bid: str(v.address) for bid, v in rows.backends.items()}
+    return {
+        "services": {
+            (str(k.frontend), k.slot): (
+                be[v.backend_id] if k.slot else v.backend_id,
+                v.count,
+                v.qcount,
+                fe[v.rev_nat_index],
+                v.flags,
+            )
+            for k, v in rows.services.items()
+        },
+        "backends": {be[bid]: v.state for bid, v in rows.backends.items()},
+        "rev_nat": {fe[rev]: addr for rev, addr in rows.rev_nat.items()},
+        "maglev": {fe[rev]: tuple(be[b] for b in t) for rev, t in rows.maglev.items()},
+        "affinity": {(fe[rev], be[bid]) for rev, bid in rows.affinity},
+    }
+
+
+@settings(max_examples=80, deadline=None)
+@given(steps)
+def test_incremental_changes_give_the_rows_of_a_full_translation(changes: Any) -> None:
+    sids, bids = service_ids(), backend_ids()
+    tables: MaglevTables = {}
+    builder = RowBuilder(
+        INCREMENTAL_SETTINGS, service_ids=sids, backend_ids=bids, maglev_tables=tables
+    )
+    maps = as_state(Rows())
+    current: dict[str, tuple[list[Selection], Service | None]] = {}
+    for step in changes:
+        for name, spec in step.items():
+            owner = ServiceName("default", "pod" if name == "hostport" else name)
+            if spec is None:
+                current.pop(name, None)
+                builder.remove_owner(owner)
+            else:
+                current[name] = owner_selections(name, spec)
+                builder.set_owner(owner, *current[name])
+        upserts, deletes = builder.commit()
+        for op in (*upserts, *deletes):  # the plan of touched keys keeps references valid
+            apply(maps, op)
+            check_consistent(maps)
+        rows = builder.rows()
+        assert maps == as_state(rows)  # the maps hold exactly the rows
+        assert set(tables) == set(rows.maglev)  # no table kept for a frontend gone
+        everything = [sel for sels, _ in current.values() for sel in sels]
+        services = {svc.name: svc for _, svc in current.values() if svc is not None}
+        # With the same IDs held: the very same rows, and no ID kept for anything gone.
+        same_sids = type(sids).from_dict(sids.to_dict())
+        same_bids = type(bids).from_dict(bids.to_dict())
+        again = translate(
+            everything,
+            services,
+            INCREMENTAL_SETTINGS,
+            service_ids=same_sids,
+            backend_ids=same_bids,
+        )
+        assert again == rows
+        assert (same_sids.ids, same_bids.ids) == (sids.ids, bids.ids)
+        # From nothing: the same rows up to the choice of IDs.
+        fresh = translate(
+            everything,
+            services,
+            INCREMENTAL_SETTINGS,
+            service_ids=service_ids(),
+            backend_ids=backend_ids(),
+        )
+        assert canonical(fresh) == canonical(rows)
+        # One owner per frontend (Services first, then by name); a shared backend's row has
+        # its state in the frontend with the highest address.
+        active: dict[L3n4Addr, tuple[tuple[bool, ServiceName], Selection]] = {}
+        for sel in everything:
+            rank = (sel.frontend.type is SVCType.HOST_PORT, sel.frontend.service)
+            if sel.frontend.address not in active or rank < active[sel.frontend.address][0]:
+                active[sel.frontend.address] = (rank, sel)
+        states = {}
+        for fe in sorted(active, key=lambda a: a.sort_key()):
+            for be in (*active[fe][1].slots, *active[fe][1].maintenance):
+                states[str(be.address)] = be.state
+        assert canonical(rows)["backends"] == states
+        assert set(canonical(rows)["rev_nat"]) == {str(fe) for fe in active}

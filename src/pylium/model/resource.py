@@ -44,7 +44,7 @@ class Resource:
     @property
     def metadata(self) -> Mapping[str, Any]:
         meta = self.body.get("metadata") or {}
-        assert isinstance(meta, Mapping)
+        assert type(meta) is dict or isinstance(meta, Mapping)  # the first test is much faster
         return meta
 
     @property

@@ -8,15 +8,18 @@ object's BTF), and wraps a :class:`RawMap` with typed methods.
 from __future__ import annotations
 
 import ctypes
+import errno
 import functools
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from pylium.adapters.bpf import libbpf
 from pylium.base.errors import DatapathError
 
 BPF_ANY = 0
+_ENOTSUPP = 524
+"""The kernel's own "operation not supported" (a map type without batch operations)."""
 
 
 @functools.cache
@@ -82,6 +85,23 @@ class RawMap:
             value = value.ljust(self.value_stride, b"\0") * self.cpus
         rc = libbpf.lib().bpf_map_update_elem(self.fd, key, value, BPF_ANY)
         libbpf.check(rc, self.name, "update")
+
+    def update_many(self, items: Sequence[tuple[bytes, bytes]]) -> None:
+        """Write every (key, value) in order, in one ``BPF_MAP_UPDATE_BATCH`` syscall where
+        the kernel has it for this map type (else, and for per-CPU maps, one by one)."""
+        done = 0
+        if len(items) > 1 and not self.percpu:
+            count = ctypes.c_uint32(len(items))
+            keys = b"".join(k for k, _ in items)
+            values = b"".join(v for _, v in items)
+            rc = libbpf.lib().bpf_map_update_batch(self.fd, keys, values, ctypes.byref(count), None)
+            if rc >= 0:
+                return
+            if -rc not in (errno.EINVAL, errno.EOPNOTSUPP, _ENOTSUPP):
+                libbpf.check(rc, self.name, "update batch")
+            done = count.value  # written before the kernel gave up; the rest one by one
+        for key, value in items[done:]:
+            self.update(key, value)
 
     def lookup(self, key: bytes) -> list[bytes] | None:
         """The value (one per CPU for per-CPU maps), or None when absent."""

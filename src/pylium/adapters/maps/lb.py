@@ -268,40 +268,50 @@ class LBMaps:
     # -- writes -----------------------------------------------------------------------------
 
     def apply(self, ops: Iterable[Op]) -> None:
-        """Apply core ops in the order given (``plan``'s upserts, then its deletes)."""
+        """Apply core ops in the order given (``plan``'s upserts, then its deletes); a run of
+        upserts into one map goes in one batch (a full sync writes tens of thousands)."""
+        run: list[tuple[bytes, bytes]] = []
+        run_map: RawMap | None = None
         for op in ops:
-            if op.kind is MapKind.SERVICE:
-                key = encode_service_key(op.key)
-                if op.value is None:
-                    self.services.delete(key)
-                else:
-                    self.services.update(key, encode_service_value(op.value))
-            elif op.kind is MapKind.BACKEND:
-                key = struct.pack("=I", op.key)
-                if op.value is None:
-                    self.backends.delete(key)
-                else:
-                    self.backends.update(key, encode_backend(op.value))
-            elif op.kind is MapKind.REV_NAT:
-                key = struct.pack("=H", op.key)
-                if op.value is None:
-                    self.rev_nat.delete(key)
-                else:
-                    self.rev_nat.update(key, encode_rev_nat(op.value))
-            elif op.kind is MapKind.AFFINITY_MATCH:
-                rev, bid = op.key
-                key = AFFINITY_MATCH_KEY.struct.pack(bid, rev, 0)
-                if op.value is None:
-                    self.affinity_match.delete(key)
-                else:
-                    self.affinity_match.update(key, b"\x01")
+            target, key, value = self._encode(op)
+            if value is not None and target is not None and target is run_map:
+                run.append((key, value))
+                continue
+            if run_map is not None:
+                run_map.update_many(run)
+            run, run_map = [], None
+            if value is not None and target is not None:
+                run, run_map = [(key, value)], target
             elif op.kind is MapKind.MAGLEV:
                 if op.value is None:
-                    self.maglev.delete(struct.pack("=H", op.key))
+                    self.maglev.delete(key)
                 else:
                     self.write_maglev(op.key, op.value)
-            else:
-                raise DatapathError(op.kind.value, "apply", "map not implemented")
+            elif target is not None:
+                target.delete(key)
+        if run_map is not None:
+            run_map.update_many(run)
+
+    def _encode(self, op: Op) -> tuple[RawMap | None, bytes, bytes | None]:
+        """The map an op writes (None: the Maglev map, written table by table), its key,
+        and its value (None for deletes)."""
+        upsert = op.value is not None
+        if op.kind is MapKind.SERVICE:
+            key = encode_service_key(op.key)
+            return self.services, key, encode_service_value(op.value) if upsert else None
+        if op.kind is MapKind.BACKEND:
+            key = struct.pack("=I", op.key)
+            return self.backends, key, encode_backend(op.value) if upsert else None
+        if op.kind is MapKind.REV_NAT:
+            key = struct.pack("=H", op.key)
+            return self.rev_nat, key, encode_rev_nat(op.value) if upsert else None
+        if op.kind is MapKind.AFFINITY_MATCH:
+            rev, bid = op.key
+            key = AFFINITY_MATCH_KEY.struct.pack(bid, rev, 0)
+            return self.affinity_match, key, b"\x01" if upsert else None
+        if op.kind is MapKind.MAGLEV:
+            return None, struct.pack("=H", op.key), None
+        raise DatapathError(op.kind.value, "apply", "map not implemented")
 
     def write_maglev(self, rev_nat_index: int, table: tuple[int, ...]) -> None:
         """Fill a new inner map with ``table``, then put it under the service's ID."""

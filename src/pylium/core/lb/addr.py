@@ -4,11 +4,26 @@ the L3n4 address that names a frontend or a backend (``pkg/loadbalancer/loadbala
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def parse_ip(text: str) -> IPAddress:
+    """``ipaddress.ip_address(text)`` (same results, same ValueError), with a fast path for
+    plain dotted quads: a full resync parses every Service's and backend's address."""
+    parts = text.split(".")
+    if len(parts) == 4 and all(
+        p.isascii() and p.isdigit() and len(p) <= 3 and (p[0] != "0" or p == "0") for p in parts
+    ):
+        a, b, c, d = (int(p) for p in parts)
+        if a <= 255 and b <= 255 and c <= 255 and d <= 255:
+            return ipaddress.IPv4Address(a << 24 | b << 16 | c << 8 | d)
+    return ipaddress.ip_address(text)
 
 
 class Protocol(StrEnum):
@@ -25,10 +40,12 @@ class Protocol(StrEnum):
     @classmethod
     def parse(cls, text: str) -> Protocol:
         """``TCP``/``tcp`` -> TCP (CNI portMappings use lower case); ValueError otherwise."""
-        return cls(text.upper())
+        known = _PROTOCOLS_BY_TEXT.get(text)
+        return known if known is not None else cls(text.upper())
 
 
 _PROTO_NUMBERS = {Protocol.TCP: 6, Protocol.UDP: 17, Protocol.SCTP: 132}
+_PROTOCOLS_BY_TEXT = {p.value: p for p in Protocol}
 
 
 class Scope(IntEnum):
@@ -97,11 +114,16 @@ class L3n4Addr:
     protocol: Protocol = Protocol.TCP
     scope: Scope = Scope.EXTERNAL
 
+    def __hash__(self) -> int:
+        # The address's own hash formats it as hex text: slow in the services engine's dicts.
+        return hash((int(self.address), self.port, self.protocol, self.scope))
+
     def __str__(self) -> str:
         """``10.0.0.5:80/TCP``, ``[fd00::5]:80/TCP``, ``10.0.0.5:80/TCP/i`` (internal scope)."""
-        host = f"[{self.address}]" if self.address.version == 6 else str(self.address)
+        address = self.address
+        host = f"[{address}]" if address.version == 6 else ".".join(map(str, address.packed))
         scope = "/i" if self.scope is Scope.INTERNAL else ""
-        return f"{host}:{self.port}/{self.protocol}{scope}"
+        return f"{host}:{self.port}/{self.protocol.value}{scope}"
 
     @property
     def is_surrogate(self) -> bool:

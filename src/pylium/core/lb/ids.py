@@ -60,6 +60,12 @@ class IDAllocator:
         self.ids[key] = value
         self._holders[value] = key
 
+    def release(self, key: str) -> None:
+        """Give ``key``'s ID back (nothing when it has none)."""
+        value = self.ids.pop(key, None)
+        if value is not None:
+            del self._holders[value]
+
     def retain(self, keys: Iterable[str]) -> None:
         """Release every key not in ``keys``."""
         keep = set(keys)

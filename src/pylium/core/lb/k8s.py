@@ -8,13 +8,12 @@ Defaults are Kubernetes': ``type`` ClusterIP, port ``protocol`` TCP, traffic pol
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pylium.base.errors import Location, ValidationError
-from pylium.core.lb.addr import IPAddress, Protocol, ServiceName, TrafficPolicy
+from pylium.core.lb.addr import IPAddress, Protocol, ServiceName, TrafficPolicy, parse_ip
 
 DEFAULT_AFFINITY_TIMEOUT = 10800
 """``DefaultClientIPServiceAffinitySeconds``: three hours."""
@@ -63,7 +62,7 @@ class Service:
         out = []
         for text in sorted(set(self.cluster_ips)):
             try:
-                out.append(ipaddress.ip_address(text))
+                out.append(parse_ip(text))
             except ValueError:
                 continue
         return tuple(out)
@@ -126,7 +125,7 @@ class _Reader:
 
     def ip(self, text: Any, path: Sequence[str | int]) -> IPAddress | None:
         try:
-            return ipaddress.ip_address(str(text))
+            return parse_ip(str(text))
         except ValueError:
             self.fail(path, f"{text!r} is not an IP address")
             return None

@@ -17,7 +17,7 @@ Row shapes follow Cilium's maps (``bpf/lib/common.h``, ``pkg/loadbalancer/maps``
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import IntEnum, IntFlag, StrEnum
 from typing import Any
 
@@ -28,6 +28,7 @@ from pylium.core.lb.addr import (
     L3n4Addr,
     Protocol,
     Scope,
+    ServiceName,
     SVCType,
     TrafficPolicy,
 )
@@ -93,6 +94,10 @@ class ServiceKey:
     protocol: Protocol
     scope: Scope = Scope.EXTERNAL
     slot: int = 0
+
+    def __hash__(self) -> int:
+        # As L3n4Addr's: not through the address's own (slow) hash.
+        return hash((int(self.address), self.port, self.protocol, self.scope, self.slot))
 
     @property
     def frontend(self) -> L3n4Addr:
@@ -213,69 +218,294 @@ def translate(
     frontends have none). IDs of frontends and backends that are gone are released.
     ``maglev_tables``, kept by the caller between calls, holds each frontend's last table
     with the backends it was built from, so that an unchanged service's table is not rebuilt.
+    The same rows as :class:`RowBuilder` fed every owner at once (it is what runs).
     """
-    svc_rows: dict[ServiceKey, ServiceValue] = {}
-    be_rows: dict[int, BackendValue] = {}
-    rev_nat: dict[int, L3n4Addr] = {}
-    maglev: dict[int, tuple[int, ...]] = {}
-    affinity: set[tuple[int, int]] = set()
-    selections = sorted(selections, key=lambda s: s.frontend.address.sort_key())
+    builder = RowBuilder(
+        settings, service_ids=service_ids, backend_ids=backend_ids, maglev_tables=maglev_tables
+    )
+    owned: dict[ServiceName, list[Selection]] = {}
     for sel in selections:
+        owned.setdefault(sel.frontend.service, []).append(sel)
+    for owner, sels in owned.items():
+        builder.set_owner(owner, sels, services.get(owner))
+    builder.commit()
+    rows = builder.rows()
+    service_ids.retain(str(fe) for fe in builder.frontends())
+    backend_ids.retain(str(v.address) for v in rows.backends.values())
+    if maglev_tables is not None:
+        for rev in [r for r in maglev_tables if r not in rows.maglev]:
+            del maglev_tables[rev]
+    return rows
+
+
+@dataclass(frozen=True, slots=True)
+class _Fragment:
+    """One frontend's rows: master and slots, the backends they name, its reverse NAT,
+    Maglev table and affinity matches."""
+
+    rev: int
+    services: dict[ServiceKey, ServiceValue]
+    backends: dict[int, BackendValue]
+    rev_nat: L3n4Addr
+    maglev: tuple[int, ...] | None
+    affinity: frozenset[tuple[int, int]]
+
+
+_Claim = tuple[Selection, Service | None]
+
+
+class RowBuilder:
+    """The rows of every frontend, kept up to date one owner (Service, or a pod's HostPorts)
+    at a time: :meth:`set_owner` / :meth:`remove_owner` say what changed, :meth:`commit`
+    re-translates only the frontends they touched and returns the plan for the map entries
+    that changed, so the cost of a change does not grow with the number of services.
+
+    A frontend claimed by several owners (a misconfiguration) is served by one of them:
+    Services before HostPorts, then the smallest namespace/name; the others' selections for
+    it are kept and take over when it goes. A backend row shared by frontends takes its
+    state from the frontend with the highest address. IDs are acquired in frontend address
+    order within a commit and released at its end, so a frontend or backend that only moves
+    between owners keeps its ID; :func:`translate` is this builder fed everything at once.
+    """
+
+    def __init__(
+        self,
+        settings: LBSettings,
+        *,
+        service_ids: idalloc.IDAllocator,
+        backend_ids: idalloc.IDAllocator,
+        maglev_tables: MaglevTables | None = None,
+        baseline: Rows | None = None,
+    ) -> None:
+        """``baseline``: what the maps hold already (read back after a restart); the first
+        commit plans from it, so entries of services gone meanwhile are deleted."""
+        self.settings = settings
+        self.service_ids = service_ids
+        self.backend_ids = backend_ids
+        self._maglev_tables: MaglevTables = maglev_tables if maglev_tables is not None else {}
+        self._baseline = baseline
+        self._claims: dict[L3n4Addr, dict[tuple[bool, ServiceName], _Claim]] = {}
+        self._owned: dict[ServiceName, tuple[tuple[tuple[bool, ServiceName], L3n4Addr], ...]] = {}
+        self._active: dict[L3n4Addr, tuple[_Claim, _Fragment]] = {}
+        self._dirty: set[L3n4Addr] = set()
+        self.services: dict[ServiceKey, ServiceValue] = {}
+        self.backends: dict[int, BackendValue] = {}
+        self.rev_nat: dict[int, L3n4Addr] = {}
+        self.maglev: dict[int, tuple[int, ...]] = {}
+        self.affinity: set[tuple[int, int]] = set()
+        self._backend_users: dict[int, dict[L3n4Addr, BackendValue]] = {}
+
+    # -- what changed -----------------------------------------------------------------------
+
+    def set_owner(
+        self, owner: ServiceName, selections: Iterable[Selection], service: Service | None
+    ) -> None:
+        """Everything ``owner`` claims now (replacing what it claimed before)."""
+        self.remove_owner(owner)
+        claimed = []
+        for sel in selections:
+            fe = sel.frontend.address
+            rank = (sel.frontend.type is SVCType.HOST_PORT, owner)
+            self._claims.setdefault(fe, {})[rank] = (sel, service)
+            self._dirty.add(fe)
+            claimed.append((rank, fe))
+        if claimed:
+            self._owned[owner] = tuple(claimed)
+
+    def remove_owner(self, owner: ServiceName) -> None:
+        for rank, fe in self._owned.pop(owner, ()):
+            claims = self._claims.get(fe)
+            if claims is not None:
+                claims.pop(rank, None)
+                if not claims:
+                    del self._claims[fe]
+            self._dirty.add(fe)
+
+    def owners(self) -> set[ServiceName]:
+        return set(self._owned)
+
+    def frontends(self) -> list[L3n4Addr]:
+        """The frontends with rows (as of the last commit)."""
+        return list(self._active)
+
+    # -- translation ------------------------------------------------------------------------
+
+    def commit(self) -> tuple[tuple[Op, ...], tuple[Op, ...]]:
+        """Re-translate the frontends touched since the last commit; the plan (upserts,
+        deletes, as :func:`plan`) from the rows before to the rows now."""
+        dirty = sorted(self._dirty, key=lambda a: a.sort_key())
+        self._dirty = set()
+        old: list[tuple[L3n4Addr, _Fragment]] = []
+        for fe in dirty:
+            claims = self._claims.get(fe)
+            current = self._active.get(fe)
+            if current is None:
+                continue
+            if claims and _same_claim(current[0], claims[min(claims)]):
+                continue
+            old.append((fe, current[1]))
+            del self._active[fe]
+            self._drop(fe, current[1])
+        new: list[_Fragment] = []
+        for fe in dirty:
+            claims = self._claims.get(fe)
+            if claims and fe not in self._active:
+                chosen = claims[min(claims)]
+                fragment = self._fragment(*chosen)
+                self._add(fe, fragment)
+                self._active[fe] = (chosen, fragment)
+                new.append(fragment)
+        before = _union(frag for _, frag in old)
+        after = _union(new)
+        bids = before.backends.keys() | after.backends.keys()
+        before_backends: dict[int, BackendValue] = {}
+        after_backends: dict[int, BackendValue] = {}
+        for bid in bids:
+            was = self.backends.get(bid)
+            if was is not None:
+                before_backends[bid] = was
+            users = self._backend_users.get(bid)
+            if users:
+                now = (
+                    users[max(users, key=lambda a: a.sort_key())]
+                    if len(users) > 1
+                    else (next(iter(users.values())))
+                )
+                self.backends[bid] = after_backends[bid] = now
+            else:
+                self._backend_users.pop(bid, None)
+                if was is not None:
+                    del self.backends[bid]
+                    self.backend_ids.release(str(was.address))
+        for fe, frag in old:
+            if fe not in self._active:
+                self.service_ids.release(str(fe))
+            if frag.maglev is not None and frag.rev not in self.maglev:
+                self._maglev_tables.pop(frag.rev, None)
+        if self._baseline is not None:
+            baseline, self._baseline = self._baseline, None
+            return plan(baseline, self.rows())
+        return plan(
+            replace(before, backends=before_backends), replace(after, backends=after_backends)
+        )
+
+    def rows(self) -> Rows:
+        """A copy of every row (as of the last commit)."""
+        return Rows(
+            services=dict(self.services),
+            backends=dict(self.backends),
+            rev_nat=dict(self.rev_nat),
+            maglev=dict(self.maglev),
+            affinity=frozenset(self.affinity),
+        )
+
+    def _add(self, fe: L3n4Addr, frag: _Fragment) -> None:
+        self.services.update(frag.services)
+        for bid, be in frag.backends.items():
+            users = self._backend_users.get(bid)
+            if users is None:
+                self._backend_users[bid] = {fe: be}
+            else:
+                users[fe] = be
+        self.rev_nat[frag.rev] = frag.rev_nat
+        if frag.maglev is not None:
+            self.maglev[frag.rev] = frag.maglev
+        self.affinity |= frag.affinity
+
+    def _drop(self, fe: L3n4Addr, frag: _Fragment) -> None:
+        for key in frag.services:
+            self.services.pop(key, None)
+        for bid in frag.backends:
+            users = self._backend_users.get(bid)
+            if users is not None:
+                users.pop(fe, None)
+        self.rev_nat.pop(frag.rev, None)
+        if frag.maglev is not None:
+            self.maglev.pop(frag.rev, None)
+        self.affinity -= frag.affinity
+
+    def _fragment(self, sel: Selection, service: Service | None) -> _Fragment:
+        settings = self.settings
         fe = sel.frontend.address
-        service = services.get(sel.frontend.service)
-        rev = service_ids.acquire(str(fe))
+        acquire = self.backend_ids.acquire
+        rev = self.service_ids.acquire(str(fe))
         flags = service_flags(service, sel, settings)
-        key = ServiceKey(fe.address, fe.port, fe.protocol, fe.scope)
+        services: dict[ServiceKey, ServiceValue] = {}
+        backends: dict[int, BackendValue] = {}
+        affinity: set[tuple[int, int]] = set()
+        sticky = service is not None and service.session_affinity
         for slot, be in enumerate(sel.slots, start=1):
-            bid = backend_ids.acquire(str(be.address))
-            be_rows[bid] = BackendValue(address=be.address, state=be.state)
-            svc_rows[ServiceKey(fe.address, fe.port, fe.protocol, fe.scope, slot)] = ServiceValue(
+            bid = acquire(str(be.address))
+            backends[bid] = BackendValue(address=be.address, state=be.state)
+            services[ServiceKey(fe.address, fe.port, fe.protocol, fe.scope, slot)] = ServiceValue(
                 backend_id=bid, rev_nat_index=rev, flags=flags
             )
-            if service is not None and service.session_affinity and be.state is BackendState.ACTIVE:
+            if sticky and be.state is BackendState.ACTIVE:
                 affinity.add((rev, bid))
         for be in sel.maintenance:
-            bid = backend_ids.acquire(str(be.address))
-            be_rows[bid] = BackendValue(address=be.address, state=be.state)
+            bid = acquire(str(be.address))
+            backends[bid] = BackendValue(address=be.address, state=be.state)
         alg = annotated_algorithm(service, settings)
         timeout = service.affinity_timeout if service and service.session_affinity else 0
-        svc_rows[key] = ServiceValue(
+        services[ServiceKey(fe.address, fe.port, fe.protocol, fe.scope)] = ServiceValue(
             backend_id=timeout | (alg << LB_ALGORITHM_SHIFT),
             count=sel.count,
             qcount=sel.qcount,
             rev_nat_index=rev,
             flags=flags,
         )
-        rev_nat[rev] = L3n4Addr(fe.address, fe.port, fe.protocol)
+        table = None
         if sel.count and uses_maglev(service, sel, settings):
             if settings.maglev is None:
                 raise ValueError("LBSettings.maglev is required when Maglev is used")
-            members = [
+            members = tuple(
                 MaglevBackend(
-                    id=backend_ids.acquire(str(b.address)),
+                    id=acquire(str(b.address)),
                     hash_string=backend_hash_string(
                         b.address.address, b.address.port, b.address.protocol
                     ),
                     weight=b.weight,
                 )
                 for b in sel.selectable
-            ]
-            inputs = (tuple(members), settings.maglev)
-            known = maglev_tables.get(rev) if maglev_tables is not None else None
+            )
+            inputs = (members, settings.maglev)
+            known = self._maglev_tables.get(rev)
             if known is not None and known[0] == inputs:
-                maglev[rev] = known[1]
+                table = known[1]
             else:
-                maglev[rev] = lookup_table(members, settings.maglev)
-                if maglev_tables is not None:
-                    maglev_tables[rev] = (inputs, maglev[rev])
-    if maglev_tables is not None:
-        for rev in [r for r in maglev_tables if r not in maglev]:
-            del maglev_tables[rev]
-    service_ids.retain(str(s.frontend.address) for s in selections)
-    backend_ids.retain(str(v.address) for v in be_rows.values())
+                table = lookup_table(list(members), settings.maglev)
+                self._maglev_tables[rev] = (inputs, table)
+        return _Fragment(
+            rev=rev,
+            services=services,
+            backends=backends,
+            rev_nat=L3n4Addr(fe.address, fe.port, fe.protocol),
+            maglev=table,
+            affinity=frozenset(affinity),
+        )
+
+
+def _same_claim(a: _Claim, b: _Claim) -> bool:
+    return (a[0] is b[0] or a[0] == b[0]) and (a[1] is b[1] or a[1] == b[1])
+
+
+def _union(fragments: Iterable[_Fragment]) -> Rows:
+    """The rows of several frontends (backends: each one's own view)."""
+    services: dict[ServiceKey, ServiceValue] = {}
+    backends: dict[int, BackendValue] = {}
+    rev_nat: dict[int, L3n4Addr] = {}
+    maglev: dict[int, tuple[int, ...]] = {}
+    affinity: set[tuple[int, int]] = set()
+    for frag in fragments:
+        services.update(frag.services)
+        backends.update(frag.backends)
+        rev_nat[frag.rev] = frag.rev_nat
+        if frag.maglev is not None:
+            maglev[frag.rev] = frag.maglev
+        affinity |= frag.affinity
     return Rows(
-        services=svc_rows,
-        backends=be_rows,
+        services=services,
+        backends=backends,
         rev_nat=rev_nat,
         maglev=maglev,
         affinity=frozenset(affinity),
