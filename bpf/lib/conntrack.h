@@ -5,8 +5,9 @@
  * to-container). A packet matching the tuple is CT_ESTABLISHED (tx side), one matching the
  * reversed tuple is CT_REPLY (rx side), anything else CT_NEW; the caller creates the entry
  * of a new connection after policy let it through. TCP flags seen per side decide the lifetime (SYN only,
- * established, closing). Expired entries count as absent; the LRU maps evict the oldest when
- * full (no garbage collector yet). Non-first IPv4 fragments are not tracked. */
+ * established, closing). Expired entries count as absent; the agent's conntrack GC deletes them
+ * (src/pylium/agent/ctgc.py), and the LRU maps evict the oldest when full. Non-first IPv4
+ * fragments are not tracked. */
 #ifndef PYLIUM_CONNTRACK_H
 #define PYLIUM_CONNTRACK_H
 

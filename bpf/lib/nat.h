@@ -14,7 +14,8 @@
  * the frontend of the reverse DNAT from the connection's conntrack entry (rev_nat_index) and
  * cilium_lb4_reverse_nat; here it is stored beside the SNAT entries, so that bpf_lxc and
  * bpf_overlay need none of the load-balancer maps, whose sizes are the services engine's.
- * The map is an LRU without a garbage collector: old connections' entries go when it is full.
+ * The agent's conntrack GC deletes the entries of connections whose conntrack entries are gone
+ * (src/pylium/core/conntrack.py nat_owners); LRU eviction remains the backstop.
  *
  * After the reverse translation the reply is sent straight out of the device the FIB names
  * (lib/fib.h: bpf_redirect, or bpf_redirect_neigh when the neighbour is not resolved yet, the

@@ -8,9 +8,11 @@ does."""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import struct
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +28,9 @@ from pylium.adapters.bpf.objects import (
     BpfObject,
     prog_test_run,
 )
-from pylium.adapters.maps import config, endpoints, events, ipcache, lb, nat
+from pylium.adapters.maps import config, ct, endpoints, events, ipcache, lb, nat
+from pylium.agent.ctgc import ConntrackGC
+from pylium.core.conntrack import NAT_GC_GRACE, nat_dump_line
 from pylium.core.lb import ids
 from pylium.core.lb.k8s import parse_endpoint_slice, parse_service
 from pylium.core.lb.services import backends, frontends, select
@@ -240,6 +244,54 @@ def test_remote_backend_in_native_routing_is_snatted_to_the_node(
     # a stray packet to the node from that backend is no reply: untouched
     stray = ipv4_tcp(NATIVE_REMOTE, str(NODE), 8080, 40999, flags=SYN | ACK)
     assert run(host, FROM_NETDEV, stray) == (TC_ACT_OK, parse(stray))
+
+
+def test_conntrack_gc_takes_a_finished_connections_nat_entries(
+    objs: tuple[BpfObject, lb.LBMaps],
+) -> None:
+    """Two clients' connections SNATed to a remote backend; the first one's conntrack entry
+    expires: the agent's GC deletes it and that connection's three NAT entries, and leaves
+    the second connection's alone."""
+    host, maps = objs
+    program(maps, [(NATIVE_REMOTE, "n2")])
+    for client in (CLIENT, CLIENT2):
+        out = run(host, FROM_NETDEV, ipv4_tcp(client, LB_IP, 40000, 80))[1]
+        assert out.daddr == NATIVE_REMOTE and out.saddr == str(NODE)
+    nat_map = nat.NATMap(host.map_fd(nat.NAME))
+    ct_maps = [ct.CTMap(host.map_fd(name), name) for name in (ct.TCP_NAME, ct.ANY_NAME)]
+
+    def connection(client: str) -> set[ct.Tuple]:
+        ip = ipaddress.IPv4Address(client)
+        return {k for k, e in nat_map.dump().items() if ip in (k.saddr, k.daddr, e.address)}
+
+    first, second = connection(CLIENT), connection(CLIENT2)
+    assert len(first) == len(second) == 3
+    # what `pylium bpf nat list` prints for the first connection's SNAT
+    now = int(time.monotonic())
+    lines = [nat_dump_line(k, e, now) for k, e in nat_map.dump().items() if k in first]
+    snat = next(line for line in lines if line.startswith(f"TCP OUT {CLIENT}:"))
+    assert snat.startswith(f"TCP OUT {CLIENT}:40000 -> {NATIVE_REMOTE}:8080 XLATE_SRC {NODE}:")
+    assert snat.endswith("sec ago NeedsCT=0")
+
+    nothing = ConntrackGC(ct_maps, nat_map).run_once()  # everything alive (and new)
+    assert nothing.nat_deleted == 0 and set(nat_map.dump()) == first | second
+    service = ct.Tuple(
+        daddr=ipaddress.IPv4Address(LB_IP),
+        saddr=ipaddress.IPv4Address(CLIENT),
+        dport=80,
+        sport=40000,
+        nexthdr=6,
+        flags=ct.TUPLE_F_SERVICE,
+    )
+    entry = ct_maps[0].get(service)
+    assert entry is not None
+    ct_maps[0].upsert(service, dataclasses.replace(entry, lifetime=0))  # the connection ended
+    # past the grace period for new NAT entries, within the second connection's lifetime
+    gc = ConntrackGC(ct_maps, nat_map, clock=lambda: time.monotonic() + NAT_GC_GRACE)
+    result = gc.run_once()
+    assert (result.ct_deleted[ct.TCP_NAME], result.nat_deleted) == (1, 3)
+    assert ct_maps[0].get(service) is None
+    assert set(nat_map.dump()) == second
 
 
 def test_a_connection_keeps_its_backend(objs: tuple[BpfObject, lb.LBMaps]) -> None:

@@ -27,6 +27,7 @@ from pylium.adapters import fsmount
 from pylium.adapters.bpf import bpffs, probes
 from pylium.adapters.identities import IdentityAllocator
 from pylium.adapters.maps import metrics as metrics_map
+from pylium.adapters.maps import nat
 from pylium.adapters.netlink import podnet
 from pylium.adapters.resources import ResourceClient
 from pylium.adapters.store.api import Store
@@ -34,6 +35,7 @@ from pylium.adapters.store.factory import open_store
 from pylium.agent import cniconf
 from pylium.agent import metrics as agent_metrics
 from pylium.agent import status as agent_status
+from pylium.agent.ctgc import ConntrackGC
 from pylium.agent.endpoints import EndpointManager
 from pylium.agent.eni import ENIRouting
 from pylium.agent.health import HealthDaemon
@@ -475,6 +477,7 @@ class Agent:
         try:
             self.services.prepare_pins()  # before bpf_host loads the shared LB maps
             self.endpoints.start()
+            self._start_conntrack_gc(stop)
             self.register()  # now with the router IP (CiliumInternalIP)
             self.policy.attach(self.endpoints.policy_maps, self.endpoints.config_map)
             if self.settings.enable_hubble and self.endpoints.obj is not None:
@@ -492,6 +495,18 @@ class Agent:
         except PyliumError as err:
             self.datapath_error = str(err)
             log.error("datapath failed to start: %s", err)
+
+    def _start_conntrack_gc(self, stop: threading.Event) -> None:
+        """The conntrack and NAT garbage collector, over the maps every program shares."""
+        if self.endpoints.obj is None:
+            return
+        gc = ConntrackGC(
+            self.endpoints.ct_maps,
+            nat.NATMap(self.endpoints.obj.map_fd(nat.NAME)),
+            interval=self.settings.conntrack_gc_interval.total_seconds(),
+            max_interval=self.settings.conntrack_gc_max_interval.total_seconds(),
+        )
+        threading.Thread(target=gc.run, args=(stop,), name="ct-gc", daemon=True).start()
 
     def _start_services(self, stop: threading.Event) -> None:
         """bpf_sock and the service maps; a failure here leaves pod networking up."""

@@ -1,18 +1,21 @@
-"""L7: ``pylium bpf policy get|ipcache list|lb list``: a node's pinned BPF maps read directly
-(what the datapath uses, even while the agent is down), in the shape of ``cilium-dbg bpf ...``."""
+"""L7: ``pylium bpf policy get|ipcache list|lb list|nat list``: a node's pinned BPF maps read
+directly (what the datapath uses, even while the agent is down), in the shape of
+``cilium-dbg bpf ...``; ``bpf nat flush`` empties the NAT map as ``cilium-dbg bpf nat flush``."""
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from pylium.adapters.maps import ipcache, lb
+from pylium.adapters.maps import ipcache, lb, nat
 from pylium.adapters.maps import policy as policy_maps
 from pylium.adapters.maps.base import open_pinned
 from pylium.cli.common import fail, print_table
+from pylium.core.conntrack import nat_dump_line
 from pylium.core.lb.addr import Scope
 from pylium.core.lb.translate import Rows, ServiceFlag, ServiceKey, flag_type
 from pylium.core.policy.peers import port_proto
@@ -27,6 +30,8 @@ lb_app = typer.Typer(help="Load-balancer maps (services, backends).")
 bpf_app.add_typer(lb_app, name="lb")
 maglev_app = typer.Typer(help="Maglev lookup tables.")
 lb_app.add_typer(maglev_app, name="maglev")
+nat_app = typer.Typer(help="NAT mapping tables.")
+bpf_app.add_typer(nat_app, name="nat")
 
 NodeOption = Annotated[str, typer.Option("--node", help="The node whose maps to read.")]
 LabOption = Annotated[str | None, typer.Option("--lab", help="Default: the current lab.")]
@@ -168,6 +173,61 @@ def maglev_list(node: NodeOption, lab: LabOption = None) -> None:
         ["SVC ID", "LUT"],
         [[str(rev), "[" + " ".join(map(str, t)) + "]"] for rev, t in sorted(tables.items())],
     )
+
+
+def _nat_pin(node: str, lab: str | None) -> Path:
+    path = _pins(node, lab) / nat.NAME
+    if not path.exists():
+        fail([f"node {node} has no NAT map at {path} (agent starting?)"])
+    return path
+
+
+@nat_app.command("list")
+def nat_list(
+    node: NodeOption,
+    lab: LabOption = None,
+    output: Annotated[str, typer.Option("-o", "--output", help="text|json")] = "text",
+) -> None:
+    """List all NAT mapping entries, as ``cilium-dbg bpf nat list``: the tuple, what it is
+    translated to, and how long ago the entry was made."""
+    entries = nat.NATMap(open_pinned(str(_nat_pin(node, lab)))).dump()
+    ordered = sorted(
+        entries.items(),
+        key=lambda kv: (kv[0].nexthdr, kv[0].saddr, kv[0].sport, kv[0].daddr, kv[0].dport),
+    )
+    if output == "json":  # upstream's NatMapRecord fields
+        records = [
+            {
+                "Key": {
+                    "DestAddr": str(k.daddr),
+                    "SourceAddr": str(k.saddr),
+                    "DestPort": k.dport,
+                    "SourcePort": k.sport,
+                    "NextHeader": k.nexthdr,
+                    "Flags": k.flags,
+                },
+                "Value": {
+                    "Created": e.created,
+                    "NeedsCT": e.needs_ct,
+                    "Addr": str(e.address),
+                    "Port": e.port,
+                },
+            }
+            for k, e in ordered
+        ]
+        typer.echo(json.dumps(records, indent=2))
+        return
+    now = int(time.monotonic())  # the datapath's clock (bpf_ktime_get_ns), one per machine
+    for key, entry in ordered:
+        typer.echo(nat_dump_line(key, entry, now))
+
+
+@nat_app.command("flush")
+def nat_flush(node: NodeOption, lab: LabOption = None) -> None:
+    """Flush all NAT mapping entries."""
+    path = _nat_pin(node, lab)
+    count = nat.NATMap(open_pinned(str(path))).flush()
+    typer.echo(f"Flushed {count} entries from {path}")
 
 
 def register(app: typer.Typer) -> None:

@@ -714,6 +714,13 @@ class AgentSettings(ClusterSettings):
     """Entries of the service, backend and affinity maps (default 65536)."""
     bpf_lb_external_clusterip: bool = setting("bpf-lb-external-clusterip", False, Bool())
     """Make ClusterIPs reachable from outside the cluster."""
+    conntrack_gc_interval: timedelta = setting("conntrack-gc-interval", timedelta(0), Duration())
+    """Fixed interval of the conntrack garbage collector (Helm ``conntrackGCInterval``); 0:
+    adapt it to how much each run deletes, starting at 5 minutes, as upstream."""
+    conntrack_gc_max_interval: timedelta = setting(
+        "conntrack-gc-max-interval", timedelta(0), Duration()
+    )
+    """Upper bound of the adaptive interval (Helm ``conntrackGCMaxInterval``); 0: 12 hours."""
     bpf_lb_algorithm_annotation: bool = setting("bpf-lb-algorithm-annotation", False, Bool())
     """Honour ``service.cilium.io/lb-algorithm`` per service."""
     bpf_lb_mode_annotation: bool = setting("bpf-lb-mode-annotation", False, Bool())

@@ -22,6 +22,9 @@ import ipaddress
 from dataclasses import dataclass
 
 from pylium.adapters.maps.base import Layout, RawMap
+from pylium.core.conntrack import TUPLE_F_IN, TUPLE_F_OUT, TUPLE_F_SERVICE, Tuple
+
+__all__ = ["TUPLE_F_IN", "TUPLE_F_OUT", "TUPLE_F_SERVICE", "Tuple"]
 
 TCP_NAME = "pylium_ct4_global"
 ANY_NAME = "pylium_ct_any4_global"
@@ -47,24 +50,12 @@ VALUE = Layout(
         "last_rx_report",
     ),
 )
-TUPLE_F_OUT = 0
-TUPLE_F_IN = 1
 
 
 class EntryFlag(enum.IntFlag):
     RX_CLOSING = 1 << 0
     TX_CLOSING = 1 << 1
     SEEN_NON_SYN = 1 << 4
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Tuple:
-    daddr: ipaddress.IPv4Address
-    saddr: ipaddress.IPv4Address
-    dport: int
-    sport: int
-    nexthdr: int
-    flags: int = TUPLE_F_OUT
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

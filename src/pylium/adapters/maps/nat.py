@@ -15,10 +15,13 @@ replies to the frontend).
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
 
 from pylium.adapters.maps import ct
 from pylium.adapters.maps.base import Layout, RawMap
+from pylium.core.conntrack import TUPLE_F_IN, TUPLE_F_OUT, TUPLE_F_SERVICE
+from pylium.core.conntrack import NATEntry as Entry
+
+__all__ = ["NAME", "TUPLE_F_IN", "TUPLE_F_OUT", "TUPLE_F_SERVICE", "Entry", "NATMap"]
 
 NAME = "pylium_snat_v4_external"
 VALUE = Layout(
@@ -26,18 +29,6 @@ VALUE = Layout(
     "=QII4s2sH",
     ("created", "needs_ct", "pad1", "to_addr", "to_port", "pad2"),
 )
-TUPLE_F_OUT = ct.TUPLE_F_OUT
-TUPLE_F_IN = ct.TUPLE_F_IN
-TUPLE_F_SERVICE = 4
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """Where the tuple's packets are translated to (source for OUT, destination for IN,
-    source for SERVICE)."""
-
-    address: ipaddress.IPv4Address
-    port: int
 
 
 class NATMap:
@@ -50,13 +41,22 @@ class NATMap:
 
     def dump(self) -> dict[ct.Tuple, Entry]:
         out = {}
-        for key in self.raw.iter_keys():
+        for key in list(self.raw.iter_keys()):
             values = self.raw.lookup(key)
             if values:
                 out[ct.decode_key(key)] = _decode(values[0])
         return out
 
+    def delete(self, t: ct.Tuple) -> bool:
+        return self.raw.delete(ct.encode_key(t))
+
+    def flush(self) -> int:
+        """Delete every entry (``cilium-dbg bpf nat flush``); returns how many."""
+        return sum(self.raw.delete(key) for key in list(self.raw.iter_keys()))
+
 
 def _decode(raw: bytes) -> Entry:
-    _, _, _, addr, port, _ = VALUE.struct.unpack(raw)
-    return Entry(ipaddress.IPv4Address(addr), int.from_bytes(port, "big"))
+    created, needs_ct, _, addr, port, _ = VALUE.struct.unpack(raw)
+    return Entry(
+        ipaddress.IPv4Address(addr), int.from_bytes(port, "big"), int(created), int(needs_ct)
+    )
