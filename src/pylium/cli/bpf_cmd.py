@@ -190,6 +190,8 @@ def nat_list(
 ) -> None:
     """List all NAT mapping entries, as ``cilium-dbg bpf nat list``: the tuple, what it is
     translated to, and how long ago the entry was made."""
+    if output not in ("text", "json"):
+        fail([f"--output: {output!r} is not one of text, json"])
     entries = nat.NATMap(open_pinned(str(_nat_pin(node, lab)))).dump()
     ordered = sorted(
         entries.items(),
