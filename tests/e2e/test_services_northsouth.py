@@ -7,18 +7,25 @@ node sees the first node (SNAT: its router IP through the tunnel, its node IP in
 routing), or the client itself with loadBalancer.mode=dsr (native routing: the frontend
 travels in an IPv4 option and the backend's node answers the client directly). With
 externalTrafficPolicy=Local only the node's own backend answers, seeing the
-client, and a node without one drops. No iptables or nftables rule is made for a service."""
+client, and a node without one drops. No iptables or nftables rule is made for a service.
+With SNAT, ``pylium bpf nat list`` shows a connection's NAT entries, and once its conntrack
+entries expire the agent's conntrack GC deletes them."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from pylium.adapters.maps import ct
+from pylium.adapters.maps.base import open_pinned
 
 from .conftest import Cli
 from .test_services import CLIENT, wait_for
@@ -101,13 +108,34 @@ def answers(out: dict[str, Any]) -> set[tuple[str, str]]:
     return {(n.split()[0], n.split()[1]) for n in out["names"]}
 
 
+def nat_lines(cli: Cli, lab: str, node: str, client: str) -> list[str]:
+    """The ``pylium bpf nat list`` lines of the client's connections on the node."""
+    out = cli("bpf", "nat", "list", "--node", node, "--lab", lab).stdout
+    return [line for line in out.splitlines() if f" {client}:" in line]
+
+
+def expire_connections(lab: str, node: str, client: str) -> int:
+    """Ends the client's connections as the node's conntrack sees them: lifetime 0, in the
+    past, as once they idle out. Returns how many entries."""
+    pins = Path(f"/sys/fs/bpf/pylium-lab-{lab}/{node}")
+    count = 0
+    for name in (ct.TCP_NAME, ct.ANY_NAME):
+        table = ct.CTMap(open_pinned(str(pins / name)), name)
+        for key, entry in table.dump().items():
+            if str(key.saddr) == client:
+                table.upsert(key, dataclasses.replace(entry, lifetime=0))
+                count += 1
+    return count
+
+
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("mode", ["tunnel", "native", "dsr"])
 def test_northsouth(cli: Cli, tmp_path: Path, mode: str) -> None:
     lab = f"ns{mode[0]}{os.getpid() % 10000}"
     dsr = ("--set", "loadBalancer.mode=dsr")
     extra = {"tunnel": (), "native": NATIVE, "dsr": (*NATIVE, *dsr)}[mode]
-    cli("lab", "up", "--nodes", "2", "--name", lab, "--set", "kubeProxyReplacement=true", *extra)
+    cli("lab", "up", "--nodes", "2", "--name", lab, "--set", "kubeProxyReplacement=true",
+        "--set", "conntrackGCInterval=2s", *extra)  # fmt: skip
     try:
         state = cli.lab_state(lab)
         client_ns = f"pl-{lab}-cl"  # the lab's client namespace, on the underlay
@@ -154,6 +182,24 @@ def test_northsouth(cli: Cli, tmp_path: Path, mode: str) -> None:
                 (local[node], client),
                 (other[node], snat_address(node)),
             }, out
+
+        if mode != "dsr":
+            # n1's NAT entries for the client's connections to n2's backend: the SNAT, its
+            # reverse and the reverse DNAT; the GC leaves them while conntrack has them.
+            lines = nat_lines(cli, lab, "n1", client)
+            snat, cl = re.escape(snat_address("n1")), re.escape(client)
+            age = r"Created=\d+sec ago NeedsCT=0"
+            for pattern in (
+                rf"TCP OUT {cl}:\d+ -> [\d.]+:8080 XLATE_SRC {snat}:\d+ {age}",
+                rf"TCP IN [\d.]+:8080 -> {snat}:\d+ XLATE_DST {cl}:\d+ {age}",
+                rf"TCP OUT [\d.]+:8080 -> {cl}:\d+ service XLATE_SRC [\d.]+:{NODE_PORT} {age}",
+            ):
+                assert any(re.fullmatch(pattern, line) for line in lines), (pattern, lines)
+            assert expire_connections(lab, "n1", client) > 0
+            wait_for(
+                "n1's conntrack GC to delete the expired connections' NAT entries",
+                lambda: not nat_lines(cli, lab, "n1", client),
+            )
 
         # externalTrafficPolicy=Local: the LB IP (via n1) and the ExternalIP (via n2) reach
         # only the node's own backend, which sees the client.
