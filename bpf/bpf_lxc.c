@@ -113,9 +113,11 @@ int cil_from_container(struct __sk_buff *skb)
 		return bpf_redirect(cfg->tunnel_ifindex, 0);
 	}
 	/* BPF host routing: out of the FIB's device without the stack, unless the packet is for
-	 * this node or masquerading (in the stack) must rewrite it. */
+	 * this node or masquerading (in the stack) must rewrite it. Replies never are: their
+	 * connection came in by BPF (from-netdev), unseen by the stack's conntrack, which would
+	 * take a reply for a new connection and masquerade it. */
 	if (enable_host_routing && f.dst_identity != IDENTITY_HOST &&
-	    !host_routing_masqueraded(f.daddr))
+	    (state == CT_REPLY || state == CT_RELATED || !host_routing_masqueraded(f.daddr)))
 		return fib_redirect4(skb, &f, DIR_EGRESS, state, notify);
 	forward(skb, TRACE_TO_STACK, state, DIR_EGRESS, &f, notify);
 	return TC_ACT_OK;

@@ -8,9 +8,10 @@ to-container makes.
   routing off, or a TTL about to expire, it goes to the stack untouched.
 - Real packets, in both modes, between two node namespaces joined by a veth (native routing:
   each node routes the other's pod CIDR via the other's address): the same connections pass
-  and the same are denied, with the same drop events; with BPF host routing the nodes' stacks
-  forward nothing (their IP ForwDatagrams counters stay at 0, and the receiving node's
-  underlay device has forwarding off), with Legacy they forward every packet.
+  and the same are denied, with the same drop events, under the agent's nftables masquerading
+  (a pod's replies to another node's own address are not masqueraded); with BPF host routing
+  the nodes' stacks forward nothing (their IP ForwDatagrams counters stay at 0, and the
+  receiving node's underlay device has forwarding off), with Legacy they forward every packet.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 import subprocess
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
@@ -131,6 +133,15 @@ def drops(obj: BpfObject, reader: events.EventReader) -> set[tuple[int, int, int
     }
 
 
+def masquerade(node: str, pod_cidr: str) -> None:
+    """The agent's nftables masquerading, in the node's namespace."""
+    script = (
+        "import ipaddress as a; from pylium.adapters.netlink import masquerade as m; "
+        f"m.apply([a.IPv4Network('{pod_cidr}')], [a.IPv4Network('{NATIVE_CIDR}')])"
+    )
+    subprocess.run(["ip", "netns", "exec", node, sys.executable, "-c", script], check=True)
+
+
 @pytest.mark.parametrize("mode", ["bpf", "legacy"])
 def test_two_nodes_native_routing(pin_dir: Path, mode: str) -> None:
     pods, pod_ids, eps = ("10.0.1.10", "10.0.2.20"), (1001, 2002), (101, 201)
@@ -164,10 +175,14 @@ def test_two_nodes_native_routing(pin_dir: Path, mode: str) -> None:
                 ipcache.IPCacheMap(lxcs[1 - i].map_fd(ipcache.NAME)).upsert(
                     ipaddress.IPv4Network(f"{pods[i]}/32"), ipcache.Entry(identity=pod_ids[i])
                 )
+                masquerade(node, cidrs[i])
             reader = events.EventReader(lxcs[1].map_fd(events.NAME))
             try:
                 with server(p2):
                     assert connect(p1, pods[1], 8081) == "ok"
+                    # n1's own address is outside the non-masquerade CIDR: the pod's replies
+                    # must still leave unmasqueraded (the stack never saw the connection)
+                    assert connect(n1, pods[1], 8081) == "ok"
                     policy.PolicyMaps(lxcs[0].map_fd(policy.NAME)).write(
                         eps[0], MapState({ANY_EGRESS: ALLOW})
                     )
