@@ -137,6 +137,11 @@ class ResourceClient:
         items.sort(key=lambda r: (r.namespace, r.name))
         return items, result.revision
 
+    def list_keyed(self, kind: str) -> tuple[dict[str, Resource], int]:
+        """Every object of ``kind`` by store key (unsorted), and the revision read at."""
+        result = self.store.list(self.prefix_of(kind))
+        return {kv.key: self._decode(kv) for kv in result.items}, result.revision
+
     # -- writes -----------------------------------------------------------------------------
 
     def apply(self, resources: Sequence[Resource]) -> ApplyResults:

@@ -14,15 +14,8 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 @functools.lru_cache(maxsize=1 << 16)
 def parse_ip(text: str) -> IPAddress:
-    """``ipaddress.ip_address(text)`` (same results, same ValueError), with a fast path for
-    plain dotted quads: a full resync parses every Service's and backend's address."""
-    parts = text.split(".")
-    if len(parts) == 4 and all(
-        p.isascii() and p.isdigit() and len(p) <= 3 and (p[0] != "0" or p == "0") for p in parts
-    ):
-        a, b, c, d = (int(p) for p in parts)
-        if a <= 255 and b <= 255 and c <= 255 and d <= 255:
-            return ipaddress.IPv4Address(a << 24 | b << 16 | c << 8 | d)
+    """``ipaddress.ip_address(text)``, remembered: a Service's cluster IPs are parsed again for
+    each of its frontends, and a full resync parses every address."""
     return ipaddress.ip_address(text)
 
 

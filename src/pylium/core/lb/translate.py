@@ -294,6 +294,9 @@ class RowBuilder:
         self.maglev: dict[int, tuple[int, ...]] = {}
         self.affinity: set[tuple[int, int]] = set()
         self._backend_users: dict[int, dict[L3n4Addr, BackendValue]] = {}
+        """Each backend's frontends, with the row each would give it."""
+        self._backend_top: dict[int, L3n4Addr] = {}
+        """The frontend with the highest address among each backend's: its row is written."""
 
     # -- what changed -----------------------------------------------------------------------
 
@@ -328,6 +331,10 @@ class RowBuilder:
         """The frontends with rows (as of the last commit)."""
         return list(self._active)
 
+    def __len__(self) -> int:
+        """How many frontends have rows."""
+        return len(self._active)
+
     # -- translation ------------------------------------------------------------------------
 
     def commit(self) -> tuple[tuple[Op, ...], tuple[Op, ...]]:
@@ -347,12 +354,15 @@ class RowBuilder:
             del self._active[fe]
             self._drop(fe, current[1])
         new: list[_Fragment] = []
+        added: dict[int, list[L3n4Addr]] = {}
         for fe in dirty:
             claims = self._claims.get(fe)
             if claims and fe not in self._active:
                 chosen = claims[min(claims)]
                 fragment = self._fragment(*chosen)
                 self._add(fe, fragment)
+                for bid in fragment.backends:
+                    added.setdefault(bid, []).append(fe)
                 self._active[fe] = (chosen, fragment)
                 new.append(fragment)
         before = _union(frag for _, frag in old)
@@ -366,14 +376,18 @@ class RowBuilder:
                 before_backends[bid] = was
             users = self._backend_users.get(bid)
             if users:
-                now = (
-                    users[max(users, key=lambda a: a.sort_key())]
-                    if len(users) > 1
-                    else (next(iter(users.values())))
-                )
-                self.backends[bid] = after_backends[bid] = now
+                top = self._backend_top.get(bid)
+                if top is None or top not in users:  # the top one left: look at them all
+                    top = max(users, key=lambda a: a.sort_key())
+                else:
+                    for fe in added.get(bid, ()):
+                        if fe.sort_key() > top.sort_key():
+                            top = fe
+                self._backend_top[bid] = top
+                self.backends[bid] = after_backends[bid] = users[top]
             else:
                 self._backend_users.pop(bid, None)
+                self._backend_top.pop(bid, None)
                 if was is not None:
                     del self.backends[bid]
                     self.backend_ids.release(str(was.address))
