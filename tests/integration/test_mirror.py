@@ -1,16 +1,14 @@
-"""The watch-driven document mirror on a real SQLite store: a full listing first, then only
-what the watch delivered (writes and deletions, latest version per key); a watch that breaks
-makes the next take list everything again, with nothing lost in between."""
+"""The watch-driven document mirror on a real store (SQLite and etcd): a full listing first,
+then only what the watch delivered (writes and deletions, latest version per key); a watch
+that breaks makes the next take list everything again, with nothing lost in between."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from pylium.adapters.resources import ResourceClient
-from pylium.adapters.store import open_store
 from pylium.adapters.store.api import Store, Watch, WatchEvent
 from pylium.base.errors import StoreError
 from pylium.model.resource import Resource
@@ -29,7 +27,7 @@ def service(name: str, port: int = 80) -> Resource:
 
 
 class BreakableStore:
-    """The real store; after ``break_watches()`` its watches fail at their next event, as a
+    """The real store; while ``broken`` is set its watches fail at their next event, as a
     watch whose history was compacted away or whose server went does."""
 
     def __init__(self, store: Store) -> None:
@@ -74,10 +72,9 @@ def take_until(mirror: Mirror, event: threading.Event, want: Any) -> Changes:
     raise AssertionError("the mirror never delivered the change")
 
 
-def test_list_then_changes_then_a_full_list_after_a_broken_watch(tmp_path: Path) -> None:
-    real = open_store(f"local:{tmp_path / 'store.db'}")
-    store = BreakableStore(real)
-    client = ResourceClient(store)
+def test_list_then_changes_then_a_full_list_after_a_broken_watch(store: Store) -> None:
+    breakable = BreakableStore(store)
+    client = ResourceClient(breakable)
     client.apply([service("a"), service("b")])
     event = threading.Event()
     mirror = Mirror(client, "Service", event)
@@ -93,12 +90,12 @@ def test_list_then_changes_then_a_full_list_after_a_broken_watch(tmp_path: Path)
     by_name = {key.rsplit("/", 1)[1]: r for key, r in changes.changed.items()}
     assert by_name["a"] is None
     assert by_name["c"] is not None and by_name["c"].body["spec"]["ports"] == [{"port": 81}]
-    assert changes.revision == real.revision()
+    assert changes.revision == store.revision()
 
-    store.broken.set()
+    breakable.broken.set()
     client.apply([service("d")])  # the watch breaks on it: not delivered as a change
     relisted = take_until(mirror, event, lambda c: c.full is not None)
-    store.broken.clear()
+    breakable.broken.clear()
     assert relisted.full is not None
     assert sorted(r.name for r in relisted.full.values()) == ["b", "c", "d"]
 
@@ -106,4 +103,3 @@ def test_list_then_changes_then_a_full_list_after_a_broken_watch(tmp_path: Path)
     again = take_until(mirror, event, lambda c: c.changed)
     assert [key.rsplit("/", 1)[1] for key in again.changed] == ["e"]
     mirror.stop()
-    real.close()
