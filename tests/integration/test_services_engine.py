@@ -30,6 +30,26 @@ class RecordingMaps:
         self.ops.extend(ops)
 
 
+def engine_on(
+    client: ResourceClient,
+    tmp_path: Path,
+    maps: RecordingMaps,
+    kube_proxy_replacement: bool = False,
+) -> ServiceManager:
+    """A services engine of node n1 writing to ``maps`` (no socket-LB, no kernel)."""
+    engine = ServiceManager(
+        client,
+        node="n1",
+        node_addresses=(),
+        bpf_root=tmp_path,
+        cgroup_path=tmp_path,
+        socket_lb=False,
+        kube_proxy_replacement=kube_proxy_replacement,
+    )
+    engine.maps = cast(lbmaps.LBMaps, maps)
+    return engine
+
+
 def service(name: str, ip: str | None, annotations: dict[str, str] | None = None) -> Resource:
     spec: dict[str, Any] = {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]}
     if ip:
@@ -83,16 +103,7 @@ def test_engine_writes_diffs_and_follows_node_labels(tmp_path: Path) -> None:
         ]
     )
     maps = RecordingMaps()
-    engine = ServiceManager(
-        client,
-        node="n1",
-        node_addresses=(),
-        bpf_root=tmp_path,
-        cgroup_path=tmp_path,
-        socket_lb=False,
-        kube_proxy_replacement=True,
-    )
-    engine.maps = cast(lbmaps.LBMaps, maps)
+    engine = engine_on(client, tmp_path, maps, kube_proxy_replacement=True)
     assert engine.sync()
     assert frontends(maps.ops) == {"10.96.0.10:80/TCP"}
     assert sum(1 for op in maps.ops if op.kind is MapKind.BACKEND) == 2
@@ -158,16 +169,7 @@ def test_changes_arrive_through_the_watches_and_touch_only_their_rows(tmp_path: 
     client.apply(docs)
     maps = RecordingMaps()
     # What the maps held before a restart: a Service deleted meanwhile.
-    old = ServiceManager(
-        client,
-        node="n1",
-        node_addresses=(),
-        bpf_root=tmp_path,
-        cgroup_path=tmp_path,
-        socket_lb=False,
-        kube_proxy_replacement=False,
-    )
-    old.maps = cast(lbmaps.LBMaps, maps)
+    old = engine_on(client, tmp_path, maps)
     client.apply([service("gone", "10.96.2.1"), endpoint_slice("gone", ["10.0.3.1"])])
     assert old.sync()
     held = old.rows
@@ -175,16 +177,7 @@ def test_changes_arrive_through_the_watches_and_touch_only_their_rows(tmp_path: 
     client.delete("Service", "gone", "default")
     client.delete("EndpointSlice", "gone-1", "default")
 
-    engine = ServiceManager(
-        client,
-        node="n1",
-        node_addresses=(),
-        bpf_root=tmp_path,
-        cgroup_path=tmp_path,
-        socket_lb=False,
-        kube_proxy_replacement=False,
-    )
-    engine.maps = cast(lbmaps.LBMaps, maps)
+    engine = engine_on(client, tmp_path, maps)
     engine._restore(held)  # as start() does with what it reads back from the maps
     maps.ops.clear()
     assert engine.sync()
@@ -257,16 +250,7 @@ def test_a_refused_write_is_repaired_by_the_next_sync(tmp_path: Path) -> None:
     client = ResourceClient(store)
     client.apply([service("web", "10.96.0.10"), endpoint_slice("web", ["10.0.1.5"])])
     maps = FlakyMaps()
-    engine = ServiceManager(
-        client,
-        node="n1",
-        node_addresses=(),
-        bpf_root=tmp_path,
-        cgroup_path=tmp_path,
-        socket_lb=False,
-        kube_proxy_replacement=False,
-    )
-    engine.maps = cast(lbmaps.LBMaps, maps)
+    engine = engine_on(client, tmp_path, maps)
     assert engine.sync()
     client.apply(
         [
