@@ -33,7 +33,7 @@ class RecordingMaps:
 def engine_on(
     client: ResourceClient,
     tmp_path: Path,
-    maps: RecordingMaps,
+    maps: object,
     kube_proxy_replacement: bool = False,
 ) -> ServiceManager:
     """A services engine of node n1 writing to ``maps`` (no socket-LB, no kernel)."""
