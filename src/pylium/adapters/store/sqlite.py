@@ -12,8 +12,9 @@ Readers and watchers only *try* (they do not wait for the write lock): while ano
 holds the file locked, reads keep answering from the last committed state (WAL readers are
 never blocked) and expiry happens once the lock is gone. Reads also have their own connection,
 so a write waiting ``busy_timeout`` for the lock does not stall the process's readers.
-Watchers poll ``PRAGMA data_version`` (a shared-memory read) and only query the log when
-another connection has committed.
+Watchers query the log only when another connection has committed: one thread per process
+and file (:class:`_ChangeBeacon`) polls ``PRAGMA data_version`` (a shared-memory read) and
+wakes them, so a process with many watches costs one poll per interval, not one per watch.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pylium.adapters.store.api import (
     Compare,
@@ -44,6 +45,8 @@ BUSY_TIMEOUT = 30.0
 
 LOCKED_RETRY = 0.5
 """Seconds a watcher waits before trying to expire leases again while the file is locked."""
+LEASE_CHECK = 0.1
+"""Seconds between a watcher's checks for leases past their time while any lease exists."""
 _WATCH_BATCH = 1000
 """Revisions read per watch query, so a watcher far behind does not load the whole log."""
 
@@ -399,6 +402,65 @@ class SqliteStore:
             self._reader.close()
 
 
+class _ChangeBeacon:
+    """Wakes a process's watchers of one file when another connection has committed.
+
+    One daemon thread per process and file polls ``PRAGMA data_version`` every
+    ``POLL_INTERVAL`` while any watcher is subscribed, and sets every subscriber's event when
+    it changes (or when the poll fails: the watchers then meet the error themselves).
+    """
+
+    _beacons: ClassVar[dict[Path, _ChangeBeacon]] = {}
+    _registry_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, path: Path, clock: Callable[[], float]) -> None:
+        self._db = _Database(path, clock)
+        self._subscribers: set[threading.Event] = set()
+        self._lock = threading.Lock()
+        self._active = threading.Condition(self._lock)
+        self._thread = threading.Thread(
+            target=self._run, name=f"sqlite-beacon-{path.name}", daemon=True
+        )
+        self._thread.start()
+
+    @classmethod
+    def subscribe(cls, path: Path, clock: Callable[[], float], event: threading.Event) -> None:
+        with cls._registry_lock:
+            beacon = cls._beacons.get(path)
+            if beacon is None:
+                beacon = cls._beacons[path] = cls(path, clock)
+        with beacon._lock:
+            beacon._subscribers.add(event)
+            beacon._active.notify()
+
+    @classmethod
+    def unsubscribe(cls, path: Path, event: threading.Event) -> None:
+        with cls._registry_lock:
+            beacon = cls._beacons.get(path)
+        if beacon is not None:
+            with beacon._lock:
+                beacon._subscribers.discard(event)
+
+    def _run(self) -> None:
+        seen: int | None = None
+        while True:
+            with self._lock:
+                while not self._subscribers:
+                    seen = None  # a new subscriber reads the log first anyway
+                    self._active.wait()
+            try:
+                version = self._db.connect().execute("PRAGMA data_version").fetchone()[0]
+            except (sqlite3.Error, OSError):
+                self._db.close()
+                version = None
+            if version is None or version != seen:
+                with self._lock:
+                    for event in self._subscribers:
+                        event.set()
+                seen = version
+            time.sleep(POLL_INTERVAL)
+
+
 class SqliteWatch:
     """Follows the log from ``start_revision`` on its own connection, in the caller's thread."""
 
@@ -409,34 +471,39 @@ class SqliteWatch:
         self._prefix = prefix
         self._next = start_revision
         self._closed = threading.Event()
+        self._changed = threading.Event()
 
     def close(self) -> None:
         """End the iteration within one poll interval; safe from any thread."""
         self._closed.set()
+        self._changed.set()
 
     def __iter__(self) -> Iterator[WatchEvent]:
+        self._changed.set()  # read once at start, whatever the beacon says
+        _ChangeBeacon.subscribe(self._db.path, self._db.clock, self._changed)
         try:
             yield from self._follow()
         finally:
+            _ChangeBeacon.unsubscribe(self._db.path, self._changed)
             self._db.close()
 
     def _follow(self) -> Iterator[WatchEvent]:
         conn = self._db.connect()
-        seen_version: int | None = None
         next_expiry: float | None = None
         while not self._closed.is_set():
             with self._db.errors(self._prefix):
-                version = conn.execute("PRAGMA data_version").fetchone()[0]
                 expired = next_expiry is not None and next_expiry <= self._db.clock()
                 # This watcher may be the only live process: it collects dead leases (unless
                 # another process holds the file locked; then it tries again later).
                 if expired and not self._db.expire_due(conn, wait=False):
                     expired = False
                     next_expiry = self._db.clock() + LOCKED_RETRY
-                if version == seen_version and not expired:
-                    self._closed.wait(POLL_INTERVAL)
+                if not self._changed.is_set() and not expired:
+                    # Woken by a commit elsewhere; leases are checked at least every
+                    # LEASE_CHECK (the clock may be a test's, not the wall).
+                    self._changed.wait(None if next_expiry is None else LEASE_CHECK)
                     continue
-                seen_version = version
+                self._changed.clear()  # a commit from here on wakes the next round
                 next_expiry = self._db.next_expiry(conn)
                 while not self._closed.is_set():
                     events, current = self._read_batch(conn)
