@@ -6,8 +6,11 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from pylium.adapters.resources import ApplyAction, ResourceClient
 from pylium.adapters.store import EventType, Store, Watch
+from pylium.base.errors import StoreError
 from pylium.model.resource import Resource, ResourceKey
 
 
@@ -121,3 +124,24 @@ def test_watch_reports_typed_events(store: Store, collect: Callable[[Watch], Any
     assert events[0].resource is not None and events[0].resource.name == "n1"
     assert events[1].resource is None
     assert events[0].revision < events[1].revision
+
+
+def test_stored_values_read_as_json_reads_them(store: Store) -> None:
+    """What the quick decoder refuses (integers beyond 64 bits, NaN) still reads as before;
+    a value that is no JSON at all is a StoreError naming its key."""
+    client = ResourceClient(store)
+    key = client.key_of(ResourceKey("CiliumNode", "", "n1"))
+    store.put(
+        key,
+        b'{"kind": "CiliumNode", "metadata": {"name": "n1"}, "spec": {"big": '
+        b'123456789012345678901234567890, "nan": NaN, "ok": [1, "x"]}}',
+    )
+    got = client.get("CiliumNode", "n1")
+    assert got is not None
+    spec = got.body["spec"]
+    assert spec["big"] == 123456789012345678901234567890
+    assert spec["nan"] != spec["nan"]
+    assert spec["ok"] == [1, "x"]
+    store.put(key, b"{not json")
+    with pytest.raises(StoreError, match="not JSON"):
+        client.get("CiliumNode", "n1")

@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from pylium.adapters.store.api import (
     Compare,
     Delete,
@@ -118,7 +120,7 @@ class ResourceClient:
 
     def _decode(self, kv: KeyValue) -> Resource:
         try:
-            body = json.loads(kv.value)
+            body = _loads(kv.value)
         except ValueError as err:
             raise StoreError(kv.key, f"stored object is not JSON: {err}") from err
         body.setdefault("metadata", {})["resourceVersion"] = str(kv.mod_revision)
@@ -295,3 +297,13 @@ def _with_server_fields(new: Body, old: Mapping[str, Any] | None) -> Body:
 
 def _encode(body: Mapping[str, Any]) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _loads(text: str | bytes) -> Any:
+    """``json.loads``, by orjson (a quarter of the time; a full resync decodes every
+    document); what orjson refuses and ``json`` reads (NaN, integers beyond 64 bits) falls
+    back to ``json``, so every stored value reads as before."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)

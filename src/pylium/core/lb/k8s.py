@@ -96,7 +96,9 @@ class EndpointSlice:
 
 
 class _Reader:
-    """Collects problems with their field paths so one error lists them all."""
+    """Collects problems with their field paths so one error lists them all. A field's path
+    is given as its parent's and the field's own parts, joined only for a problem (a full
+    resync reads every field of every document)."""
 
     def __init__(self, source: str) -> None:
         self.source = source
@@ -111,7 +113,7 @@ class _Reader:
 
     def mapping(self, doc: Mapping[str, Any], key: str, path: Sequence[str | int]) -> Any:
         value = doc.get(key) or {}
-        if not isinstance(value, Mapping):
+        if type(value) is not dict and not isinstance(value, Mapping):  # dict: the quick test
             self.fail([*path, key], "must be an object")
             return {}
         return value
@@ -123,28 +125,30 @@ class _Reader:
             return []
         return value
 
-    def ip(self, text: Any, path: Sequence[str | int]) -> IPAddress | None:
+    def ip(self, text: Any, *path: str | int) -> IPAddress | None:
         try:
             return parse_ip(str(text))
         except ValueError:
             self.fail(path, f"{text!r} is not an IP address")
             return None
 
-    def port(self, value: Any, path: Sequence[str | int], *, zero_ok: bool = False) -> int:
+    def port(self, value: Any, *path: str | int, zero_ok: bool = False) -> int:
+        if type(value) is int and 0 < value <= 65535:
+            return value
         low = 0 if zero_ok else 1
         if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= 65535:
             self.fail(path, f"must be an integer between {low} and 65535, got {value!r}")
             return 0
         return value
 
-    def protocol(self, value: Any, path: Sequence[str | int]) -> Protocol:
+    def protocol(self, value: Any, *path: str | int) -> Protocol:
         try:
             return Protocol.parse(str(value or "TCP"))
         except ValueError:
             self.fail(path, f"unsupported protocol {value!r} (TCP, UDP, SCTP)")
             return Protocol.TCP
 
-    def policy(self, value: Any, path: Sequence[str | int]) -> TrafficPolicy:
+    def policy(self, value: Any, *path: str | int) -> TrafficPolicy:
         if value in (None, ""):
             return TrafficPolicy.CLUSTER
         try:
@@ -170,20 +174,21 @@ def parse_service(doc: Mapping[str, Any], *, source: str = "") -> Service:
     status = r.mapping(doc, "status", [])
     ports = []
     for i, p in enumerate(r.items(spec, "ports", ["spec"])):
-        path: list[str | int] = ["spec", "ports", i]
         ports.append(
             ServicePort(
                 name=str(p.get("name") or ""),
-                protocol=r.protocol(p.get("protocol"), [*path, "protocol"]),
-                port=r.port(p.get("port"), [*path, "port"]),
-                node_port=r.port(p.get("nodePort") or 0, [*path, "nodePort"], zero_ok=True),
+                protocol=r.protocol(p.get("protocol"), "spec", "ports", i, "protocol"),
+                port=r.port(p.get("port"), "spec", "ports", i, "port"),
+                node_port=r.port(
+                    p.get("nodePort") or 0, "spec", "ports", i, "nodePort", zero_ok=True
+                ),
             )
         )
     cluster_ips = tuple(str(ip) for ip in r.items(spec, "clusterIPs", ["spec"]))
     if not cluster_ips and spec.get("clusterIP"):
         cluster_ips = (str(spec["clusterIP"]),)
     external = [
-        r.ip(ip, ["spec", "externalIPs", i])
+        r.ip(ip, "spec", "externalIPs", i)
         for i, ip in enumerate(r.items(spec, "externalIPs", ["spec"]))
     ]
     ingress = []
@@ -191,7 +196,7 @@ def parse_service(doc: Mapping[str, Any], *, source: str = "") -> Service:
     for i, ing in enumerate(r.items(lb, "ingress", ["status", "loadBalancer"])):
         if not ing.get("ip") or ing.get("ipMode") not in (None, "VIP"):
             continue  # hostname-only ingress, or KEP-1860 ipMode Proxy: not a VIP here
-        ingress.append(r.ip(ing["ip"], ["status", "loadBalancer", "ingress", i, "ip"]))
+        ingress.append(r.ip(ing["ip"], "status", "loadBalancer", "ingress", i, "ip"))
     affinity = spec.get("sessionAffinity") == "ClientIP"
     timeout = (
         ((spec.get("sessionAffinityConfig") or {}).get("clientIP") or {}).get("timeoutSeconds")
@@ -202,8 +207,8 @@ def parse_service(doc: Mapping[str, Any], *, source: str = "") -> Service:
             f"must be an integer between 1 and 86400, got {timeout!r}",
         )
         timeout = DEFAULT_AFFINITY_TIMEOUT
-    etp = r.policy(spec.get("externalTrafficPolicy"), ["spec", "externalTrafficPolicy"])
-    itp = r.policy(spec.get("internalTrafficPolicy"), ["spec", "internalTrafficPolicy"])
+    etp = r.policy(spec.get("externalTrafficPolicy"), "spec", "externalTrafficPolicy")
+    itp = r.policy(spec.get("internalTrafficPolicy"), "spec", "internalTrafficPolicy")
     r.check()
     return Service(
         name=name,
@@ -242,20 +247,19 @@ def parse_endpoint_slice(doc: Mapping[str, Any], *, source: str = "") -> Endpoin
     ports = tuple(
         EndpointPort(
             name=str(p.get("name") or ""),
-            protocol=r.protocol(p.get("protocol"), ["ports", i, "protocol"]),
-            port=r.port(p.get("port"), ["ports", i, "port"]),
+            protocol=r.protocol(p.get("protocol"), "ports", i, "protocol"),
+            port=r.port(p.get("port"), "ports", i, "port"),
         )
         for i, p in enumerate(r.items(doc, "ports", []))
     )
     endpoints = []
     if doc.get("addressType", "IPv4") in ("IPv4", "IPv6"):
         for i, ep in enumerate(r.items(doc, "endpoints", [])):
-            path: list[str | int] = ["endpoints", i]
+            path = ("endpoints", i)
             cond = r.mapping(ep, "conditions", path)
             ready = cond.get("ready") is not False
             addrs = [
-                r.ip(a, [*path, "addresses", j])
-                for j, a in enumerate(r.items(ep, "addresses", path))
+                r.ip(a, *path, "addresses", j) for j, a in enumerate(r.items(ep, "addresses", path))
             ]
             endpoints.append(
                 Endpoint(
