@@ -207,7 +207,6 @@ def fetch(netns: str, url: str) -> str:
 @needs_podman
 @needs_plugins
 def test_podman_runs_a_container_through_the_chain(cli: Cli, node: Node, tmp_path: Path) -> None:
-    started = time.monotonic()
     conf = json.loads(node.conflist.read_text())
     assert [p["type"] for p in conf["plugins"]] == ["cilium-cni", "portmap", "bandwidth"]
     plugin = node.bindir / "cilium-cni"
@@ -269,7 +268,6 @@ def test_podman_runs_a_container_through_the_chain(cli: Cli, node: Node, tmp_pat
         assert host_veth not in node.run("ip", "-o", "link").stdout
     finally:
         podman.cleanup()
-    assert time.monotonic() - started < 60
 
 
 # -- the chain by hand, as libcni runs it --------------------------------------------------

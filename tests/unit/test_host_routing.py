@@ -46,6 +46,13 @@ def test_legacy_when_configured_or_when_the_node_cannot_have_it() -> None:
     assert not routes.bpf and "enable-endpoint-routes" in routes.reason
     eni = host_routing(settings({"ipam": "eni"}), masquerade_keep=(), missing_helpers=())
     assert not eni.bpf and "ipam eni" in eni.reason
+    for chained in ({"cni-chaining-mode": "portmap"}, {"cni-chained-plugins": "portmap"}):
+        chain = host_routing(settings(chained), masquerade_keep=(), missing_helpers=())
+        assert not chain.bpf and "CNI chaining" in chain.reason and "portmap" in chain.reason
+    bandwidth = host_routing(
+        settings({"cni-chained-plugins": "bandwidth"}), masquerade_keep=(), missing_helpers=()
+    )
+    assert bandwidth.bpf  # no netfilter rule of its own on pod traffic
     old_kernel = host_routing(
         settings({}), masquerade_keep=(), missing_helpers=("bpf_redirect_peer",)
     )

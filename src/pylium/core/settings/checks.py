@@ -16,6 +16,8 @@ from ipaddress import IPv4Network, IPv6Network
 from pylium.base.errors import ConfigError
 from pylium.model.config import (
     AgentSettings,
+    CNIChainedPlugin,
+    CNIChainingMode,
     DSRDispatch,
     IPAMMode,
     LBMode,
@@ -273,8 +275,9 @@ def host_routing(
 ) -> HostRouting:
     """BPF host routing unless ``enable-host-legacy-routing`` is set or the node cannot have it
     (upstream's fall-backs in ``daemon/cmd/kube_proxy_replacement.go``: endpoint routes, the
-    kernel's helpers). ``masquerade_keep``: the destinations not masqueraded (empty:
-    masquerading off); ``missing_helpers``: the BPF helpers the kernel lacks.
+    kernel's helpers; and CNI chaining, whose plugins' netfilter rules BPF routing would
+    skip). ``masquerade_keep``: the destinations not masqueraded (empty: masquerading off);
+    ``missing_helpers``: the BPF helpers the kernel lacks.
 
     Unlike upstream, iptables-style masquerading and kube-proxy-replacement off do not force
     Legacy: pylium masquerades in nftables, so packets to be masqueraded still take the stack
@@ -290,6 +293,18 @@ def host_routing(
         reason = (
             "BPF host routing is not supported with ipam eni (its masquerading and per-ENI "
             "routing tables are the stack's)."
+        )
+    elif s.cni_chaining_mode is not CNIChainingMode.NONE or (
+        CNIChainedPlugin.PORTMAP in s.cni_chained_plugins
+    ):
+        chain = (
+            f"cni-chaining-mode={s.cni_chaining_mode.value}"
+            if s.cni_chaining_mode is not CNIChainingMode.NONE
+            else "cni-chained-plugins with portmap"
+        )
+        reason = (
+            f"BPF host routing is not supported with CNI chaining ({chain}): the chained "
+            "plugins' netfilter rules (portmap's DNAT and its reverse) need the stack."
         )
     elif missing_helpers:
         reason = (
