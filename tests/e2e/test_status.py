@@ -77,7 +77,7 @@ def test_status_and_health_with_a_dead_agent(cli: Cli) -> None:
         node = cli("status", "--node", "n1", "--lab", lab).stdout
         assert "allocated from 10.0." in line(node, "IPAM:")
         assert "IPv4: " in line(node, "IPAM:")
-        assert "Network: Tunnel [vxlan]   Host: Legacy" in line(node, "Routing:")
+        assert "Network: Tunnel [vxlan]   Host: BPF" in line(node, "Routing:")
         assert line(node, "KVStore:").split()[1] == "Ok"
         assert line(node, "KubeProxyReplacement:").split()[1] == "False"
         assert "healthy" in line(node, "Controller Status:")
@@ -163,7 +163,7 @@ def test_node_status_native_routing(cli: Cli) -> None:
     )
     try:
         node = cli("status", "--node", "n1", "--lab", lab).stdout
-        assert "Network: Native   Host: Legacy" in line(node, "Routing:")
+        assert "Network: Native   Host: BPF" in line(node, "Routing:")
         health = json.loads(
             cli("health", "--node", "n1", "--lab", lab, "--probe", "-o", "json").stdout
         )
