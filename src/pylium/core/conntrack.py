@@ -87,36 +87,25 @@ def nat_owners(key: Tuple, entry: NATEntry, nat: Mapping[Tuple, NATEntry]) -> tu
     else:
         client, client_port = key.saddr, key.sport
         backend, backend_port = key.daddr, key.dport
+
+    def from_client(daddr: ipaddress.IPv4Address, dport: int, flags: int) -> Tuple:
+        return Tuple(
+            daddr=daddr, saddr=client, dport=dport, sport=client_port,
+            nexthdr=key.nexthdr, flags=flags,
+        )  # fmt: skip
+
     if key.flags & TUPLE_F_SERVICE:
         frontend: NATEntry | None = entry
     else:
         reverse = Tuple(
-            daddr=client,
-            saddr=backend,
-            dport=client_port,
-            sport=backend_port,
-            nexthdr=key.nexthdr,
-            flags=TUPLE_F_SERVICE,
-        )
+            daddr=client, saddr=backend, dport=client_port, sport=backend_port,
+            nexthdr=key.nexthdr, flags=TUPLE_F_SERVICE,
+        )  # fmt: skip
         frontend = nat.get(reverse)
-    accepted = Tuple(
-        daddr=backend,
-        saddr=client,
-        dport=backend_port,
-        sport=client_port,
-        nexthdr=key.nexthdr,
-        flags=TUPLE_F_IN,
-    )
+    accepted = from_client(backend, backend_port, TUPLE_F_IN)
     if frontend is None:
         return (accepted,)
-    service = Tuple(
-        daddr=frontend.address,
-        saddr=client,
-        dport=frontend.port,
-        sport=client_port,
-        nexthdr=key.nexthdr,
-        flags=TUPLE_F_SERVICE,
-    )
+    service = from_client(frontend.address, frontend.port, TUPLE_F_SERVICE)
     return (service, accepted)
 
 
